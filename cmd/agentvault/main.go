@@ -1,0 +1,42 @@
+// Command agentvault is the agentvault server and its operator tools.
+//
+//	agentvault serve [flags]      run the server
+//	agentvault version            print the version
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+var version = "dev"
+
+const usage = `agentvault: a data privacy vault for AI-powered workflows
+
+usage:
+  agentvault serve [flags]   run the server (agentvault serve -h for flags)
+  agentvault version         print the version
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "serve":
+		err = serve(os.Args[2:])
+	case "version":
+		fmt.Println(version)
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "agentvault: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "agentvault:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/agentvault/agentvault/httpapi"
+	"github.com/agentvault/agentvault/keys"
+	"github.com/agentvault/agentvault/vault"
+)
+
+type serveFlags struct {
+	listen          string
+	dataDir         string
+	kms             string
+	vaultKey        string
+	vaultMount      string
+	maxBodyBytes    int64
+	maxBatch        int
+	logLevel        string
+	logFormat       string
+	shutdownTimeout time.Duration
+}
+
+func serve(args []string) error {
+	var f serveFlags
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:8080", "address to listen on")
+	fs.StringVar(&f.dataDir, "data-dir", "agentvault-data", "directory for the database (and the development KEK with --kms local)")
+	fs.StringVar(&f.kms, "kms", "local", `KEK provider: "local" (development only) or "vault" (VAULT_ADDR, VAULT_TOKEN)`)
+	fs.StringVar(&f.vaultKey, "vault-key", "agentvault", "Transit key name, with --kms vault")
+	fs.StringVar(&f.vaultMount, "vault-mount", "transit", "Transit mount path, with --kms vault")
+	fs.Int64Var(&f.maxBodyBytes, "max-body-bytes", httpapi.DefaultMaxBodyBytes, "largest request body accepted (413 above)")
+	fs.IntVar(&f.maxBatch, "max-batch-records", 5000, "most records in one create request")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests get to finish on SIGTERM")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := newLogger(f.logLevel, f.logFormat)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	kek, err := openKEK(ctx, f, log)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	store, err := vault.OpenStore(filepath.Join(f.dataDir, "db"), vault.StoreOptions{Logger: log, Registry: reg})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Error("close store", "err", err)
+		}
+	}()
+	svc, err := vault.New(vault.Config{
+		Store: store, Keys: keys.NewManager(kek), Logger: log, Registry: reg, MaxBatchRecords: f.maxBatch,
+	})
+	if err != nil {
+		return err
+	}
+	generated, err := svc.EnsureBootstrapAdmin(ctx, os.Getenv("AGENTVAULT_ADMIN_TOKEN"))
+	if err != nil {
+		return err
+	}
+	if generated != "" {
+		// Straight to the terminal, not the log pipeline: it is a secret.
+		fmt.Fprintf(os.Stderr, "\n  bootstrap admin token (shown once, store it now):\n\n    %s\n\n", generated)
+	}
+
+	api := httpapi.New(httpapi.Config{Service: svc, Logger: log, Registry: reg, MaxBodyBytes: f.maxBodyBytes})
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           api,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("listening", "addr", ln.Addr().String(), "kms", f.kms, "data_dir", f.dataDir)
+
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing in-flight requests")
+	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func openKEK(ctx context.Context, f serveFlags, log *slog.Logger) (keys.KEK, error) {
+	switch f.kms {
+	case "local":
+		path := filepath.Join(f.dataDir, "dev-kek.json")
+		k, err := keys.OpenLocalKEK(path)
+		if err != nil {
+			return nil, err
+		}
+		log.Warn("DEVELOPMENT KEK IN USE: the key-encryption key is a cleartext file beside the data ("+path+"). "+
+			"Anyone who can read the data directory can decrypt everything. Use --kms vault in production.", "kek_file", path)
+		fmt.Fprintln(os.Stderr, "\n  *** WARNING: development KEK in "+path+" — not for production; use --kms vault ***")
+		return k, nil
+	case "vault":
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		k, err := keys.OpenVaultKEK(cctx, keys.VaultConfig{
+			Addr: os.Getenv("VAULT_ADDR"), Token: os.Getenv("VAULT_TOKEN"), Mount: f.vaultMount, Key: f.vaultKey,
+		})
+		if err != nil {
+			return nil, err
+		}
+		log.Info("KEK in Vault Transit", "vault_addr", os.Getenv("VAULT_ADDR"), "key", f.vaultMount+"/keys/"+f.vaultKey)
+		return k, nil
+	}
+	return nil, fmt.Errorf("--kms must be local or vault, not %q", f.kms)
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch strings.ToLower(format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format must be text or json, not %q", format)
+}

@@ -1,0 +1,46 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/gorilla/mux"
+
+	"github.com/agentvault/agentvault/vault"
+)
+
+func (s *Server) createCollection(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Name   string        `json:"name"`
+		Fields []vault.Field `json:"fields"`
+	}
+	if !s.decode(w, r, &req) {
+		return
+	}
+	c, err := s.svc.CreateCollection(r.Context(), principal(r), vault.Collection{Name: req.Name, Fields: req.Fields})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, c)
+}
+
+func (s *Server) listCollections(w http.ResponseWriter, r *http.Request) {
+	cs, err := s.svc.ListCollections(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if cs == nil {
+		cs = []vault.Collection{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"collections": cs})
+}
+
+func (s *Server) getCollection(w http.ResponseWriter, r *http.Request) {
+	c, err := s.svc.GetCollection(r.Context(), mux.Vars(r)["collection"])
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, c)
+}

@@ -1,0 +1,130 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/agentvault/agentvault/keys"
+	"github.com/agentvault/agentvault/vault"
+)
+
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// writeError answers with the contract's error shape.
+func writeError(w http.ResponseWriter, status int, code, message string) {
+	writeJSON(w, status, errorBody{Error: errorDetail{Code: code, Message: message}})
+}
+
+// statusOf maps domain errors to statuses, in one place.
+func statusOf(err error) (int, string) {
+	switch {
+	case errors.Is(err, vault.ErrInvalid):
+		return http.StatusBadRequest, "invalid_request"
+	case errors.Is(err, vault.ErrUnauthenticated):
+		return http.StatusUnauthorized, "unauthenticated"
+	case errors.Is(err, vault.ErrForbidden):
+		return http.StatusForbidden, "forbidden"
+	case errors.Is(err, vault.ErrNotFound):
+		return http.StatusNotFound, "not_found"
+	case errors.Is(err, vault.ErrConflict):
+		return http.StatusConflict, "conflict"
+	case errors.Is(err, vault.ErrTooLarge):
+		return http.StatusRequestEntityTooLarge, "too_large"
+	case errors.Is(err, keys.ErrKMSUnavailable):
+		return http.StatusServiceUnavailable, "kms_unavailable"
+	case errors.Is(err, vault.ErrUnavailable):
+		return http.StatusServiceUnavailable, "storage_unavailable"
+	}
+	return http.StatusInternalServerError, "internal"
+}
+
+// fail answers with err mapped to its status. Domain errors carry their
+// own code and a message meant for people; anything else is logged with
+// the request id and answered with a generic message.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	status, code := statusOf(err)
+	var de *vault.Error
+	switch {
+	case errors.As(err, &de):
+		writeError(w, status, de.Code, de.Message)
+	case status == http.StatusInternalServerError:
+		s.log.Error("request failed", "request_id", requestID(r), "err", err)
+		writeError(w, status, code, "internal error; the server log has details under request id "+requestID(r))
+	case status == http.StatusServiceUnavailable:
+		s.log.Warn("dependency unavailable", "request_id", requestID(r), "err", err)
+		writeError(w, status, code, "a dependency is unavailable; retry later (request id "+requestID(r)+")")
+	default:
+		writeError(w, status, code, err.Error())
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	_ = enc.Encode(v)
+}
+
+// decode reads exactly one JSON object into dst, refusing unknown fields,
+// trailing data and bodies over the limit. The Content-Type is not
+// checked: authentication is by bearer token, never by cookie, so there is
+// no cross-site form to guard against, and curl users need not set it. It answers the client itself
+// and returns false on any problem.
+func (s *Server) decode(w http.ResponseWriter, r *http.Request, dst any) bool {
+	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(dst)
+	if err == nil {
+		if _, extra := dec.Token(); extra != io.EOF {
+			err = errors.New("trailing data after the JSON object")
+			var mbe *http.MaxBytesError
+			if errors.As(extra, &mbe) {
+				err = extra
+			}
+		}
+	}
+	if err == nil {
+		return true
+	}
+	var (
+		mbe  *http.MaxBytesError
+		syn  *json.SyntaxError
+		typ  *json.UnmarshalTypeError
+		code = "malformed_json"
+		msg  string
+	)
+	switch {
+	case errors.As(err, &mbe):
+		writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("request body exceeds %d bytes", mbe.Limit))
+		return false
+	case errors.As(err, &syn):
+		msg = fmt.Sprintf("malformed JSON at byte %d", syn.Offset)
+	case errors.As(err, &typ):
+		code = "wrong_type"
+		msg = fmt.Sprintf("field %q must be %s", typ.Field, typ.Type)
+	case errors.Is(err, io.EOF):
+		msg = "request body is empty; send a JSON object"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		msg = "request body ends in the middle of the JSON"
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		code = "unknown_field"
+		msg = "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")
+	default:
+		msg = err.Error()
+	}
+	writeError(w, http.StatusBadRequest, code, msg)
+	return false
+}

@@ -1,0 +1,52 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/gorilla/mux"
+
+	"github.com/agentvault/agentvault/vault"
+)
+
+type recordInput struct {
+	Fields map[string]json.RawMessage `json:"fields"`
+}
+
+func (s *Server) createRecords(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Records []recordInput `json:"records"`
+	}
+	if !s.decode(w, r, &req) {
+		return
+	}
+	in := make([]map[string]json.RawMessage, len(req.Records))
+	for i, rec := range req.Records {
+		in[i] = rec.Fields
+	}
+	recs, err := s.svc.CreateRecords(r.Context(), principal(r), mux.Vars(r)["collection"], in)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string][]vault.Record{"records": recs})
+}
+
+func (s *Server) getRecord(w http.ResponseWriter, r *http.Request) {
+	v := mux.Vars(r)
+	rec, err := s.svc.GetRecord(r.Context(), v["collection"], v["id"])
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, rec)
+}
+
+func (s *Server) deleteRecord(w http.ResponseWriter, r *http.Request) {
+	v := mux.Vars(r)
+	if err := s.svc.DeleteRecord(r.Context(), principal(r), v["collection"], v["id"]); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

@@ -1,0 +1,229 @@
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/agentvault/agentvault/vault"
+)
+
+// Config wires the HTTP API.
+type Config struct {
+	Service *vault.Service
+	Logger  *slog.Logger
+	// Registry receives HTTP metrics and is served on /metrics.
+	Registry *prometheus.Registry
+	// MaxBodyBytes bounds every request body (default 4 MiB).
+	MaxBodyBytes int64
+}
+
+// DefaultMaxBodyBytes is the request body limit unless configured.
+const DefaultMaxBodyBytes = 4 << 20
+
+// Server is the HTTP API.
+type Server struct {
+	cfg    Config
+	svc    *vault.Service
+	log    *slog.Logger
+	router *mux.Router
+
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+// New builds the API's handler.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	s := &Server{
+		cfg: cfg,
+		svc: cfg.Service,
+		log: cfg.Logger,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agentvault_http_requests_total", Help: "HTTP requests by route, method and status.",
+		}, []string{"route", "method", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "agentvault_http_request_seconds", Help: "HTTP request latency by route and method.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
+		}, []string{"route", "method"}),
+	}
+	cfg.Registry.MustRegister(s.requests, s.latency)
+
+	r := mux.NewRouter()
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no_route", "no such endpoint: "+r.Method+" "+r.URL.Path)
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+r.URL.Path)
+	})
+	r.HandleFunc("/healthz", s.healthz).Methods(http.MethodGet)
+	r.HandleFunc("/readyz", s.readyz).Methods(http.MethodGet)
+	r.Handle("/metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+
+	v1 := r.PathPrefix("/v1").Subrouter()
+	v1.Handle("/principals", s.auth(s.createPrincipal, vault.RoleAdmin)).Methods(http.MethodPost)
+	v1.Handle("/principals", s.auth(s.listPrincipals, vault.RoleAdmin)).Methods(http.MethodGet)
+	v1.Handle("/principals/{id}", s.auth(s.revokePrincipal, vault.RoleAdmin)).Methods(http.MethodDelete)
+
+	v1.Handle("/collections", s.auth(s.createCollection, vault.RoleAdmin)).Methods(http.MethodPost)
+	v1.Handle("/collections", s.auth(s.listCollections)).Methods(http.MethodGet)
+	v1.Handle("/collections/{collection}", s.auth(s.getCollection)).Methods(http.MethodGet)
+
+	v1.Handle("/collections/{collection}/records", s.auth(s.createRecords, vault.RoleWriter)).Methods(http.MethodPost)
+	v1.Handle("/collections/{collection}/records/{id}", s.auth(s.getRecord, vault.RoleWriter, vault.RoleAgent)).Methods(http.MethodGet)
+	v1.Handle("/collections/{collection}/records/{id}", s.auth(s.deleteRecord, vault.RoleWriter)).Methods(http.MethodDelete)
+	r.Use(s.observe)
+	s.router = r
+	return s
+}
+
+// ServeHTTP serves the API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.Error("handler panic", "request_id", requestID(r), "panic", v)
+			writeError(w, http.StatusInternalServerError, "internal", "internal error")
+		}
+	}()
+	s.router.ServeHTTP(w, r)
+}
+
+type ctxKey int
+
+const keyState ctxKey = 0
+
+// reqState is what the middleware learns about a request: its id, set by
+// observe, and its principal, set by auth.
+type reqState struct {
+	id        string
+	principal *vault.Principal
+}
+
+func state(r *http.Request) *reqState {
+	st, _ := r.Context().Value(keyState).(*reqState)
+	if st == nil {
+		return &reqState{}
+	}
+	return st
+}
+
+var validRequestID = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
+
+func requestID(r *http.Request) string { return state(r).id }
+
+func principal(r *http.Request) *vault.Principal { return state(r).principal }
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// observe assigns the request id and records metrics and one log line per
+// request. It never logs bodies.
+func (s *Server) observe(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		id := r.Header.Get("X-Request-Id")
+		if !validRequestID.MatchString(id) {
+			id = uuid.NewString()
+		}
+		w.Header().Set("X-Request-Id", id)
+		st := &reqState{id: id}
+		sw := &statusWriter{ResponseWriter: w}
+		r = r.WithContext(context.WithValue(r.Context(), keyState, st))
+		next.ServeHTTP(sw, r)
+		route := "unmatched"
+		if cur := mux.CurrentRoute(r); cur != nil {
+			route, _ = cur.GetPathTemplate()
+		}
+		elapsed := time.Since(start)
+		s.requests.WithLabelValues(route, r.Method, strconv.Itoa(sw.status)).Inc()
+		s.latency.WithLabelValues(route, r.Method).Observe(elapsed.Seconds())
+		if route == "/metrics" || route == "/healthz" || route == "/readyz" {
+			return
+		}
+		s.log.Debug("request", "request_id", id, "method", r.Method, "route", route,
+			"status", sw.status, "duration_ms", float64(elapsed.Microseconds())/1000, "principal_id", principalID(st.principal))
+	})
+}
+
+func principalID(p *vault.Principal) string {
+	if p != nil {
+		return p.ID
+	}
+	return ""
+}
+
+// auth authenticates the bearer token and, when roles are given, requires
+// one of them. Admins pass every role check; a reveal still needs a grant.
+func (s *Server) auth(h http.HandlerFunc, roles ...vault.Role) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		authz := r.Header.Get("Authorization")
+		token, ok := strings.CutPrefix(authz, "Bearer ")
+		if !ok || token == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="agentvault"`)
+			writeError(w, http.StatusUnauthorized, "unauthenticated", "send Authorization: Bearer <api token>")
+			return
+		}
+		p, err := s.svc.Authenticate(strings.TrimSpace(token))
+		if err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="agentvault", error="invalid_token"`)
+			writeError(w, http.StatusUnauthorized, "unauthenticated", "the API token is not valid or was revoked")
+			return
+		}
+		if len(roles) > 0 && !p.Has(vault.RoleAdmin) && !hasAny(p, roles) {
+			writeError(w, http.StatusForbidden, "forbidden", "this endpoint needs one of the roles "+joinRoles(roles))
+			return
+		}
+		state(r).principal = p
+		h(w, r)
+	})
+}
+
+func hasAny(p *vault.Principal, roles []vault.Role) bool {
+	for _, r := range roles {
+		if p.Has(r) {
+			return true
+		}
+	}
+	return false
+}
+
+func joinRoles(roles []vault.Role) string {
+	s := make([]string, len(roles))
+	for i, r := range roles {
+		s[i] = string(r)
+	}
+	return strings.Join(s, ", ")
+}

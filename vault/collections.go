@@ -1,0 +1,337 @@
+package vault
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/agentvault/agentvault/keys"
+	"github.com/agentvault/agentvault/tokenizer"
+)
+
+// FieldType is the JSON type of a field's values.
+type FieldType string
+
+// Field types.
+const (
+	TypeString  FieldType = "string"
+	TypeNumber  FieldType = "number"
+	TypeBoolean FieldType = "boolean"
+)
+
+// Field describes one field of a collection's records.
+type Field struct {
+	Name      string           `json:"name"`
+	Type      FieldType        `json:"type"`
+	Sensitive bool             `json:"sensitive"`
+	Token     tokenizer.Kind   `json:"token,omitempty"`
+	Format    tokenizer.Format `json:"format,omitempty"`
+	Mask      tokenizer.Mask   `json:"mask,omitempty"`
+	// Approval "always" makes every reveal of this field wait for a human.
+	Approval string `json:"approval,omitempty"`
+	// ApprovalAbove makes a reveal wait for a human when the (numeric)
+	// value is strictly above it.
+	ApprovalAbove *float64 `json:"approval_above,omitempty"`
+}
+
+// Collection is a named schema of records.
+type Collection struct {
+	Name      string    `json:"name"`
+	Fields    []Field   `json:"fields"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Field returns the named field.
+func (c *Collection) Field(name string) (*Field, bool) {
+	for i := range c.Fields {
+		if c.Fields[i].Name == name {
+			return &c.Fields[i], true
+		}
+	}
+	return nil, false
+}
+
+// MaxFields bounds a collection's schema.
+const MaxFields = 128
+
+var identifier = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
+
+// normalize checks a requested schema and fills defaults: sensitive fields
+// default to random tokens and a mask suited to their format.
+func (c *Collection) normalize() error {
+	if !identifier.MatchString(c.Name) {
+		return invalid("invalid_name", "collection name must match %s", identifier)
+	}
+	if len(c.Fields) == 0 {
+		return invalid("invalid_fields", "a collection needs at least one field")
+	}
+	if len(c.Fields) > MaxFields {
+		return invalid("invalid_fields", "a collection has at most %d fields", MaxFields)
+	}
+	seen := map[string]bool{}
+	for i := range c.Fields {
+		f := &c.Fields[i]
+		if !identifier.MatchString(f.Name) {
+			return invalid("invalid_field", "field %d: name must match %s", i, identifier)
+		}
+		if seen[f.Name] {
+			return invalid("invalid_field", "field %q is listed twice", f.Name)
+		}
+		seen[f.Name] = true
+		if err := f.normalize(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *Field) normalize() error {
+	switch f.Type {
+	case TypeString, TypeNumber, TypeBoolean:
+	default:
+		return invalid("invalid_field", "field %q: type must be string, number or boolean", f.Name)
+	}
+	if !f.Sensitive {
+		if f.Token != "" || f.Format != "" || f.Mask != "" || f.Approval != "" || f.ApprovalAbove != nil {
+			return invalid("invalid_field", "field %q: token, format, mask and approval apply only to sensitive fields", f.Name)
+		}
+		return nil
+	}
+	if f.Token == "" {
+		f.Token = tokenizer.KindRandom
+	}
+	switch f.Token {
+	case tokenizer.KindRandom, tokenizer.KindDeterministic:
+		if f.Format != "" {
+			return invalid("invalid_field", "field %q: format applies only to format_preserving tokens", f.Name)
+		}
+	case tokenizer.KindFormatPreserving:
+		if !f.Format.Valid() {
+			return invalid("invalid_field", "field %q: format_preserving needs format, one of %v", f.Name, tokenizer.Formats)
+		}
+		if f.Type != TypeString {
+			return invalid("invalid_field", "field %q: format_preserving fields must have type string", f.Name)
+		}
+	default:
+		return invalid("invalid_field", "field %q: token must be random, deterministic or format_preserving", f.Name)
+	}
+	if f.Mask == "" {
+		switch f.Format {
+		case tokenizer.FormatCard:
+			f.Mask = tokenizer.MaskLast4
+		case tokenizer.FormatEmail:
+			f.Mask = tokenizer.MaskEmail
+		default:
+			f.Mask = tokenizer.MaskFull
+		}
+	}
+	if !f.Mask.Valid() {
+		return invalid("invalid_field", "field %q: mask must be last4, email or full", f.Name)
+	}
+	if f.Approval != "" && f.Approval != "always" {
+		return invalid("invalid_field", "field %q: approval must be \"always\" or absent", f.Name)
+	}
+	if f.ApprovalAbove != nil && f.Type != TypeNumber {
+		return invalid("invalid_field", "field %q: approval_above applies only to number fields", f.Name)
+	}
+	return nil
+}
+
+func collectionKey(name string) []byte { return []byte("c/" + name) }
+func dekKey(name string) []byte        { return []byte("k/dek/" + name) }
+func indexKeyKey(name string) []byte   { return []byte("k/idx/" + name) }
+func dekScope(name string) string      { return "dek/" + name }
+func indexScope(name string) string    { return "idx/" + name }
+
+// collection is a loaded collection: schema and unwrapped keys.
+type collection struct {
+	Collection
+	dek   *keys.DataKey
+	index *keys.IndexKey
+}
+
+// CreateCollection stores a new collection with fresh keysets wrapped by
+// the KEK.
+func (s *Service) CreateCollection(ctx context.Context, actor *Principal, c Collection) (*Collection, error) {
+	if err := c.normalize(); err != nil {
+		return nil, err
+	}
+	c.CreatedAt = s.now()
+	dek, err := s.keys.NewDataKey()
+	if err != nil {
+		return nil, err
+	}
+	idx, err := s.keys.NewIndexKey()
+	if err != nil {
+		return nil, err
+	}
+	wrappedDEK, err := s.keys.WrapDataKey(dek, dekScope(c.Name))
+	if err != nil {
+		return nil, kmsErr(err)
+	}
+	wrappedIdx, err := s.keys.WrapIndexKey(idx, indexScope(c.Name))
+	if err != nil {
+		return nil, kmsErr(err)
+	}
+	schema, err := json.Marshal(c)
+	if err != nil {
+		return nil, err
+	}
+	err = s.store.Update(ctx, func(txn *badger.Txn) error {
+		if _, err := txn.Get(collectionKey(c.Name)); err == nil {
+			return conflict("collection_exists", "collection %q already exists", c.Name)
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		for k, v := range map[string][]byte{string(collectionKey(c.Name)): schema, string(dekKey(c.Name)): wrappedDEK, string(indexKeyKey(c.Name)): wrappedIdx} {
+			if err := txn.Set([]byte(k), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.cmu.Lock()
+	s.collections[c.Name] = &collection{Collection: c, dek: dek, index: idx}
+	s.cmu.Unlock()
+	s.log.Info("collection created", "collection", c.Name, "fields", len(c.Fields), "actor", actorID(actor))
+	out := c
+	return &out, nil
+}
+
+// kmsErr marks a KEK failure as unavailable unless it already says why.
+func kmsErr(err error) error {
+	if errors.Is(err, keys.ErrKMSUnavailable) {
+		return err
+	}
+	return fmt.Errorf("%w: %v", keys.ErrKMSUnavailable, err)
+}
+
+// GetCollection returns a collection's schema.
+func (s *Service) GetCollection(ctx context.Context, name string) (*Collection, error) {
+	c, err := s.schema(name)
+	if err != nil {
+		return nil, err
+	}
+	out := c
+	return &out, nil
+}
+
+// ListCollections returns every collection's schema, by name.
+func (s *Service) ListCollections(context.Context) ([]Collection, error) {
+	var out []Collection
+	err := s.store.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("c/"), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var c Collection
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &c) }); err != nil {
+				return err
+			}
+			out = append(out, c)
+		}
+		return nil
+	})
+	slices.SortFunc(out, func(a, b Collection) int {
+		if a.Name < b.Name {
+			return -1
+		}
+		if a.Name > b.Name {
+			return 1
+		}
+		return 0
+	})
+	return out, err
+}
+
+// schema reads a collection's schema without its keys.
+func (s *Service) schema(name string) (Collection, error) {
+	s.cmu.RLock()
+	c, ok := s.collections[name]
+	s.cmu.RUnlock()
+	if ok {
+		return c.Collection, nil
+	}
+	var out Collection
+	err := s.store.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(collectionKey(name))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return notFound("collection_not_found", "no collection named %q", name)
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error { return json.Unmarshal(v, &out) })
+	})
+	return out, err
+}
+
+// collection returns a loaded collection, unwrapping its keysets through
+// the KEK on first use. After that the hot path never calls the KMS.
+func (s *Service) collection(name string) (*collection, error) {
+	s.cmu.RLock()
+	c, ok := s.collections[name]
+	s.cmu.RUnlock()
+	if ok {
+		return c, nil
+	}
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
+	s.cmu.RLock()
+	c, ok = s.collections[name]
+	s.cmu.RUnlock()
+	if ok {
+		return c, nil
+	}
+	var schema Collection
+	var wrappedDEK, wrappedIdx []byte
+	err := s.store.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(collectionKey(name))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return notFound("collection_not_found", "no collection named %q", name)
+		}
+		if err != nil {
+			return err
+		}
+		if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &schema) }); err != nil {
+			return err
+		}
+		if wrappedDEK, err = getValue(txn, dekKey(name)); err != nil {
+			return err
+		}
+		wrappedIdx, err = getValue(txn, indexKeyKey(name))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	dek, err := s.keys.OpenDataKey(wrappedDEK, dekScope(name))
+	if err != nil {
+		return nil, kmsErr(err)
+	}
+	idx, err := s.keys.OpenIndexKey(wrappedIdx, indexScope(name))
+	if err != nil {
+		return nil, kmsErr(err)
+	}
+	c = &collection{Collection: schema, dek: dek, index: idx}
+	s.cmu.Lock()
+	s.collections[name] = c
+	s.cmu.Unlock()
+	return c, nil
+}
+
+func getValue(txn *badger.Txn, key []byte) ([]byte, error) {
+	item, err := txn.Get(key)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", key, err)
+	}
+	return item.ValueCopy(nil)
+}

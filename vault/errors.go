@@ -1,0 +1,42 @@
+package vault
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors callers branch on with errors.Is; httpapi maps each to
+// one status.
+var (
+	ErrInvalid         = errors.New("invalid input")
+	ErrNotFound        = errors.New("not found")
+	ErrConflict        = errors.New("conflict")
+	ErrForbidden       = errors.New("forbidden")
+	ErrUnauthenticated = errors.New("unauthenticated")
+	ErrTooLarge        = errors.New("too large")
+)
+
+// Error is a domain error with a machine-readable code and a message for a
+// person. Messages name fields and records, never values.
+type Error struct {
+	Kind    error  // one of the sentinels above
+	Code    string // snake_case, stable
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Unwrap lets errors.Is match the sentinel.
+func (e *Error) Unwrap() error { return e.Kind }
+
+func invalid(code, format string, args ...any) error {
+	return &Error{Kind: ErrInvalid, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+func notFound(code, format string, args ...any) error {
+	return &Error{Kind: ErrNotFound, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+func conflict(code, format string, args ...any) error {
+	return &Error{Kind: ErrConflict, Code: code, Message: fmt.Sprintf(format, args...)}
+}

@@ -1,0 +1,359 @@
+package vault
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/google/uuid"
+
+	"github.com/agentvault/agentvault/tokenizer"
+)
+
+// Record is a stored record as callers see it: sensitive fields carry
+// their tokens, never their values.
+type Record struct {
+	ID        string                     `json:"id"`
+	Fields    map[string]json.RawMessage `json:"fields"`
+	CreatedAt time.Time                  `json:"created_at"`
+}
+
+// MaxValueBytes bounds one field value's JSON encoding.
+const MaxValueBytes = 16 << 10
+
+// maxTokenAttempts bounds the retries for a free format-preserving token.
+const maxTokenAttempts = 32
+
+type storedRecord struct {
+	Created time.Time              `json:"t"`
+	Fields  map[string]storedField `json:"f"`
+}
+
+type storedField struct {
+	Value  json.RawMessage `json:"v,omitempty"` // non-sensitive fields only
+	Token  string          `json:"k,omitempty"`
+	Cipher []byte          `json:"c,omitempty"`
+}
+
+func recordKey(collection, id string) []byte { return []byte("r/" + collection + "\x00" + id) }
+
+// tokenIndexKey maps a token to where its value lives. The same
+// deterministic token can point at many records, so the record is part of
+// the key and lookups scan the token's prefix.
+func tokenIndexKey(token, collection, id, field string) []byte {
+	return []byte("x/" + token + "\x00" + collection + "\x00" + id + "\x00" + field)
+}
+
+func tokenIndexPrefix(token string) []byte { return []byte("x/" + token + "\x00") }
+
+// uniqueTokenKey reserves a format-preserving token vault-wide.
+func uniqueTokenKey(token string) []byte { return []byte("u/" + token) }
+
+// fieldAD binds a ciphertext to the collection, record and field it lives
+// in: copied anywhere else it does not decrypt. Names and ids cannot hold
+// NUL, so the encoding is unambiguous.
+func fieldAD(collection, id, field string) []byte {
+	return []byte("agentvault/field/v1\x00" + collection + "\x00" + id + "\x00" + field)
+}
+
+// parseValue checks raw against the field's type and returns its compact
+// JSON encoding, which is what gets encrypted (so reveals return the value
+// in its stored JSON type).
+func parseValue(f *Field, raw json.RawMessage) (json.RawMessage, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return nil, errors.New("empty")
+	}
+	if len(raw) > MaxValueBytes {
+		return nil, fmt.Errorf("longer than %d bytes", MaxValueBytes)
+	}
+	switch f.Type {
+	case TypeString:
+		var s string
+		if raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
+			return nil, errors.New("must be a string")
+		}
+		if f.Format != "" {
+			if err := tokenizer.CheckValue(f.Format, s); err != nil {
+				return nil, &formatError{f.Format}
+			}
+		}
+		return json.Marshal(s)
+	case TypeNumber:
+		var n json.Number
+		if (raw[0] != '-' && (raw[0] < '0' || raw[0] > '9')) || json.Unmarshal(raw, &n) != nil {
+			return nil, errors.New("must be a number")
+		}
+		if _, err := strconv.ParseFloat(n.String(), 64); err != nil {
+			return nil, errors.New("must be a finite number")
+		}
+		return json.RawMessage(n.String()), nil
+	case TypeBoolean:
+		switch string(raw) {
+		case "true", "false":
+			return raw, nil
+		}
+		return nil, errors.New("must be true or false")
+	}
+	return nil, fmt.Errorf("unknown type %q", f.Type)
+}
+
+// formatError reports a string that does not fit the field's format.
+type formatError struct{ format tokenizer.Format }
+
+func (e *formatError) Error() string { return "must be a valid " + string(e.format) }
+
+// canonical is the deterministic-token input for a value: numbers are
+// normalised so 1 and 1.0 share a token.
+func canonical(f *Field, v json.RawMessage) []byte {
+	if f.Type == TypeNumber {
+		x, _ := strconv.ParseFloat(string(v), 64)
+		return []byte(strconv.FormatFloat(x, 'g', -1, 64))
+	}
+	return v
+}
+
+type preparedField struct {
+	field  *Field
+	value  json.RawMessage // plain JSON: kept only for non-sensitive fields and FPE shape
+	token  string
+	cipher []byte
+	fpe    string // the string value, for format-preserving tokens
+}
+
+type preparedRecord struct {
+	id     string
+	fields map[string]*preparedField
+}
+
+// CreateRecords validates, encrypts and stores a batch of records
+// atomically: one bad record rejects the batch and nothing is stored. It
+// returns once the batch is durable.
+func (s *Service) CreateRecords(ctx context.Context, actor *Principal, collection string, inputs []map[string]json.RawMessage) ([]Record, error) {
+	if len(inputs) == 0 {
+		return nil, invalid("empty_batch", "records must hold at least one record")
+	}
+	if len(inputs) > s.cfg.MaxBatchRecords {
+		return nil, &Error{Kind: ErrTooLarge, Code: "batch_too_large", Message: fmt.Sprintf("a batch holds at most %d records", s.cfg.MaxBatchRecords)}
+	}
+	c, err := s.collection(collection)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	recs := make([]preparedRecord, len(inputs))
+	for i, in := range inputs {
+		if len(in) == 0 {
+			return nil, invalid("empty_record", "record %d has no fields", i)
+		}
+		id, err := uuid.NewV7()
+		if err != nil {
+			return nil, err
+		}
+		pr := preparedRecord{id: id.String(), fields: make(map[string]*preparedField, len(in))}
+		for name, raw := range in {
+			f, ok := c.Field(name)
+			if !ok {
+				return nil, invalid("unknown_field", "record %d: collection %q has no field %q", i, c.Name, name)
+			}
+			v, err := parseValue(f, raw)
+			var fe *formatError
+			if errors.As(err, &fe) {
+				return nil, invalid("invalid_value", "record %d: field %q %v", i, name, err)
+			}
+			if err != nil {
+				return nil, invalid("wrong_type", "record %d: field %q %v", i, name, err)
+			}
+			pf := &preparedField{field: f}
+			if !f.Sensitive {
+				pf.value = v
+			} else {
+				pf.cipher, err = c.dek.Encrypt(v, fieldAD(c.Name, pr.id, name))
+				if err != nil {
+					return nil, fmt.Errorf("encrypt field %q: %w", name, err)
+				}
+				switch f.Token {
+				case tokenizer.KindRandom:
+					pf.token = tokenizer.Random()
+				case tokenizer.KindDeterministic:
+					if pf.token, err = tokenizer.Deterministic(c.index, name, canonical(f, v)); err != nil {
+						return nil, err
+					}
+				case tokenizer.KindFormatPreserving:
+					_ = json.Unmarshal(v, &pf.fpe) // a string: parseValue checked it
+				}
+			}
+			pr.fields[name] = pf
+		}
+		recs[i] = pr
+	}
+
+	err = s.store.Update(ctx, func(txn *badger.Txn) error {
+		taken := map[string]bool{}
+		for i := range recs {
+			r := &recs[i]
+			sr := storedRecord{Created: now, Fields: make(map[string]storedField, len(r.fields))}
+			for name, pf := range r.fields {
+				if pf.field.Token == tokenizer.KindFormatPreserving {
+					tok, err := s.freeFormatToken(txn, pf.field.Format, pf.fpe, taken)
+					if err != nil {
+						return invalidf(err, "record %d: field %q", i, name)
+					}
+					pf.token = tok
+					if err := txn.Set(uniqueTokenKey(tok), nil); err != nil {
+						return err
+					}
+				}
+				if pf.field.Sensitive {
+					sr.Fields[name] = storedField{Token: pf.token, Cipher: pf.cipher}
+					if err := txn.Set(tokenIndexKey(pf.token, c.Name, r.id, name), nil); err != nil {
+						return err
+					}
+				} else {
+					sr.Fields[name] = storedField{Value: pf.value}
+				}
+			}
+			b, err := json.Marshal(sr)
+			if err != nil {
+				return err
+			}
+			if err := txn.Set(recordKey(c.Name, r.id), b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, ErrTooLarge) {
+			return nil, &Error{Kind: ErrTooLarge, Code: "batch_too_large", Message: "the batch is too large for one transaction; send fewer records"}
+		}
+		return nil, err
+	}
+	s.metrics.recordsWritten.Add(float64(len(recs)))
+
+	out := make([]Record, len(recs))
+	for i, r := range recs {
+		rec := Record{ID: r.id, Fields: make(map[string]json.RawMessage, len(r.fields)), CreatedAt: now}
+		for name, pf := range r.fields {
+			if pf.field.Sensitive {
+				rec.Fields[name], _ = json.Marshal(pf.token)
+			} else {
+				rec.Fields[name] = pf.value
+			}
+		}
+		out[i] = rec
+	}
+	return out, nil
+}
+
+// invalidf wraps a token-space error as a conflict naming record and field.
+func invalidf(err error, format string, args ...any) error {
+	var e *Error
+	if errors.As(err, &e) {
+		return &Error{Kind: e.Kind, Code: e.Code, Message: fmt.Sprintf(format, args...) + ": " + e.Message}
+	}
+	return err
+}
+
+// freeFormatToken draws format-preserving tokens until one is free in the
+// whole vault. The Get makes the reservation part of the transaction's
+// read set, so two concurrent batches cannot both take the same token:
+// the later commit conflicts and reruns.
+func (s *Service) freeFormatToken(txn *badger.Txn, f tokenizer.Format, value string, taken map[string]bool) (string, error) {
+	for range maxTokenAttempts {
+		tok, err := tokenizer.FormatPreserving(f, value)
+		if err != nil {
+			return "", err
+		}
+		if taken[tok] {
+			continue
+		}
+		_, err = txn.Get(uniqueTokenKey(tok))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			taken[tok] = true
+			return tok, nil
+		}
+		if err != nil {
+			return "", err
+		}
+		s.metrics.tokenCollisions.Inc()
+	}
+	return "", conflict("token_space_exhausted", "no free %s token after %d attempts; the format has too few possible tokens for this value", f, maxTokenAttempts)
+}
+
+// GetRecord returns a record with its sensitive fields as tokens.
+func (s *Service) GetRecord(ctx context.Context, collection, id string) (*Record, error) {
+	if _, err := s.schema(collection); err != nil {
+		return nil, err
+	}
+	var sr storedRecord
+	err := s.store.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(recordKey(collection, id))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return notFound("record_not_found", "no record %q in collection %q", id, collection)
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error { return json.Unmarshal(v, &sr) })
+	})
+	if err != nil {
+		return nil, err
+	}
+	rec := &Record{ID: id, Fields: make(map[string]json.RawMessage, len(sr.Fields)), CreatedAt: sr.Created}
+	for name, f := range sr.Fields {
+		if f.Token != "" {
+			rec.Fields[name], _ = json.Marshal(f.Token)
+		} else {
+			rec.Fields[name] = f.Value
+		}
+	}
+	return rec, nil
+}
+
+// DeleteRecord removes a record and its token mappings: its tokens stop
+// resolving at once. A deterministic token shared with other records keeps
+// resolving for them.
+func (s *Service) DeleteRecord(ctx context.Context, actor *Principal, collection, id string) error {
+	c, err := s.schema(collection)
+	if err != nil {
+		return err
+	}
+	err = s.store.Update(ctx, func(txn *badger.Txn) error {
+		item, err := txn.Get(recordKey(collection, id))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return notFound("record_not_found", "no record %q in collection %q", id, collection)
+		}
+		if err != nil {
+			return err
+		}
+		var sr storedRecord
+		if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &sr) }); err != nil {
+			return err
+		}
+		for name, f := range sr.Fields {
+			if f.Token == "" {
+				continue
+			}
+			if err := txn.Delete(tokenIndexKey(f.Token, collection, id, name)); err != nil {
+				return err
+			}
+			if fd, ok := c.Field(name); ok && fd.Token == tokenizer.KindFormatPreserving {
+				if err := txn.Delete(uniqueTokenKey(f.Token)); err != nil {
+					return err
+				}
+			}
+		}
+		return txn.Delete(recordKey(collection, id))
+	})
+	if err != nil {
+		return err
+	}
+	s.log.Info("record deleted", "collection", collection, "record_id", id, "actor", actorID(actor))
+	return nil
+}

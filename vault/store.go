@@ -1,0 +1,223 @@
+package vault
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ErrUnavailable reports that storage cannot take or give data right now.
+var ErrUnavailable = errors.New("storage unavailable")
+
+// Store is agentvault's Badger database with group commit: a transaction
+// is acknowledged only after an fsync that started after it committed, and
+// transactions that commit while one fsync runs share the next one. Badger's
+// own SyncWrites would fsync once per transaction.
+type Store struct {
+	db      *badger.DB
+	syncReq chan chan error
+	done    chan struct{}
+	wg      sync.WaitGroup
+
+	closeMu sync.RWMutex
+	closed  bool
+
+	syncBatch prometheus.Histogram
+	syncTime  prometheus.Histogram
+}
+
+// StoreOptions tune the store; the zero value is fine.
+type StoreOptions struct {
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
+	// ReadOnly opens the database without taking writes (offline tools).
+	ReadOnly bool
+}
+
+// OpenStore opens (or creates) the Badger database in dir.
+func OpenStore(dir string, o StoreOptions) (*Store, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	opts := badger.DefaultOptions(dir).
+		WithSyncWrites(false).
+		WithNumVersionsToKeep(1).
+		WithReadOnly(o.ReadOnly).
+		WithLogger(badgerLogger{o.Logger.With("component", "badger")}).
+		WithMetricsEnabled(false)
+	db, err := badger.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("open badger in %s: %w", dir, err)
+	}
+	s := &Store{
+		db:      db,
+		syncReq: make(chan chan error, 4096),
+		done:    make(chan struct{}),
+		syncBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "agentvault_store_sync_batch_transactions",
+			Help:    "Transactions made durable by one fsync (group commit).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
+		}),
+		syncTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "agentvault_store_sync_seconds",
+			Help:    "Time one group-commit fsync took.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+	}
+	if o.Registry != nil {
+		o.Registry.MustRegister(s.syncBatch, s.syncTime)
+	}
+	s.wg.Add(1)
+	go s.syncLoop()
+	return s, nil
+}
+
+// syncLoop is the single fsync worker. Each round takes every waiter that
+// has arrived, syncs once, and answers them all.
+func (s *Store) syncLoop() {
+	defer s.wg.Done()
+	batch := make([]chan error, 0, 256)
+	for {
+		select {
+		case <-s.done:
+			return
+		case first := <-s.syncReq:
+			batch = append(batch[:0], first)
+		drain:
+			for {
+				select {
+				case ch := <-s.syncReq:
+					batch = append(batch, ch)
+				default:
+					break drain
+				}
+			}
+			start := time.Now()
+			err := s.db.Sync()
+			s.syncTime.Observe(time.Since(start).Seconds())
+			s.syncBatch.Observe(float64(len(batch)))
+			if err != nil {
+				err = fmt.Errorf("%w: fsync: %v", ErrUnavailable, err)
+			}
+			for _, ch := range batch {
+				ch <- err
+			}
+		}
+	}
+}
+
+// waitDurable returns once everything committed before the call is on disk.
+func (s *Store) waitDurable() error {
+	ch := make(chan error, 1)
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return fmt.Errorf("%w: store closed", ErrUnavailable)
+	}
+	s.syncReq <- ch
+	s.closeMu.RUnlock()
+	// The commit already happened; wait for durability even if the client
+	// went away, so an acknowledged write is never reported as lost.
+	return <-ch
+}
+
+// maxConflictRetries bounds how often Update reruns a transaction that lost
+// a write-write race.
+const maxConflictRetries = 8
+
+// Update runs fn in a read-write transaction, commits it, and returns once
+// it is durable. fn may run more than once if another transaction
+// conflicts, so it must not have side effects outside txn.
+func (s *Store) Update(ctx context.Context, fn func(txn *badger.Txn) error) error {
+	for attempt := 0; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		txn := s.db.NewTransaction(true)
+		err := fn(txn)
+		if err == nil {
+			err = txn.Commit()
+		}
+		txn.Discard()
+		switch {
+		case err == nil:
+			return s.waitDurable()
+		case errors.Is(err, badger.ErrConflict) && attempt < maxConflictRetries:
+			continue
+		case errors.Is(err, badger.ErrTxnTooBig):
+			return fmt.Errorf("%w: %v", ErrTooLarge, err)
+		case isStorageErr(err):
+			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		default:
+			return err
+		}
+	}
+}
+
+// View runs fn in a read-only transaction.
+func (s *Store) View(fn func(txn *badger.Txn) error) error {
+	err := s.db.View(fn)
+	if isStorageErr(err) {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return err
+}
+
+func isStorageErr(err error) bool {
+	return errors.Is(err, badger.ErrDBClosed) || errors.Is(err, badger.ErrBlockedWrites) ||
+		errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) || errors.Is(err, badger.ErrTruncateNeeded)
+}
+
+// Check reports whether the store answers a read.
+func (s *Store) Check() error {
+	if s.db.IsClosed() {
+		return fmt.Errorf("%w: closed", ErrUnavailable)
+	}
+	return s.View(func(txn *badger.Txn) error {
+		_, err := txn.Get([]byte("meta/format"))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		return err
+	})
+}
+
+// Close stops the fsync worker after a final sync and closes Badger.
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	if s.closed {
+		s.closeMu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.closeMu.Unlock()
+	close(s.done)
+	s.wg.Wait()
+	// Answer anyone still queued; their commits are covered by the final
+	// Sync inside Close.
+	syncErr := s.db.Sync()
+	for {
+		select {
+		case ch := <-s.syncReq:
+			ch <- syncErr
+			continue
+		default:
+		}
+		break
+	}
+	return s.db.Close()
+}
+
+// badgerLogger sends Badger's messages to slog.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any)   { b.l.Error(fmt.Sprintf(f, a...)) }
+func (b badgerLogger) Warningf(f string, a ...any) { b.l.Warn(fmt.Sprintf(f, a...)) }
+func (b badgerLogger) Infof(f string, a ...any)    { b.l.Debug(fmt.Sprintf(f, a...)) }
+func (b badgerLogger) Debugf(f string, a ...any)   { b.l.Debug(fmt.Sprintf(f, a...)) }
