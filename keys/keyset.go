@@ -91,18 +91,51 @@ func (m *Manager) WrapIndexKey(k *IndexKey, scope string) ([]byte, error) {
 
 func (m *Manager) wrap(h *keyset.Handle, scope string) ([]byte, error) {
 	var buf bytes.Buffer
-	if err := h.WriteWithAssociatedData(keyset.NewBinaryWriter(&buf), m.kek, wrapAD(scope)); err != nil {
-		return nil, fmt.Errorf("wrap keyset %s: %w", scope, err)
+	kek := &kekCall{KEK: m.kek}
+	if err := h.WriteWithAssociatedData(keyset.NewBinaryWriter(&buf), kek, wrapAD(scope)); err != nil {
+		return nil, kek.wrapErr("wrap keyset "+scope, err)
 	}
 	return buf.Bytes(), nil
 }
 
 func (m *Manager) unwrap(wrapped []byte, scope string) (*keyset.Handle, error) {
-	h, err := keyset.ReadWithAssociatedData(keyset.NewBinaryReader(bytes.NewReader(wrapped)), m.kek, wrapAD(scope))
+	kek := &kekCall{KEK: m.kek}
+	h, err := keyset.ReadWithAssociatedData(keyset.NewBinaryReader(bytes.NewReader(wrapped)), kek, wrapAD(scope))
 	if err != nil {
-		return nil, fmt.Errorf("unwrap keyset %s: %w", scope, err)
+		return nil, kek.wrapErr("unwrap keyset "+scope, err)
 	}
 	return h, nil
+}
+
+// kekCall remembers the KEK's own error during one Tink call: Tink
+// flattens it into text, and callers need errors.Is(err, ErrKMSUnavailable)
+// to tell an outage (503, retry) from a bad keyset.
+type kekCall struct {
+	KEK
+	err error
+}
+
+func (k *kekCall) Encrypt(p, ad []byte) ([]byte, error) {
+	ct, err := k.KEK.Encrypt(p, ad)
+	if err != nil {
+		k.err = err
+	}
+	return ct, err
+}
+
+func (k *kekCall) Decrypt(ct, ad []byte) ([]byte, error) {
+	pt, err := k.KEK.Decrypt(ct, ad)
+	if err != nil {
+		k.err = err
+	}
+	return pt, err
+}
+
+func (k *kekCall) wrapErr(op string, tinkErr error) error {
+	if k.err != nil {
+		return fmt.Errorf("%s: %w", op, k.err)
+	}
+	return fmt.Errorf("%s: %w", op, tinkErr)
 }
 
 // OpenDataKey unwraps a stored data keyset.
