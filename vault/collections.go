@@ -159,6 +159,7 @@ type collection struct {
 // CreateCollection stores a new collection with fresh keysets wrapped by
 // the KEK.
 func (s *Service) CreateCollection(ctx context.Context, actor *Principal, c Collection) (*Collection, error) {
+	c.Fields = slices.Clone(c.Fields) // normalize fills defaults; leave the caller's slice alone
 	if err := c.normalize(); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,604 @@
+package vault
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/agentvault/agentvault/keys"
+	"github.com/agentvault/agentvault/tokenizer"
+)
+
+// env is one vault over a data directory, reopenable to simulate a restart.
+type env struct {
+	t     *testing.T
+	dir   string
+	store *Store
+	svc   *Service
+	reg   *prometheus.Registry
+}
+
+func newEnv(t *testing.T) *env {
+	e := &env{t: t, dir: t.TempDir()}
+	e.open()
+	t.Cleanup(func() { e.store.Close() })
+	return e
+}
+
+func (e *env) open() {
+	e.t.Helper()
+	kek, err := keys.OpenLocalKEK(filepath.Join(e.dir, "dev-kek.json"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.reg = prometheus.NewRegistry()
+	e.store, err = OpenStore(filepath.Join(e.dir, "db"), StoreOptions{Registry: e.reg})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.svc, err = New(Config{Store: e.store, Keys: keys.NewManager(kek), Registry: e.reg})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) restart() {
+	e.t.Helper()
+	if err := e.store.Close(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.open()
+}
+
+func num(f float64) *float64 { return &f }
+
+var peopleSchema = Collection{Name: "people", Fields: []Field{
+	{Name: "name", Type: TypeString},
+	{Name: "age", Type: TypeNumber},
+	{Name: "active", Type: TypeBoolean},
+	{Name: "note", Type: TypeString, Sensitive: true},
+	{Name: "salary", Type: TypeNumber, Sensitive: true, Token: tokenizer.KindDeterministic, ApprovalAbove: num(100000)},
+	{Name: "vip", Type: TypeBoolean, Sensitive: true},
+	{Name: "card", Type: TypeString, Sensitive: true, Token: tokenizer.KindFormatPreserving, Format: tokenizer.FormatCard},
+	{Name: "ssn", Type: TypeString, Sensitive: true, Token: tokenizer.KindFormatPreserving, Format: tokenizer.FormatSSN},
+	{Name: "email", Type: TypeString, Sensitive: true, Token: tokenizer.KindFormatPreserving, Format: tokenizer.FormatEmail},
+	{Name: "pin", Type: TypeString, Sensitive: true, Token: tokenizer.KindFormatPreserving, Format: tokenizer.FormatDigits},
+}}
+
+func (e *env) mustCollection(c Collection) {
+	e.t.Helper()
+	if _, err := e.svc.CreateCollection(context.Background(), nil, c); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func fields(kv ...any) map[string]json.RawMessage {
+	m := map[string]json.RawMessage{}
+	for i := 0; i < len(kv); i += 2 {
+		b, _ := json.Marshal(kv[i+1])
+		m[kv[i].(string)] = b
+	}
+	return m
+}
+
+func tokenOf(t *testing.T, r Record, field string) string {
+	t.Helper()
+	var s string
+	if err := json.Unmarshal(r.Fields[field], &s); err != nil {
+		t.Fatalf("field %s is not a token: %s", field, r.Fields[field])
+	}
+	return s
+}
+
+func (e *env) reveal(token string) string {
+	e.t.Helper()
+	_, v, err := e.svc.lookupValue(token)
+	if err != nil {
+		e.t.Fatalf("lookup %s: %v", token, err)
+	}
+	return string(v)
+}
+
+// count returns how many keys start with prefix.
+func (e *env) count(prefix string) int {
+	n := 0
+	e.store.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			n++
+		}
+		return nil
+	})
+	return n
+}
+
+func TestRecordsRoundTrip(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.mustCollection(peopleSchema)
+	ctx := context.Background()
+	in := fields("name", "Jane", "age", 41, "active", true, "note", "likes tea", "salary", 120000.5,
+		"vip", false, "card", "4111 1111 1111 1234", "ssn", "123-45-6789", "email", "jane@example.com", "pin", "0042")
+	recs, err := e.svc.CreateRecords(ctx, nil, "people", []map[string]json.RawMessage{in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := recs[0]
+	// Non-sensitive fields come back as they went in; sensitive ones as tokens.
+	for _, f := range []string{"name", "age", "active"} {
+		if string(r.Fields[f]) != string(in[f]) {
+			t.Errorf("field %s = %s, want %s", f, r.Fields[f], in[f])
+		}
+	}
+	want := map[string]string{
+		"note": `"likes tea"`, "salary": `120000.5`, "vip": `false`, "card": `"4111 1111 1111 1234"`,
+		"ssn": `"123-45-6789"`, "email": `"jane@example.com"`, "pin": `"0042"`,
+	}
+	for f, v := range want {
+		tok := tokenOf(t, r, f)
+		if strings.Contains(tok, strings.Trim(v, `"`)) && f != "card" {
+			t.Errorf("token for %s contains the value: %s", f, tok)
+		}
+		if got := e.reveal(tok); got != v {
+			t.Errorf("reveal %s = %s, want %s", f, got, v)
+		}
+	}
+	got, err := e.svc.GetRecord(ctx, "people", r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for f := range in {
+		if string(got.Fields[f]) != string(r.Fields[f]) {
+			t.Errorf("GetRecord field %s = %s, want %s", f, got.Fields[f], r.Fields[f])
+		}
+	}
+
+	// Delete: the record and its tokens are gone, and a deleted token is
+	// indistinguishable from one that never existed.
+	if err := e.svc.DeleteRecord(ctx, nil, "people", r.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.GetRecord(ctx, "people", r.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("GetRecord after delete = %v", err)
+	}
+	for f := range want {
+		_, _, err := e.svc.lookupValue(tokenOf(t, r, f))
+		if err != errTokenNotFound {
+			t.Errorf("token of deleted %s: %v, want errTokenNotFound", f, err)
+		}
+	}
+	if _, _, err := e.svc.lookupValue(tokenizer.Random()); err != errTokenNotFound {
+		t.Errorf("never-issued token: %v", err)
+	}
+	if n := e.count("x/") + e.count("u/") + e.count("r/"); n != 0 {
+		t.Errorf("%d keys left after delete", n)
+	}
+}
+
+func TestDeterministicTokens(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.mustCollection(peopleSchema)
+	e.mustCollection(Collection{Name: "other", Fields: []Field{{Name: "salary", Type: TypeNumber, Sensitive: true, Token: tokenizer.KindDeterministic}}})
+	ctx := context.Background()
+	recs, err := e.svc.CreateRecords(ctx, nil, "people", []map[string]json.RawMessage{
+		{"salary": json.RawMessage(`100`)}, {"salary": json.RawMessage(`100.0`)}, {"salary": json.RawMessage(`101`)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b, c := tokenOf(t, recs[0], "salary"), tokenOf(t, recs[1], "salary"), tokenOf(t, recs[2], "salary")
+	if a != b {
+		t.Errorf("100 and 100.0 got different tokens %s, %s", a, b)
+	}
+	if a == c {
+		t.Error("100 and 101 got the same token")
+	}
+	o, err := e.svc.CreateRecords(ctx, nil, "other", []map[string]json.RawMessage{{"salary": json.RawMessage(`100`)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tokenOf(t, o[0], "salary") == a {
+		t.Error("two collections share a deterministic token: their keys are not separate")
+	}
+	// Deleting one record keeps the shared token resolving for the other.
+	if err := e.svc.DeleteRecord(ctx, nil, "people", recs[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	ref, v, err := e.svc.lookupValue(a)
+	if err != nil || ref.RecordID != recs[1].ID || string(v) != "100.0" {
+		t.Fatalf("shared token after deleting one record: %+v %s %v", ref, v, err)
+	}
+	// The same value after a restart still gets the same token.
+	e.restart()
+	again, err := e.svc.CreateRecords(ctx, nil, "people", []map[string]json.RawMessage{{"salary": json.RawMessage(`100`)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tokenOf(t, again[0], "salary") != a {
+		t.Error("deterministic token changed across a restart")
+	}
+}
+
+func TestBadBatchStoresNothing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.mustCollection(peopleSchema)
+	good := fields("name", "ok", "note", "fine")
+	tests := []struct {
+		name       string
+		collection string
+		bad        map[string]json.RawMessage
+		kind       error
+		code       string
+		mentions   string
+	}{
+		{"unknown field", "people", fields("nickname", "x"), ErrInvalid, "unknown_field", `"nickname"`},
+		{"string for number", "people", fields("age", "forty"), ErrInvalid, "wrong_type", `"age"`},
+		{"number for string", "people", fields("note", 5), ErrInvalid, "wrong_type", `"note"`},
+		{"string for boolean", "people", fields("vip", "yes"), ErrInvalid, "wrong_type", `"vip"`},
+		{"null value", "people", map[string]json.RawMessage{"note": json.RawMessage("null")}, ErrInvalid, "wrong_type", `"note"`},
+		{"object value", "people", map[string]json.RawMessage{"note": json.RawMessage(`{"a":1}`)}, ErrInvalid, "wrong_type", `"note"`},
+		{"bad card", "people", fields("card", "1234"), ErrInvalid, "invalid_value", `"card"`},
+		{"bad ssn", "people", fields("ssn", "12-34"), ErrInvalid, "invalid_value", `"ssn"`},
+		{"empty record", "people", map[string]json.RawMessage{}, ErrInvalid, "empty_record", "record 2"},
+		{"too long", "people", fields("note", strings.Repeat("x", MaxValueBytes+1)), ErrInvalid, "wrong_type", `"note"`},
+		{"missing collection", "nope", good, ErrNotFound, "collection_not_found", `"nope"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			batch := []map[string]json.RawMessage{good, good, tt.bad, good}
+			_, err := e.svc.CreateRecords(context.Background(), nil, tt.collection, batch)
+			var de *Error
+			if !errors.As(err, &de) || !errors.Is(err, tt.kind) || de.Code != tt.code {
+				t.Fatalf("err = %v, want %v with code %s", err, tt.kind, tt.code)
+			}
+			if !strings.Contains(de.Message, tt.mentions) {
+				t.Errorf("message %q does not mention %s", de.Message, tt.mentions)
+			}
+			if strings.Contains(de.Message, "forty") || strings.Contains(de.Message, "1234") {
+				t.Errorf("message %q contains the value", de.Message)
+			}
+			if n := e.count("r/") + e.count("x/") + e.count("u/"); n != 0 {
+				t.Fatalf("a rejected batch stored %d keys", n)
+			}
+		})
+	}
+	if _, err := e.svc.CreateRecords(context.Background(), nil, "people", nil); !errors.Is(err, ErrInvalid) {
+		t.Errorf("empty batch: %v", err)
+	}
+	big := make([]map[string]json.RawMessage, e.svc.cfg.MaxBatchRecords+1)
+	for i := range big {
+		big[i] = good
+	}
+	if _, err := e.svc.CreateRecords(context.Background(), nil, "people", big); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("oversized batch: %v", err)
+	}
+	if n := e.count("r/"); n != 0 {
+		t.Fatalf("rejected batches stored %d records", n)
+	}
+}
+
+func TestCollectionValidation(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	tests := []struct {
+		name string
+		c    Collection
+	}{
+		{"bad name", Collection{Name: "Bad Name", Fields: []Field{{Name: "a", Type: TypeString}}}},
+		{"no fields", Collection{Name: "c1"}},
+		{"bad type", Collection{Name: "c2", Fields: []Field{{Name: "a", Type: "date"}}}},
+		{"duplicate field", Collection{Name: "c3", Fields: []Field{{Name: "a", Type: TypeString}, {Name: "a", Type: TypeNumber}}}},
+		{"token on plain field", Collection{Name: "c4", Fields: []Field{{Name: "a", Type: TypeString, Token: tokenizer.KindRandom}}}},
+		{"fpe without format", Collection{Name: "c5", Fields: []Field{{Name: "a", Type: TypeString, Sensitive: true, Token: tokenizer.KindFormatPreserving}}}},
+		{"fpe on number", Collection{Name: "c6", Fields: []Field{{Name: "a", Type: TypeNumber, Sensitive: true, Token: tokenizer.KindFormatPreserving, Format: tokenizer.FormatDigits}}}},
+		{"unknown token", Collection{Name: "c7", Fields: []Field{{Name: "a", Type: TypeString, Sensitive: true, Token: "hash"}}}},
+		{"unknown mask", Collection{Name: "c8", Fields: []Field{{Name: "a", Type: TypeString, Sensitive: true, Mask: "first2"}}}},
+		{"approval_above on string", Collection{Name: "c9", Fields: []Field{{Name: "a", Type: TypeString, Sensitive: true, ApprovalAbove: num(1)}}}},
+		{"bad approval", Collection{Name: "c10", Fields: []Field{{Name: "a", Type: TypeString, Sensitive: true, Approval: "sometimes"}}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := e.svc.CreateCollection(context.Background(), nil, tt.c); !errors.Is(err, ErrInvalid) {
+				t.Fatalf("err = %v, want ErrInvalid", err)
+			}
+		})
+	}
+	e.mustCollection(peopleSchema)
+	if _, err := e.svc.CreateCollection(context.Background(), nil, peopleSchema); !errors.Is(err, ErrConflict) {
+		t.Fatalf("duplicate collection: %v, want ErrConflict", err)
+	}
+	if n := e.count("c/"); n != 1 {
+		t.Fatalf("%d collections stored, want 1", n)
+	}
+}
+
+// TestRestartAndNoPlaintextOnDisk stores values of every token kind, closes
+// the database, checks that no file in the data directory holds any of
+// them (while the non-sensitive marker is found, so the scan works), then
+// reopens and reads everything back.
+func TestRestartAndNoPlaintextOnDisk(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.mustCollection(peopleSchema)
+	ctx := context.Background()
+	secrets := map[string]string{
+		"note": "SECRET-NOTE-7f3a9c", "email": "very.secret.person@example.org", "card": "4929 3817 2265 8812",
+		"ssn": "078-05-1120", "pin": "93817265",
+	}
+	in := fields("name", "PUBLIC-MARKER-5521", "salary", 987654.321)
+	for f, v := range secrets {
+		in[f], _ = json.Marshal(v)
+	}
+	recs, err := e.svc.CreateRecords(ctx, nil, "people", []map[string]json.RawMessage{in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.restart() // flush everything through a close
+	if err := e.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	needles := map[string]bool{"987654.321": false, "PUBLIC-MARKER-5521": true}
+	for f, v := range secrets {
+		needles[v] = false
+		if f == "card" || f == "ssn" {
+			needles[strings.NewReplacer(" ", "", "-", "").Replace(v)] = false
+		}
+	}
+	found := map[string]bool{}
+	filepath.WalkDir(e.dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() == "dev-kek.json" {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for n := range needles {
+			if bytes.Contains(b, []byte(n)) {
+				found[n] = true
+			}
+		}
+		return nil
+	})
+	for n, allowed := range needles {
+		if found[n] != allowed {
+			t.Errorf("%q found on disk: %v, want %v", n, found[n], allowed)
+		}
+	}
+	e.open()
+	got, err := e.svc.GetRecord(ctx, "people", recs[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for f, v := range secrets {
+		if tokenOf(t, *got, f) != tokenOf(t, recs[0], f) {
+			t.Errorf("token of %s changed across restart", f)
+		}
+		if r := e.reveal(tokenOf(t, *got, f)); r != `"`+v+`"` {
+			t.Errorf("after restart %s reveals %s", f, r)
+		}
+	}
+}
+
+// TestCiphertextBoundToPlace copies one record's ciphertext into another
+// record: the associated data (collection, record, field) no longer
+// matches and decryption fails instead of revealing the moved value.
+func TestCiphertextBoundToPlace(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.mustCollection(peopleSchema)
+	ctx := context.Background()
+	recs, err := e.svc.CreateRecords(ctx, nil, "people", []map[string]json.RawMessage{
+		fields("note", "alice's secret", "salary", 1), fields("note", "bob's note", "salary", 2),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func(id string) storedRecord {
+		var sr storedRecord
+		e.store.View(func(txn *badger.Txn) error {
+			item, err := txn.Get(recordKey("people", id))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return item.Value(func(v []byte) error { return json.Unmarshal(v, &sr) })
+		})
+		return sr
+	}
+	a, b := read(recs[0].ID), read(recs[1].ID)
+	for _, tc := range []struct{ name, field string }{{"other record", "note"}, {"other field", "salary"}} {
+		moved := b
+		moved.Fields = map[string]storedField{"note": b.Fields["note"], "salary": b.Fields["salary"]}
+		f := moved.Fields[tc.field]
+		f.Cipher = a.Fields["note"].Cipher
+		moved.Fields[tc.field] = f
+		raw, _ := json.Marshal(moved)
+		if err := e.store.Update(ctx, func(txn *badger.Txn) error { return txn.Set(recordKey("people", recs[1].ID), raw) }); err != nil {
+			t.Fatal(err)
+		}
+		_, v, err := e.svc.lookupValue(tokenOf(t, recs[1], tc.field))
+		if !errors.Is(err, keys.ErrDecrypt) || v != nil {
+			t.Errorf("%s: moved ciphertext gave %q, %v; want ErrDecrypt", tc.name, v, err)
+		}
+	}
+}
+
+// TestFormatTokensUniqueUnderConcurrency races writers over a tiny token
+// space (two digits: 100 tokens) and checks that no token is ever shared,
+// and that the space running out is a clean conflict, not a shared token.
+func TestFormatTokensUniqueUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.mustCollection(Collection{Name: "codes", Fields: []Field{{Name: "code", Type: TypeString, Sensitive: true, Token: tokenizer.KindFormatPreserving, Format: tokenizer.FormatDigits}}})
+	ctx := context.Background()
+	var mu sync.Mutex
+	tokens := map[string]int{}
+	exhausted := 0
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 14 {
+				recs, err := e.svc.CreateRecords(ctx, nil, "codes", []map[string]json.RawMessage{fields("code", fmt.Sprintf("%02d", (w*14+i)%100))})
+				mu.Lock()
+				if err != nil {
+					if !errors.Is(err, ErrConflict) {
+						t.Errorf("unexpected error: %v", err)
+					}
+					exhausted++
+				} else {
+					tokens[tokenOf(t, recs[0], "code")]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	for tok, n := range tokens {
+		if n != 1 || len(tok) != 2 {
+			t.Errorf("token %q issued %d times", tok, n)
+		}
+	}
+	if len(tokens)+exhausted != 112 || len(tokens) > 100 {
+		t.Errorf("%d tokens and %d conflicts for 112 writes", len(tokens), exhausted)
+	}
+	if len(tokens) < 60 {
+		t.Errorf("only %d of 100 tokens used before giving up", len(tokens))
+	}
+	if n := e.count("r/"); n != len(tokens) {
+		t.Errorf("%d records stored, %d acknowledged", n, len(tokens))
+	}
+}
+
+func TestPrincipals(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	boot, err := e.svc.EnsureBootstrapAdmin(ctx, "")
+	if err != nil || !strings.HasPrefix(boot, apiTokenPrefix) {
+		t.Fatalf("first start generates a token: %q, %v", boot, err)
+	}
+	if again, _ := e.svc.EnsureBootstrapAdmin(ctx, ""); again != "" {
+		t.Fatal("a second start generated another admin token")
+	}
+	admin, err := e.svc.Authenticate(boot)
+	if err != nil || !admin.Has(RoleAdmin) {
+		t.Fatalf("bootstrap token: %v", err)
+	}
+	p, tok, err := e.svc.CreatePrincipal(ctx, admin, "agent-1", []Role{RoleAgent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := e.svc.Authenticate(tok); err != nil || got.ID != p.ID {
+		t.Fatalf("authenticate new principal: %v", err)
+	}
+	for _, bad := range []string{"", tok + "x", tok[:len(tok)-1], strings.ToLower(tok), "avt_" + strings.Repeat("A", 52)} {
+		if _, err := e.svc.Authenticate(bad); !errors.Is(err, ErrUnauthenticated) {
+			t.Errorf("Authenticate(%q) = %v", bad, err)
+		}
+	}
+	for _, tc := range []struct {
+		name  string
+		roles []Role
+	}{{"", []Role{RoleAgent}}, {"x", nil}, {"x", []Role{"root"}}, {"x", []Role{RoleAgent, RoleAgent}}} {
+		if _, _, err := e.svc.CreatePrincipal(ctx, admin, tc.name, tc.roles); !errors.Is(err, ErrInvalid) {
+			t.Errorf("CreatePrincipal(%q, %v) = %v", tc.name, tc.roles, err)
+		}
+	}
+	if err := e.svc.RevokePrincipal(ctx, admin, admin.ID); !errors.Is(err, ErrConflict) {
+		t.Errorf("self-revoke: %v", err)
+	}
+	if err := e.svc.RevokePrincipal(ctx, admin, p.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Authenticate(tok); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatal("revoked token still works")
+	}
+	// Across a restart: revocation holds; the env token replaces the
+	// generated bootstrap token.
+	e.restart()
+	if _, err := e.svc.Authenticate(tok); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatal("revoked token works after restart")
+	}
+	if _, err := e.svc.Authenticate(boot); err != nil {
+		t.Fatal("bootstrap token lost across restart")
+	}
+	if _, err := e.svc.EnsureBootstrapAdmin(ctx, "env-admin-token-0123456789"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Authenticate(boot); err == nil {
+		t.Fatal("old bootstrap token still works after AGENTVAULT_ADMIN_TOKEN replaced it")
+	}
+	if _, err := e.svc.Authenticate("env-admin-token-0123456789"); err != nil {
+		t.Fatal(err)
+	}
+	// Tokens are stored only as hashes.
+	e.store.Close()
+	filepath.WalkDir(e.dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, _ := os.ReadFile(path)
+		for _, secret := range []string{tok, boot, "env-admin-token-0123456789"} {
+			if bytes.Contains(b, []byte(secret)) {
+				t.Errorf("API token found in %s", path)
+			}
+		}
+		return nil
+	})
+	e.open()
+}
+
+// TestGroupCommit checks that concurrent durable writes share fsyncs.
+func TestGroupCommit(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	const writers, each = 64, 10
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				k := []byte(fmt.Sprintf("test/%d/%d", w, i))
+				if err := e.store.Update(context.Background(), func(txn *badger.Txn) error { return txn.Set(k, []byte("v")) }); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var syncs, txns uint64
+	for _, mf := range mfs {
+		if mf.GetName() == "agentvault_store_sync_batch_transactions" {
+			h := mf.GetMetric()[0].GetHistogram()
+			syncs, txns = h.GetSampleCount(), uint64(h.GetSampleSum())
+		}
+	}
+	if txns != writers*each {
+		t.Fatalf("sync batches covered %d transactions, want %d", txns, writers*each)
+	}
+	if syncs >= txns/2 {
+		t.Errorf("%d fsyncs for %d concurrent transactions: not grouped", syncs, txns)
+	}
+	t.Logf("%d transactions, %d fsyncs", txns, syncs)
+}
