@@ -70,25 +70,25 @@ func New(cfg Config) *Server {
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no_route", "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
-	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	methodNotAllowed := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+r.URL.Path)
 	})
+	r.MethodNotAllowedHandler = methodNotAllowed
 	r.HandleFunc("/healthz", s.healthz).Methods(http.MethodGet)
 	r.HandleFunc("/readyz", s.readyz).Methods(http.MethodGet)
 	r.Handle("/metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 
-	v1 := r.PathPrefix("/v1").Subrouter()
-	v1.Handle("/principals", s.auth(s.createPrincipal, vault.RoleAdmin)).Methods(http.MethodPost)
-	v1.Handle("/principals", s.auth(s.listPrincipals, vault.RoleAdmin)).Methods(http.MethodGet)
-	v1.Handle("/principals/{id}", s.auth(s.revokePrincipal, vault.RoleAdmin)).Methods(http.MethodDelete)
+	r.Handle("/v1/principals", s.auth(s.createPrincipal, vault.RoleAdmin)).Methods(http.MethodPost)
+	r.Handle("/v1/principals", s.auth(s.listPrincipals, vault.RoleAdmin)).Methods(http.MethodGet)
+	r.Handle("/v1/principals/{id}", s.auth(s.revokePrincipal, vault.RoleAdmin)).Methods(http.MethodDelete)
 
-	v1.Handle("/collections", s.auth(s.createCollection, vault.RoleAdmin)).Methods(http.MethodPost)
-	v1.Handle("/collections", s.auth(s.listCollections)).Methods(http.MethodGet)
-	v1.Handle("/collections/{collection}", s.auth(s.getCollection)).Methods(http.MethodGet)
+	r.Handle("/v1/collections", s.auth(s.createCollection, vault.RoleAdmin)).Methods(http.MethodPost)
+	r.Handle("/v1/collections", s.auth(s.listCollections)).Methods(http.MethodGet)
+	r.Handle("/v1/collections/{collection}", s.auth(s.getCollection)).Methods(http.MethodGet)
 
-	v1.Handle("/collections/{collection}/records", s.auth(s.createRecords, vault.RoleWriter)).Methods(http.MethodPost)
-	v1.Handle("/collections/{collection}/records/{id}", s.auth(s.getRecord, vault.RoleWriter, vault.RoleAgent)).Methods(http.MethodGet)
-	v1.Handle("/collections/{collection}/records/{id}", s.auth(s.deleteRecord, vault.RoleWriter)).Methods(http.MethodDelete)
+	r.Handle("/v1/collections/{collection}/records", s.auth(s.createRecords, vault.RoleWriter)).Methods(http.MethodPost)
+	r.Handle("/v1/collections/{collection}/records/{id}", s.auth(s.getRecord, vault.RoleWriter, vault.RoleAgent)).Methods(http.MethodGet)
+	r.Handle("/v1/collections/{collection}/records/{id}", s.auth(s.deleteRecord, vault.RoleWriter)).Methods(http.MethodDelete)
 	r.Use(s.observe)
 	s.router = r
 	return s
