@@ -194,9 +194,9 @@ func TestDeterministic(t *testing.T) {
 		t.Error("same key, field and value gave different tokens")
 	}
 	for name, other := range map[string]string{
-		"other value": tok(k1, "salary", "101"),
-		"other field": tok(k1, "bonus", "100"),
-		"other key":   tok(k2, "salary", "100"),
+		"other value":          tok(k1, "salary", "101"),
+		"other field":          tok(k1, "bonus", "100"),
+		"other key":            tok(k2, "salary", "100"),
 		"field/value boundary": tok(k1, "salary1", "00"),
 	} {
 		if other == a {

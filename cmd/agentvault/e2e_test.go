@@ -1,0 +1,414 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/agentvault/agentvault/internal/vaulttest"
+)
+
+// binary is the agentvault binary under test, built once by TestMain.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "agentvault-e2e")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "agentvault")
+	build := exec.Command("go", "build", "-race", "-o", binary, ".")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build agentvault:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// server is a running agentvault process.
+type server struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	url    string
+	mu     sync.Mutex
+	stderr bytes.Buffer
+	exited chan struct{}
+	err    error
+}
+
+var listening = regexp.MustCompile(`"msg":"listening","addr":"([^"]+)"`)
+
+func start(t *testing.T, dataDir string, env []string, args ...string) *server {
+	t.Helper()
+	args = append([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-format", "json", "--log-level", "debug"}, args...)
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), env...)
+	pipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &server{t: t, cmd: cmd, exited: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pipe)
+		for sc.Scan() {
+			line := sc.Text()
+			s.mu.Lock()
+			s.stderr.WriteString(line + "\n")
+			s.mu.Unlock()
+			if m := listening.FindStringSubmatch(line); m != nil {
+				addr <- m[1]
+			}
+		}
+		s.err = cmd.Wait()
+		close(s.exited)
+	}()
+	t.Cleanup(func() { s.kill() })
+	select {
+	case a := <-addr:
+		s.url = "http://" + a
+	case <-s.exited:
+		t.Fatalf("agentvault exited at start: %v\n%s", s.err, s.logs())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("agentvault did not start:\n%s", s.logs())
+	}
+	return s
+}
+
+func (s *server) logs() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stderr.String()
+}
+
+func (s *server) kill() {
+	select {
+	case <-s.exited:
+	default:
+		s.cmd.Process.Kill()
+		<-s.exited
+	}
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (s *server) stop() {
+	s.t.Helper()
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(30 * time.Second):
+		s.t.Fatal("agentvault did not stop on SIGTERM")
+	}
+	if s.err != nil {
+		s.t.Fatalf("agentvault exited with %v:\n%s", s.err, s.logs())
+	}
+}
+
+func (s *server) call(method, path, token string, body any) (int, map[string]any) {
+	s.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, s.url+path, rd)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+func (s *server) must(want int, method, path, token string, body any) map[string]any {
+	s.t.Helper()
+	status, out := s.call(method, path, token, body)
+	if status != want {
+		s.t.Fatalf("%s %s = %d, want %d: %v", method, path, status, want, out)
+	}
+	return out
+}
+
+const admin = "e2e-admin-token-0123456789"
+
+var adminEnv = []string{"AGENTVAULT_ADMIN_TOKEN=" + admin}
+
+var secrets = []string{"Zelda Q. Secretname", "4929381722658812", "SALARY-MARKER-9931"}
+
+func setupCollection(s *server) (writer string) {
+	s.t.Helper()
+	s.must(201, "POST", "/v1/collections", admin, map[string]any{"name": "hr", "fields": []map[string]any{
+		{"name": "dept", "type": "string"},
+		{"name": "name", "type": "string", "sensitive": true},
+		{"name": "card", "type": "string", "sensitive": true, "token": "format_preserving", "format": "card"},
+		{"name": "note", "type": "string", "sensitive": true, "token": "deterministic"},
+	}})
+	p := s.must(201, "POST", "/v1/principals", admin, map[string]any{"name": "hr-app", "roles": []string{"writer"}})
+	return p["token"].(string)
+}
+
+func writeOne(s *server, writer string, i int) (int, map[string]any) {
+	return s.call("POST", "/v1/collections/hr/records", writer, map[string]any{"records": []map[string]any{{"fields": map[string]any{
+		"dept": fmt.Sprintf("dept-%d", i), "name": secrets[0], "card": secrets[1], "note": secrets[2],
+	}}}})
+}
+
+func firstRecord(out map[string]any) (string, map[string]any) {
+	r := out["records"].([]any)[0].(map[string]any)
+	return r["id"].(string), r["fields"].(map[string]any)
+}
+
+// assertNoSecrets checks the data directory and the server's logs for the
+// plaintext values.
+func assertNoSecrets(t *testing.T, dataDir string, logs ...string) {
+	t.Helper()
+	filepath.WalkDir(dataDir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, _ := os.ReadFile(path)
+		for _, v := range secrets {
+			if bytes.Contains(b, []byte(v)) {
+				t.Errorf("plaintext %q in %s", v, path)
+			}
+		}
+		return nil
+	})
+	for _, l := range logs {
+		for _, v := range append(secrets, admin) {
+			if strings.Contains(l, v) {
+				t.Errorf("plaintext or token %q in the server log", v)
+			}
+		}
+	}
+}
+
+// TestVaultTransitKMS runs the binary with its KEK in the real Vault:
+// records written before a restart read back after it (the DEK is
+// unwrapped by Vault again), the hot path keeps working while Vault is
+// down (cached keys), and readiness and key-needing calls answer 503.
+func TestVaultTransitKMS(t *testing.T) {
+	t.Parallel()
+	v := vaulttest.Start(t)
+	dir := t.TempDir()
+	env := append([]string{"VAULT_ADDR=" + v.Addr, "VAULT_TOKEN=" + v.Token}, adminEnv...)
+	s := start(t, dir, env, "--kms", "vault", "--vault-key", "av-e2e")
+	s.must(200, "GET", "/readyz", "", nil)
+	writer := setupCollection(s)
+	status, out := writeOne(s, writer, 0)
+	if status != 201 {
+		t.Fatalf("write: %d %v", status, out)
+	}
+	id, tokens := firstRecord(out)
+	logs1 := s.logs()
+	s.stop()
+
+	key, err := v.Client(t).Logical().Read("transit/keys/av-e2e")
+	if err != nil || key == nil {
+		t.Fatalf("transit key av-e2e not created in Vault: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "dev-kek.json")); err == nil {
+		t.Fatal("a local KEK file exists although the KEK is in Vault")
+	}
+
+	s = start(t, dir, env, "--kms", "vault", "--vault-key", "av-e2e")
+	got := s.must(200, "GET", "/v1/collections/hr/records/"+id, writer, nil)
+	for f, tok := range tokens {
+		if got["fields"].(map[string]any)[f] != tok {
+			t.Errorf("field %s after restart = %v, want %v", f, got["fields"].(map[string]any)[f], tok)
+		}
+	}
+	// The first write after restart unwraps the DEK through Vault; after
+	// that the DEK is cached and Vault is not on the write path.
+	if status, out := writeOne(s, writer, 1); status != 201 {
+		t.Fatalf("write after restart: %d %v", status, out)
+	}
+	v.Stop()
+	if status, out := s.call("GET", "/readyz", "", nil); status != 503 || out["error"].(map[string]any)["code"] != "kms_unavailable" {
+		t.Fatalf("readyz with Vault down = %d %v", status, out)
+	}
+	if status, out := writeOne(s, writer, 2); status != 201 {
+		t.Fatalf("write to a loaded collection with Vault down = %d %v; the DEK should be cached", status, out)
+	}
+	status, out = s.call("POST", "/v1/collections", admin, map[string]any{"name": "new", "fields": []map[string]any{{"name": "a", "type": "string", "sensitive": true}}})
+	if status != 503 || out["error"].(map[string]any)["code"] != "kms_unavailable" {
+		t.Fatalf("create collection with Vault down = %d %v, want 503 kms_unavailable", status, out)
+	}
+	s.must(200, "GET", "/healthz", "", nil)
+	if status, _ := s.call("GET", "/v1/collections/new", admin, nil); status != 404 {
+		t.Fatalf("a collection was half-created while Vault was down: %d", status)
+	}
+	s.stop()
+	assertNoSecrets(t, dir, logs1, s.logs())
+}
+
+// TestKill9KeepsAcknowledgedWrites kills the server with SIGKILL while
+// writers run, restarts it, and reads back every record that got a 201.
+func TestKill9KeepsAcknowledgedWrites(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := start(t, dir, adminEnv)
+	writer := setupCollection(s)
+	var mu sync.Mutex
+	acked := map[string]map[string]any{}
+	stopWriting := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := &http.Client{Timeout: 5 * time.Second}
+			for i := 0; ; i++ {
+				select {
+				case <-stopWriting:
+					return
+				default:
+				}
+				b, _ := json.Marshal(map[string]any{"records": []map[string]any{{"fields": map[string]any{"dept": fmt.Sprintf("w%d-%d", w, i), "name": secrets[0], "card": secrets[1]}}}})
+				req, _ := http.NewRequest("POST", s.url+"/v1/collections/hr/records", bytes.NewReader(b))
+				req.Header.Set("Authorization", "Bearer "+writer)
+				resp, err := client.Do(req)
+				if err != nil {
+					return // the server is gone
+				}
+				var out map[string]any
+				err = json.NewDecoder(resp.Body).Decode(&out)
+				resp.Body.Close()
+				if resp.StatusCode == 201 && err == nil {
+					id, f := firstRecord(out)
+					mu.Lock()
+					acked[id] = f
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	time.Sleep(1500 * time.Millisecond)
+	s.cmd.Process.Signal(syscall.SIGKILL)
+	<-s.exited
+	close(stopWriting)
+	wg.Wait()
+	if len(acked) < 50 {
+		t.Fatalf("only %d writes acknowledged before the kill", len(acked))
+	}
+	s = start(t, dir, adminEnv)
+	for id, fields := range acked {
+		status, got := s.call("GET", "/v1/collections/hr/records/"+id, writer, nil)
+		if status != 200 {
+			t.Fatalf("acknowledged record %s lost after kill -9: %d", id, status)
+		}
+		for f, v := range fields {
+			if got["fields"].(map[string]any)[f] != v {
+				t.Fatalf("record %s field %s = %v after kill -9, want %v", id, f, got["fields"].(map[string]any)[f], v)
+			}
+		}
+	}
+	t.Logf("%d acknowledged writes, all present after kill -9", len(acked))
+	s.stop()
+	assertNoSecrets(t, dir, s.logs())
+}
+
+// TestGracefulShutdown sends SIGTERM while writes are in flight: the
+// process exits 0 and every acknowledged write is there after a restart.
+func TestGracefulShutdown(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := start(t, dir, adminEnv)
+	writer := setupCollection(s)
+	var mu sync.Mutex
+	var acked []string
+	var wg sync.WaitGroup
+	// Authenticated writers, sent concurrently with the SIGTERM.
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				b, _ := json.Marshal(map[string]any{"records": []map[string]any{{"fields": map[string]any{"dept": fmt.Sprint(w, "-", i)}}}})
+				req, _ := http.NewRequest("POST", s.url+"/v1/collections/hr/records", bytes.NewReader(b))
+				req.Header.Set("Authorization", "Bearer "+writer)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					return
+				}
+				var out map[string]any
+				json.NewDecoder(resp.Body).Decode(&out)
+				resp.Body.Close()
+				if resp.StatusCode == 201 {
+					id, _ := firstRecord(out)
+					mu.Lock()
+					acked = append(acked, id)
+					mu.Unlock()
+				} else {
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(700 * time.Millisecond)
+	s.stop()
+	wg.Wait()
+	if !strings.Contains(s.logs(), `"msg":"stopped"`) {
+		t.Errorf("no clean stop in the log:\n%s", s.logs())
+	}
+	s = start(t, dir, adminEnv)
+	for _, id := range acked {
+		if status, _ := s.call("GET", "/v1/collections/hr/records/"+id, writer, nil); status != 200 {
+			t.Fatalf("acknowledged record %s missing after graceful shutdown: %d", id, status)
+		}
+	}
+	t.Logf("%d acknowledged writes survived SIGTERM", len(acked))
+}
+
+// TestBootstrapToken checks the generated admin token: printed once on
+// first start, working, and not printed again.
+func TestBootstrapToken(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := start(t, dir, []string{"AGENTVAULT_ADMIN_TOKEN="})
+	var token string
+	deadline := time.Now().Add(10 * time.Second)
+	for token == "" && time.Now().Before(deadline) {
+		if m := regexp.MustCompile(`avt_[A-Z2-7]{52}`).FindString(s.logs()); m != "" {
+			token = m
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if token == "" {
+		t.Fatalf("no bootstrap token printed:\n%s", s.logs())
+	}
+	if !strings.Contains(s.logs(), "DEVELOPMENT KEK") {
+		t.Error("no development-KEK warning with --kms local")
+	}
+	s.must(200, "GET", "/v1/principals", token, nil)
+	s.stop()
+	s = start(t, dir, []string{"AGENTVAULT_ADMIN_TOKEN="})
+	if strings.Contains(s.logs(), "avt_") {
+		t.Error("a token was printed again on the second start")
+	}
+	s.must(200, "GET", "/v1/principals", token, nil)
+}
