@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -50,7 +51,10 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 		WithNumVersionsToKeep(1).
 		WithReadOnly(o.ReadOnly).
 		WithLogger(badgerLogger{o.Logger.With("component", "badger")}).
-		WithMetricsEnabled(false)
+		WithMetricsEnabled(false).
+		// Stored values are ciphertexts and random tokens: compressing
+		// them costs CPU at every flush and saves nothing.
+		WithCompression(options.None)
 	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open badger in %s: %w", dir, err)

@@ -1,0 +1,252 @@
+// Command avload drives a running agentvault (or Vault Transit, for the
+// comparison) with concurrent clients and prints throughput and latency.
+//
+//	avload -url http://127.0.0.1:8080 -token $ADMIN -scenario create -clients 64 -duration 10s
+//	avload -scenario batch -batch 1000 ...
+//	avload -scenario transit -vault-addr $VAULT_ADDR -vault-token $VAULT_TOKEN
+//
+// Scenarios:
+//   - create:  one record with one sensitive field per request (durable)
+//   - batch:   -batch records with one sensitive field each per request
+//   - transit: Vault Transit encrypt of a 16-byte value per request, the
+//     baseline the create scenario is compared with
+//
+// For agentvault scenarios it creates its own collection and writer
+// principal with the admin token. It only talks to the address it is given,
+// for a bounded time, and stops by itself.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+type config struct {
+	url, token, scenario  string
+	vaultAddr, vaultToken string
+	clients, batch        int
+	duration, warmup      time.Duration
+	jsonOut               bool
+}
+
+// Result is one scenario's measurement.
+type Result struct {
+	Scenario      string  `json:"scenario"`
+	Clients       int     `json:"clients"`
+	Batch         int     `json:"batch"`
+	Seconds       float64 `json:"seconds"`
+	Requests      int64   `json:"requests"`
+	Errors        int64   `json:"errors"`
+	RequestsPerS  float64 `json:"requests_per_s"`
+	ValuesPerS    float64 `json:"values_per_s"`
+	P50Millis     float64 `json:"p50_ms"`
+	P99Millis     float64 `json:"p99_ms"`
+	FirstErrorMsg string  `json:"first_error,omitempty"`
+}
+
+func main() {
+	var c config
+	flag.StringVar(&c.url, "url", "http://127.0.0.1:8080", "agentvault base URL (loopback)")
+	flag.StringVar(&c.token, "token", os.Getenv("AGENTVAULT_ADMIN_TOKEN"), "admin token (default $AGENTVAULT_ADMIN_TOKEN)")
+	flag.StringVar(&c.scenario, "scenario", "create", "create, batch or transit")
+	flag.StringVar(&c.vaultAddr, "vault-addr", os.Getenv("VAULT_ADDR"), "Vault address, for -scenario transit")
+	flag.StringVar(&c.vaultToken, "vault-token", os.Getenv("VAULT_TOKEN"), "Vault token, for -scenario transit")
+	flag.IntVar(&c.clients, "clients", 64, "concurrent clients")
+	flag.IntVar(&c.batch, "batch", 1000, "records per request, for -scenario batch")
+	flag.DurationVar(&c.duration, "duration", 10*time.Second, "how long to measure (at most 10m)")
+	flag.DurationVar(&c.warmup, "warmup", 2*time.Second, "unmeasured run before measuring")
+	flag.BoolVar(&c.jsonOut, "json", false, "print the result as one JSON line")
+	flag.Parse()
+	if c.duration > 10*time.Minute {
+		c.duration = 10 * time.Minute
+	}
+	res, err := run(c)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "avload:", err)
+		os.Exit(1)
+	}
+	if c.jsonOut {
+		json.NewEncoder(os.Stdout).Encode(res)
+		return
+	}
+	fmt.Printf("%-8s clients=%d batch=%d  %.0f req/s  %.0f values/s  p50=%.2fms p99=%.2fms  errors=%d/%d\n",
+		res.Scenario, res.Clients, res.Batch, res.RequestsPerS, res.ValuesPerS, res.P50Millis, res.P99Millis, res.Errors, res.Requests)
+	if res.FirstErrorMsg != "" {
+		fmt.Println("first error:", res.FirstErrorMsg)
+	}
+}
+
+// request is one operation: it returns an error for any non-success.
+type request func(ctx context.Context, client *http.Client) error
+
+func run(c config) (Result, error) {
+	client := &http.Client{
+		Timeout:   30 * time.Second,
+		Transport: &http.Transport{MaxIdleConns: c.clients * 2, MaxIdleConnsPerHost: c.clients * 2, IdleConnTimeout: time.Minute},
+	}
+	var req request
+	values := 1
+	switch c.scenario {
+	case "create", "batch":
+		n := 1
+		if c.scenario == "batch" {
+			n, values = c.batch, c.batch
+		}
+		writer, err := setup(client, c)
+		if err != nil {
+			return Result{}, err
+		}
+		req = createRecords(c.url, writer, n)
+	case "transit":
+		if c.vaultAddr == "" || c.vaultToken == "" {
+			return Result{}, fmt.Errorf("-scenario transit needs -vault-addr and -vault-token")
+		}
+		if err := post(client, c.vaultAddr+"/v1/transit/keys/avload", "X-Vault-Token", c.vaultToken, []byte(`{}`), nil); err != nil {
+			return Result{}, fmt.Errorf("create transit key: %w", err)
+		}
+		req = transitEncrypt(c.vaultAddr, c.vaultToken)
+	default:
+		return Result{}, fmt.Errorf("unknown scenario %q", c.scenario)
+	}
+	if c.warmup > 0 {
+		measure(client, req, c.clients, c.warmup)
+	}
+	res := measure(client, req, c.clients, c.duration)
+	res.Scenario, res.Clients = c.scenario, c.clients
+	if c.scenario == "batch" {
+		res.Batch = c.batch
+	}
+	res.ValuesPerS = res.RequestsPerS * float64(values)
+	return res, nil
+}
+
+func measure(client *http.Client, req request, clients int, d time.Duration) Result {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		lat      []time.Duration
+		requests atomic.Int64
+		errs     atomic.Int64
+		firstErr atomic.Value
+	)
+	start := time.Now()
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			mine := make([]time.Duration, 0, 4096)
+			for ctx.Err() == nil {
+				t0 := time.Now()
+				err := req(ctx, client)
+				if ctx.Err() != nil {
+					break // cut off by the deadline: not counted
+				}
+				requests.Add(1)
+				if err != nil {
+					errs.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				mine = append(mine, time.Since(t0))
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start).Seconds()
+	slices.Sort(lat)
+	pct := func(p float64) float64 {
+		if len(lat) == 0 {
+			return 0
+		}
+		return float64(lat[int(float64(len(lat)-1)*p)].Microseconds()) / 1000
+	}
+	r := Result{Seconds: elapsed, Requests: requests.Load(), Errors: errs.Load(), P50Millis: pct(0.50), P99Millis: pct(0.99)}
+	r.RequestsPerS = float64(r.Requests-r.Errors) / elapsed
+	if v, ok := firstErr.Load().(string); ok {
+		r.FirstErrorMsg = v
+	}
+	return r
+}
+
+func post(client *http.Client, url, authHeader, auth string, body []byte, out any) error {
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	if authHeader == "Authorization" {
+		auth = "Bearer " + auth
+	}
+	req.Header.Set(authHeader, auth)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s: %d %s", url, resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+// setup creates a fresh collection and writer principal.
+func setup(client *http.Client, c config) (string, error) {
+	name := fmt.Sprintf("load_%d", time.Now().UnixNano())
+	schema := fmt.Sprintf(`{"name":%q,"fields":[{"name":"ref","type":"string"},{"name":"secret","type":"string","sensitive":true}]}`, name)
+	if err := post(client, c.url+"/v1/collections", "Authorization", c.token, []byte(schema), nil); err != nil {
+		return "", fmt.Errorf("create collection: %w", err)
+	}
+	var p struct{ Token string }
+	if err := post(client, c.url+"/v1/principals", "Authorization", c.token, []byte(`{"name":"avload-`+name+`","roles":["writer"]}`), &p); err != nil {
+		return "", fmt.Errorf("create writer: %w", err)
+	}
+	collectionName = name
+	return p.Token, nil
+}
+
+var collectionName string
+
+func createRecords(base, token string, n int) request {
+	var body bytes.Buffer
+	body.WriteString(`{"records":[`)
+	for i := range n {
+		if i > 0 {
+			body.WriteByte(',')
+		}
+		fmt.Fprintf(&body, `{"fields":{"ref":"r%d","secret":"value-%08d"}}`, i, i)
+	}
+	body.WriteString(`]}`)
+	payload := body.Bytes()
+	url := base + "/v1/collections/" + collectionName + "/records"
+	return func(ctx context.Context, client *http.Client) error {
+		return post(client, url, "Authorization", token, payload, nil)
+	}
+}
+
+func transitEncrypt(addr, token string) request {
+	payload := []byte(`{"plaintext":"` + base64.StdEncoding.EncodeToString([]byte("value-0000000001")) + `"}`)
+	return func(ctx context.Context, client *http.Client) error {
+		return post(client, addr+"/v1/transit/encrypt/avload", "X-Vault-Token", token, payload, nil)
+	}
+}
