@@ -29,17 +29,6 @@ const MaxValueBytes = 16 << 10
 // maxTokenAttempts bounds the retries for a free format-preserving token.
 const maxTokenAttempts = 32
 
-type storedRecord struct {
-	Created time.Time              `json:"t"`
-	Fields  map[string]storedField `json:"f"`
-}
-
-type storedField struct {
-	Value  json.RawMessage `json:"v,omitempty"` // non-sensitive fields only
-	Token  string          `json:"k,omitempty"`
-	Cipher []byte          `json:"c,omitempty"`
-}
-
 func recordKey(collection, id string) []byte { return []byte("r/" + collection + "\x00" + id) }
 
 // tokenIndexKey maps a token to where its value lives. The same
@@ -197,7 +186,7 @@ func (s *Service) CreateRecords(ctx context.Context, actor *Principal, collectio
 		taken := map[string]bool{}
 		for i := range recs {
 			r := &recs[i]
-			sr := storedRecord{Created: now, Fields: make(map[string]storedField, len(r.fields))}
+			sr := storedRecord{Created: now, Fields: make([]storedField, 0, len(r.fields))}
 			for name, pf := range r.fields {
 				if pf.field.Token == tokenizer.KindFormatPreserving {
 					tok, err := s.freeFormatToken(txn, pf.field.Format, pf.fpe, taken)
@@ -210,19 +199,15 @@ func (s *Service) CreateRecords(ctx context.Context, actor *Principal, collectio
 					}
 				}
 				if pf.field.Sensitive {
-					sr.Fields[name] = storedField{Token: pf.token, Cipher: pf.cipher}
+					sr.Fields = append(sr.Fields, storedField{Name: name, Token: pf.token, Cipher: pf.cipher})
 					if err := txn.Set(tokenIndexKey(pf.token, c.Name, r.id, name), nil); err != nil {
 						return err
 					}
 				} else {
-					sr.Fields[name] = storedField{Value: pf.value}
+					sr.Fields = append(sr.Fields, storedField{Name: name, Value: pf.value})
 				}
 			}
-			b, err := json.Marshal(sr)
-			if err != nil {
-				return err
-			}
-			if err := txn.Set(recordKey(c.Name, r.id), b); err != nil {
+			if err := txn.Set(recordKey(c.Name, r.id), encodeRecord(&sr)); err != nil {
 				return err
 			}
 		}
@@ -300,17 +285,17 @@ func (s *Service) GetRecord(ctx context.Context, collection, id string) (*Record
 		if err != nil {
 			return err
 		}
-		return item.Value(func(v []byte) error { return json.Unmarshal(v, &sr) })
+		return item.Value(func(v []byte) (err error) { sr, err = decodeRecord(v); return err })
 	})
 	if err != nil {
 		return nil, err
 	}
 	rec := &Record{ID: id, Fields: make(map[string]json.RawMessage, len(sr.Fields)), CreatedAt: sr.Created}
-	for name, f := range sr.Fields {
-		if f.Token != "" {
-			rec.Fields[name], _ = json.Marshal(f.Token)
+	for _, f := range sr.Fields {
+		if f.Cipher != nil {
+			rec.Fields[f.Name], _ = json.Marshal(f.Token)
 		} else {
-			rec.Fields[name] = f.Value
+			rec.Fields[f.Name] = f.Value
 		}
 	}
 	return rec, nil
@@ -333,17 +318,17 @@ func (s *Service) DeleteRecord(ctx context.Context, actor *Principal, collection
 			return err
 		}
 		var sr storedRecord
-		if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &sr) }); err != nil {
+		if err := item.Value(func(v []byte) (err error) { sr, err = decodeRecord(v); return err }); err != nil {
 			return err
 		}
-		for name, f := range sr.Fields {
-			if f.Token == "" {
+		for _, f := range sr.Fields {
+			if f.Cipher == nil {
 				continue
 			}
-			if err := txn.Delete(tokenIndexKey(f.Token, collection, id, name)); err != nil {
+			if err := txn.Delete(tokenIndexKey(f.Token, collection, id, f.Name)); err != nil {
 				return err
 			}
-			if fd, ok := c.Field(name); ok && fd.Token == tokenizer.KindFormatPreserving {
+			if fd, ok := c.Field(f.Name); ok && fd.Token == tokenizer.KindFormatPreserving {
 				if err := txn.Delete(uniqueTokenKey(f.Token)); err != nil {
 					return err
 				}

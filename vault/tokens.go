@@ -52,10 +52,10 @@ func (s *Service) decryptField(txn *badger.Txn, ref TokenRef) (json.RawMessage, 
 		return nil, err
 	}
 	var sr storedRecord
-	if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &sr) }); err != nil {
+	if err := item.Value(func(v []byte) (err error) { sr, err = decodeRecord(v); return err }); err != nil {
 		return nil, fmt.Errorf("decode record %s: %w", ref.RecordID, err)
 	}
-	f, ok := sr.Fields[ref.Field]
+	f, ok := sr.field(ref.Field)
 	if !ok || f.Cipher == nil {
 		return nil, errTokenNotFound
 	}

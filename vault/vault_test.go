@@ -415,18 +415,17 @@ func TestCiphertextBoundToPlace(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			return item.Value(func(v []byte) error { return json.Unmarshal(v, &sr) })
+			return item.Value(func(v []byte) (err error) { sr, err = decodeRecord(v); return err })
 		})
 		return sr
 	}
 	a, b := read(recs[0].ID), read(recs[1].ID)
+	aNote, _ := a.field("note")
 	for _, tc := range []struct{ name, field string }{{"other record", "note"}, {"other field", "salary"}} {
-		moved := b
-		moved.Fields = map[string]storedField{"note": b.Fields["note"], "salary": b.Fields["salary"]}
-		f := moved.Fields[tc.field]
-		f.Cipher = a.Fields["note"].Cipher
-		moved.Fields[tc.field] = f
-		raw, _ := json.Marshal(moved)
+		moved := storedRecord{Created: b.Created, Fields: append([]storedField(nil), b.Fields...)}
+		f, _ := moved.field(tc.field)
+		f.Cipher = aNote.Cipher
+		raw := encodeRecord(&moved)
 		if err := e.store.Update(ctx, func(txn *badger.Txn) error { return txn.Set(recordKey("people", recs[1].ID), raw) }); err != nil {
 			t.Fatal(err)
 		}

@@ -38,7 +38,7 @@ type config struct {
 	vaultAddr, vaultToken string
 	clients, batch        int
 	duration, warmup      time.Duration
-	jsonOut               bool
+	jsonOut, mdOut        bool
 }
 
 // Result is one scenario's measurement.
@@ -68,6 +68,7 @@ func main() {
 	flag.DurationVar(&c.duration, "duration", 10*time.Second, "how long to measure (at most 10m)")
 	flag.DurationVar(&c.warmup, "warmup", 2*time.Second, "unmeasured run before measuring")
 	flag.BoolVar(&c.jsonOut, "json", false, "print the result as one JSON line")
+	flag.BoolVar(&c.mdOut, "md", false, "print the result as one Markdown table row (scenario | clients | batch | req/s | values/s | p50 | p99 | errors)")
 	flag.Parse()
 	if c.duration > 10*time.Minute {
 		c.duration = 10 * time.Minute
@@ -79,6 +80,11 @@ func main() {
 	}
 	if c.jsonOut {
 		json.NewEncoder(os.Stdout).Encode(res)
+		return
+	}
+	if c.mdOut {
+		fmt.Printf("| %s | %d | %d | %.0f | %.0f | %.2f | %.2f | %d/%d |\n",
+			res.Scenario, res.Clients, res.Batch, res.RequestsPerS, res.ValuesPerS, res.P50Millis, res.P99Millis, res.Errors, res.Requests)
 		return
 	}
 	fmt.Printf("%-8s clients=%d batch=%d  %.0f req/s  %.0f values/s  p50=%.2fms p99=%.2fms  errors=%d/%d\n",
