@@ -16,7 +16,7 @@ func (s *Server) createCollection(w http.ResponseWriter, r *http.Request) {
 	if !s.decode(w, r, &req) {
 		return
 	}
-	c, err := s.svc.CreateCollection(r.Context(), principal(r), vault.Collection{Name: req.Name, Fields: req.Fields})
+	c, err := s.svc.CreateCollection(r.Context(), meta(r), vault.Collection{Name: req.Name, Fields: req.Fields})
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -31,7 +31,7 @@ func (s *Server) createPrincipal(w http.ResponseWriter, r *http.Request) {
 	if !s.decode(w, r, &req) {
 		return
 	}
-	p, token, err := s.svc.CreatePrincipal(r.Context(), principal(r), req.Name, req.Roles)
+	p, token, err := s.svc.CreatePrincipal(r.Context(), meta(r), req.Name, req.Roles)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -51,7 +51,7 @@ func (s *Server) listPrincipals(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) revokePrincipal(w http.ResponseWriter, r *http.Request) {
-	if err := s.svc.RevokePrincipal(r.Context(), principal(r), mux.Vars(r)["id"]); err != nil {
+	if err := s.svc.RevokePrincipal(r.Context(), meta(r), mux.Vars(r)["id"]); err != nil {
 		s.fail(w, r, err)
 		return
 	}

@@ -24,7 +24,7 @@ func (s *Server) createRecords(w http.ResponseWriter, r *http.Request) {
 	for i, rec := range req.Records {
 		in[i] = rec.Fields
 	}
-	recs, err := s.svc.CreateRecords(r.Context(), principal(r), mux.Vars(r)["collection"], in)
+	recs, err := s.svc.CreateRecords(r.Context(), meta(r), mux.Vars(r)["collection"], in)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -44,7 +44,7 @@ func (s *Server) getRecord(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) deleteRecord(w http.ResponseWriter, r *http.Request) {
 	v := mux.Vars(r)
-	if err := s.svc.DeleteRecord(r.Context(), principal(r), v["collection"], v["id"]); err != nil {
+	if err := s.svc.DeleteRecord(r.Context(), meta(r), v["collection"], v["id"]); err != nil {
 		s.fail(w, r, err)
 		return
 	}

@@ -89,6 +89,12 @@ func New(cfg Config) *Server {
 	r.Handle("/v1/collections/{collection}/records", s.auth(s.createRecords, vault.RoleWriter)).Methods(http.MethodPost)
 	r.Handle("/v1/collections/{collection}/records/{id}", s.auth(s.getRecord, vault.RoleWriter, vault.RoleAgent)).Methods(http.MethodGet)
 	r.Handle("/v1/collections/{collection}/records/{id}", s.auth(s.deleteRecord, vault.RoleWriter)).Methods(http.MethodDelete)
+	r.Handle("/v1/grants", s.auth(s.createGrant, vault.RoleAdmin)).Methods(http.MethodPost)
+	r.Handle("/v1/grants", s.auth(s.listGrants, vault.RoleAdmin)).Methods(http.MethodGet)
+	r.Handle("/v1/grants/{id}", s.auth(s.revokeGrant, vault.RoleAdmin)).Methods(http.MethodDelete)
+	r.Handle("/v1/detokenize", s.auth(s.detokenize, vault.RoleAgent)).Methods(http.MethodPost)
+	r.Handle("/v1/audit", s.auth(s.listAudit, vault.RoleAuditor)).Methods(http.MethodGet)
+	r.Handle("/v1/audit/verify", s.auth(s.verifyAudit, vault.RoleAuditor)).Methods(http.MethodGet)
 	r.Use(s.observe)
 	s.router = r
 	return s
@@ -129,6 +135,11 @@ var validRequestID = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
 func requestID(r *http.Request) string { return state(r).id }
 
 func principal(r *http.Request) *vault.Principal { return state(r).principal }
+
+// meta is who is asking, for the audit log.
+func meta(r *http.Request) vault.RequestMeta {
+	return vault.RequestMeta{Actor: principal(r), RequestID: requestID(r), RemoteAddr: r.RemoteAddr}
+}
 
 type statusWriter struct {
 	http.ResponseWriter

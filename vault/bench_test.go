@@ -17,8 +17,8 @@ var benchSchema = Collection{Name: "bench", Fields: []Field{
 func benchEnv(b *testing.B, c Collection) *env {
 	e := &env{t: &testing.T{}, dir: b.TempDir()}
 	e.open()
-	b.Cleanup(func() { e.store.Close() })
-	if _, err := e.svc.CreateCollection(context.Background(), nil, c); err != nil {
+	b.Cleanup(e.close)
+	if _, err := e.svc.CreateCollection(context.Background(), RequestMeta{}, c); err != nil {
 		b.Fatal(err)
 	}
 	return e
@@ -42,7 +42,7 @@ func BenchmarkCreateRecordSingle(b *testing.B) {
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, err := e.svc.CreateRecords(context.Background(), nil, "bench", in); err != nil {
+			if _, err := e.svc.CreateRecords(context.Background(), RequestMeta{}, "bench", in); err != nil {
 				b.Error(err)
 			}
 		}
@@ -62,7 +62,7 @@ func BenchmarkCreateRecordsBatch(b *testing.B) {
 			})
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := e.svc.CreateRecords(context.Background(), nil, "bench", in); err != nil {
+				if _, err := e.svc.CreateRecords(context.Background(), RequestMeta{}, "bench", in); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -75,7 +75,7 @@ func BenchmarkCreateRecordsBatch(b *testing.B) {
 // detokenization, without grants or audit).
 func BenchmarkLookupValue(b *testing.B) {
 	e := benchEnv(b, benchSchema)
-	recs, err := e.svc.CreateRecords(context.Background(), nil, "bench", batch(1000, func(i int) map[string]json.RawMessage {
+	recs, err := e.svc.CreateRecords(context.Background(), RequestMeta{}, "bench", batch(1000, func(i int) map[string]json.RawMessage {
 		return fields("secret", fmt.Sprintf("value-%08d", i))
 	}))
 	if err != nil {

@@ -158,7 +158,7 @@ type collection struct {
 
 // CreateCollection stores a new collection with fresh keysets wrapped by
 // the KEK.
-func (s *Service) CreateCollection(ctx context.Context, actor *Principal, c Collection) (*Collection, error) {
+func (s *Service) CreateCollection(ctx context.Context, meta RequestMeta, c Collection) (*Collection, error) {
 	c.Fields = slices.Clone(c.Fields) // normalize fills defaults; leave the caller's slice alone
 	if err := c.normalize(); err != nil {
 		return nil, err
@@ -184,9 +184,14 @@ func (s *Service) CreateCollection(ctx context.Context, actor *Principal, c Coll
 	if err != nil {
 		return nil, err
 	}
-	err = s.store.Update(ctx, func(txn *badger.Txn) error {
+	e := s.newEntry(meta, "collection.create")
+	e.Collection = c.Name
+	for _, f := range c.Fields {
+		e.Fields = append(e.Fields, f.Name)
+	}
+	err = s.writer.apply(&mutation{entry: e, size: len(schema) + len(wrappedDEK) + len(wrappedIdx) + 512, prepare: func(txn *badger.Txn) error {
 		if _, err := txn.Get(collectionKey(c.Name)); err == nil {
-			return conflict("collection_exists", "collection %q already exists", c.Name)
+			return reject(conflict("collection_exists", "collection %q already exists", c.Name))
 		} else if !errors.Is(err, badger.ErrKeyNotFound) {
 			return err
 		}
@@ -196,14 +201,14 @@ func (s *Service) CreateCollection(ctx context.Context, actor *Principal, c Coll
 			}
 		}
 		return nil
-	})
+	}})
 	if err != nil {
 		return nil, err
 	}
 	s.cmu.Lock()
 	s.collections[c.Name] = &collection{Collection: c, dek: dek, index: idx}
 	s.cmu.Unlock()
-	s.log.Info("collection created", "collection", c.Name, "fields", len(c.Fields), "actor", actorID(actor))
+	s.log.Info("collection created", "collection", c.Name, "fields", len(c.Fields), "actor", actorID(meta.Actor))
 	out := c
 	return &out, nil
 }

@@ -82,7 +82,7 @@ func tokenHashKey(h []byte) []byte  { return []byte("ph/" + hex.EncodeToString(h
 
 // CreatePrincipal adds a principal and returns it with its API token, which
 // is shown this once and never again.
-func (s *Service) CreatePrincipal(ctx context.Context, actor *Principal, name string, roles []Role) (*Principal, string, error) {
+func (s *Service) CreatePrincipal(ctx context.Context, meta RequestMeta, name string, roles []Role) (*Principal, string, error) {
 	if !principalName.MatchString(name) {
 		return nil, "", invalid("invalid_name", "name must be 1-128 characters: letters, digits, and _ . @ -, starting with a letter or digit")
 	}
@@ -101,10 +101,13 @@ func (s *Service) CreatePrincipal(ctx context.Context, actor *Principal, name st
 	}
 	token := newAPIToken()
 	p := &Principal{ID: uuid.NewString(), Name: name, Roles: roles, CreatedAt: s.now(), TokenHash: hashToken(token)}
-	if err := s.putPrincipal(ctx, p, nil); err != nil {
+	e := s.newEntry(meta, "principal.create")
+	e.Target = p.ID
+	e.Reason = fmt.Sprintf("name=%s roles=%v", p.Name, p.Roles)
+	if err := s.putPrincipal(p, nil, e); err != nil {
 		return nil, "", err
 	}
-	s.log.Info("principal created", "principal_id", p.ID, "name", p.Name, "roles", p.Roles, "actor", actorID(actor))
+	s.log.Info("principal created", "principal_id", p.ID, "name", p.Name, "roles", p.Roles, "actor", actorID(meta.Actor))
 	return p, token, nil
 }
 
@@ -115,14 +118,15 @@ func actorID(p *Principal) string {
 	return p.ID
 }
 
-// putPrincipal stores p and its token-hash index, removing oldHash's index
-// if the token changed, then updates the in-memory table.
-func (s *Service) putPrincipal(ctx context.Context, p *Principal, oldHash []byte) error {
+// putPrincipal stores p and its token-hash index with its audit entry,
+// removing oldHash's index if the token changed, then updates the
+// in-memory table.
+func (s *Service) putPrincipal(p *Principal, oldHash []byte, e *AuditEntry) error {
 	b, err := json.Marshal(storedPrincipal{Principal: *p, TokenHash: p.TokenHash})
 	if err != nil {
 		return err
 	}
-	err = s.store.Update(ctx, func(txn *badger.Txn) error {
+	err = s.writer.apply(&mutation{entry: e, size: len(b) + 256, prepare: func(txn *badger.Txn) error {
 		if oldHash != nil && !slices.Equal(oldHash, p.TokenHash) {
 			if err := txn.Delete(tokenHashKey(oldHash)); err != nil {
 				return err
@@ -132,7 +136,7 @@ func (s *Service) putPrincipal(ctx context.Context, p *Principal, oldHash []byte
 			return err
 		}
 		return txn.Set(tokenHashKey(p.TokenHash), []byte(p.ID))
-	})
+	}})
 	if err != nil {
 		return fmt.Errorf("store principal: %w", err)
 	}
@@ -161,7 +165,8 @@ func (s *Service) ListPrincipals(context.Context) []*Principal {
 }
 
 // RevokePrincipal stops a principal's token from working, at once.
-func (s *Service) RevokePrincipal(ctx context.Context, actor *Principal, id string) error {
+func (s *Service) RevokePrincipal(ctx context.Context, meta RequestMeta, id string) error {
+	actor := meta.Actor
 	s.pmu.RLock()
 	p, ok := s.byID[id]
 	var cp Principal
@@ -180,7 +185,9 @@ func (s *Service) RevokePrincipal(ctx context.Context, actor *Principal, id stri
 	}
 	now := s.now()
 	cp.RevokedAt = &now
-	if err := s.putPrincipal(ctx, &cp, nil); err != nil {
+	e := s.newEntry(meta, "principal.revoke")
+	e.Target = id
+	if err := s.putPrincipal(&cp, nil, e); err != nil {
 		return err
 	}
 	s.log.Info("principal revoked", "principal_id", id, "actor", actorID(actor))
@@ -241,14 +248,18 @@ func (s *Service) EnsureBootstrapAdmin(ctx context.Context, token string) (strin
 		}
 		old := boot.TokenHash
 		boot.TokenHash = h
-		if err := s.putPrincipal(ctx, boot, old); err != nil {
+		e := s.newEntry(RequestMeta{}, "principal.bootstrap_token_replaced")
+		e.Target = boot.ID
+		if err := s.putPrincipal(boot, old, e); err != nil {
 			return "", err
 		}
 		s.log.Warn("bootstrap admin token replaced", "principal_id", boot.ID)
 		return generated, nil
 	}
 	p := &Principal{ID: uuid.NewString(), Name: BootstrapAdminName, Roles: []Role{RoleAdmin}, CreatedAt: s.now(), TokenHash: h}
-	if err := s.putPrincipal(ctx, p, nil); err != nil {
+	e := s.newEntry(RequestMeta{}, "principal.bootstrap")
+	e.Target = p.ID
+	if err := s.putPrincipal(p, nil, e); err != nil {
 		return "", err
 	}
 	s.log.Info("bootstrap admin created", "principal_id", p.ID)

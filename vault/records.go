@@ -123,7 +123,7 @@ type preparedRecord struct {
 // CreateRecords validates, encrypts and stores a batch of records
 // atomically: one bad record rejects the batch and nothing is stored. It
 // returns once the batch is durable.
-func (s *Service) CreateRecords(ctx context.Context, actor *Principal, collection string, inputs []map[string]json.RawMessage) ([]Record, error) {
+func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collection string, inputs []map[string]json.RawMessage) ([]Record, error) {
 	if len(inputs) == 0 {
 		return nil, invalid("empty_batch", "records must hold at least one record")
 	}
@@ -182,19 +182,45 @@ func (s *Service) CreateRecords(ctx context.Context, actor *Principal, collectio
 		recs[i] = pr
 	}
 
-	err = s.store.Update(ctx, func(txn *badger.Txn) error {
+	e := s.newEntry(meta, "records.create")
+	e.Collection = c.Name
+	size := 256
+	written := map[string]bool{}
+	for _, r := range recs {
+		e.RecordIDs = append(e.RecordIDs, r.id)
+		size += 160 + len(r.id)
+		for name, pf := range r.fields {
+			size += 3*len(name) + len(pf.value) + len(pf.cipher) + 2*len(pf.token) + 200
+			written[name] = true
+		}
+	}
+	for _, f := range c.Fields {
+		if written[f.Name] {
+			e.Fields = append(e.Fields, f.Name)
+		}
+	}
+	err = s.writer.apply(&mutation{entry: e, size: size, prepare: func(txn *badger.Txn) error {
 		taken := map[string]bool{}
+		// Draw every format-preserving token before writing anything, so a
+		// token space that runs out rejects this batch alone.
+		for i := range recs {
+			for name, pf := range recs[i].fields {
+				if pf.field.Token != tokenizer.KindFormatPreserving {
+					continue
+				}
+				tok, err := s.freeFormatToken(txn, pf.field.Format, pf.fpe, taken)
+				if err != nil {
+					return reject(invalidf(err, "record %d: field %q", i, name))
+				}
+				pf.token = tok
+			}
+		}
 		for i := range recs {
 			r := &recs[i]
 			sr := storedRecord{Created: now, Fields: make([]storedField, 0, len(r.fields))}
 			for name, pf := range r.fields {
 				if pf.field.Token == tokenizer.KindFormatPreserving {
-					tok, err := s.freeFormatToken(txn, pf.field.Format, pf.fpe, taken)
-					if err != nil {
-						return invalidf(err, "record %d: field %q", i, name)
-					}
-					pf.token = tok
-					if err := txn.Set(uniqueTokenKey(tok), nil); err != nil {
+					if err := txn.Set(uniqueTokenKey(pf.token), nil); err != nil {
 						return err
 					}
 				}
@@ -212,11 +238,8 @@ func (s *Service) CreateRecords(ctx context.Context, actor *Principal, collectio
 			}
 		}
 		return nil
-	})
+	}})
 	if err != nil {
-		if errors.Is(err, ErrTooLarge) {
-			return nil, &Error{Kind: ErrTooLarge, Code: "batch_too_large", Message: "the batch is too large for one transaction; send fewer records"}
-		}
 		return nil, err
 	}
 	s.metrics.recordsWritten.Add(float64(len(recs)))
@@ -246,9 +269,9 @@ func invalidf(err error, format string, args ...any) error {
 }
 
 // freeFormatToken draws format-preserving tokens until one is free in the
-// whole vault. The Get makes the reservation part of the transaction's
-// read set, so two concurrent batches cannot both take the same token:
-// the later commit conflicts and reruns.
+// whole vault. It runs in the single writer's transaction, which sees every
+// earlier reservation, including those of earlier requests in the same
+// batch (taken holds this request's own draws).
 func (s *Service) freeFormatToken(txn *badger.Txn, f tokenizer.Format, value string, taken map[string]bool) (string, error) {
 	for range maxTokenAttempts {
 		tok, err := tokenizer.FormatPreserving(f, value)
@@ -304,15 +327,18 @@ func (s *Service) GetRecord(ctx context.Context, collection, id string) (*Record
 // DeleteRecord removes a record and its token mappings: its tokens stop
 // resolving at once. A deterministic token shared with other records keeps
 // resolving for them.
-func (s *Service) DeleteRecord(ctx context.Context, actor *Principal, collection, id string) error {
+func (s *Service) DeleteRecord(ctx context.Context, meta RequestMeta, collection, id string) error {
 	c, err := s.schema(collection)
 	if err != nil {
 		return err
 	}
-	err = s.store.Update(ctx, func(txn *badger.Txn) error {
+	e := s.newEntry(meta, "records.delete")
+	e.Collection = collection
+	e.RecordIDs = []string{id}
+	err = s.writer.apply(&mutation{entry: e, size: 4096, prepare: func(txn *badger.Txn) error {
 		item, err := txn.Get(recordKey(collection, id))
 		if errors.Is(err, badger.ErrKeyNotFound) {
-			return notFound("record_not_found", "no record %q in collection %q", id, collection)
+			return reject(notFound("record_not_found", "no record %q in collection %q", id, collection))
 		}
 		if err != nil {
 			return err
@@ -335,10 +361,10 @@ func (s *Service) DeleteRecord(ctx context.Context, actor *Principal, collection
 			}
 		}
 		return txn.Delete(recordKey(collection, id))
-	})
+	}})
 	if err != nil {
 		return err
 	}
-	s.log.Info("record deleted", "collection", collection, "record_id", id, "actor", actorID(actor))
+	s.log.Info("record deleted", "collection", collection, "record_id", id, "actor", actorID(meta.Actor))
 	return nil
 }

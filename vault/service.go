@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,6 +44,13 @@ type Service struct {
 	collections map[string]*collection
 	loadMu      sync.Mutex // serialises first loads (KMS unwraps)
 
+	writer *writer
+
+	gmu    sync.RWMutex
+	grants map[string]*Grant
+
+	auditPRF atomic.Pointer[keys.IndexKey] // keyed hash of tokens in the audit log; loaded on first use
+
 	metrics serviceMetrics
 }
 
@@ -74,6 +82,7 @@ func New(cfg Config) (*Service, error) {
 		byID:        map[string]*Principal{},
 		byHash:      map[string]*Principal{},
 		collections: map[string]*collection{},
+		grants:      map[string]*Grant{},
 		metrics: serviceMetrics{
 			recordsWritten: prometheus.NewCounter(prometheus.CounterOpts{
 				Name: "agentvault_records_written_total", Help: "Records stored.",
@@ -89,8 +98,19 @@ func New(cfg Config) (*Service, error) {
 	if err := s.loadPrincipals(); err != nil {
 		return nil, fmt.Errorf("load principals: %w", err)
 	}
+	if err := s.loadGrants(); err != nil {
+		return nil, fmt.Errorf("load grants: %w", err)
+	}
+	w, err := newWriter(s.store)
+	if err != nil {
+		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	s.writer = w
 	return s, nil
 }
+
+// Close stops the single writer; later writes fail. Close the store after.
+func (s *Service) Close() { s.writer.close() }
 
 // Ready reports whether storage answers and the KMS is reachable.
 func (s *Service) Ready(ctx context.Context) error {

@@ -32,8 +32,14 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	e := &env{t: t, dir: t.TempDir()}
 	e.open()
-	t.Cleanup(func() { e.store.Close() })
+	t.Cleanup(e.close)
 	return e
+}
+
+// close stops the service and closes the database (idempotent).
+func (e *env) close() {
+	e.svc.Close()
+	e.store.Close()
 }
 
 func (e *env) open() {
@@ -55,6 +61,7 @@ func (e *env) open() {
 
 func (e *env) restart() {
 	e.t.Helper()
+	e.svc.Close()
 	if err := e.store.Close(); err != nil {
 		e.t.Fatal(err)
 	}
@@ -78,7 +85,7 @@ var peopleSchema = Collection{Name: "people", Fields: []Field{
 
 func (e *env) mustCollection(c Collection) {
 	e.t.Helper()
-	if _, err := e.svc.CreateCollection(context.Background(), nil, c); err != nil {
+	if _, err := e.svc.CreateCollection(context.Background(), RequestMeta{}, c); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -131,7 +138,7 @@ func TestRecordsRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	in := fields("name", "Jane", "age", 41, "active", true, "note", "likes tea", "salary", 120000.5,
 		"vip", false, "card", "4111 1111 1111 1234", "ssn", "123-45-6789", "email", "jane@example.com", "pin", "0042")
-	recs, err := e.svc.CreateRecords(ctx, nil, "people", []map[string]json.RawMessage{in})
+	recs, err := e.svc.CreateRecords(ctx, RequestMeta{}, "people", []map[string]json.RawMessage{in})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +174,7 @@ func TestRecordsRoundTrip(t *testing.T) {
 
 	// Delete: the record and its tokens are gone, and a deleted token is
 	// indistinguishable from one that never existed.
-	if err := e.svc.DeleteRecord(ctx, nil, "people", r.ID); err != nil {
+	if err := e.svc.DeleteRecord(ctx, RequestMeta{}, "people", r.ID); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.svc.GetRecord(ctx, "people", r.ID); !errors.Is(err, ErrNotFound) {
@@ -193,7 +200,7 @@ func TestDeterministicTokens(t *testing.T) {
 	e.mustCollection(peopleSchema)
 	e.mustCollection(Collection{Name: "other", Fields: []Field{{Name: "salary", Type: TypeNumber, Sensitive: true, Token: tokenizer.KindDeterministic}}})
 	ctx := context.Background()
-	recs, err := e.svc.CreateRecords(ctx, nil, "people", []map[string]json.RawMessage{
+	recs, err := e.svc.CreateRecords(ctx, RequestMeta{}, "people", []map[string]json.RawMessage{
 		{"salary": json.RawMessage(`100`)}, {"salary": json.RawMessage(`100.0`)}, {"salary": json.RawMessage(`101`)},
 	})
 	if err != nil {
@@ -206,7 +213,7 @@ func TestDeterministicTokens(t *testing.T) {
 	if a == c {
 		t.Error("100 and 101 got the same token")
 	}
-	o, err := e.svc.CreateRecords(ctx, nil, "other", []map[string]json.RawMessage{{"salary": json.RawMessage(`100`)}})
+	o, err := e.svc.CreateRecords(ctx, RequestMeta{}, "other", []map[string]json.RawMessage{{"salary": json.RawMessage(`100`)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +221,7 @@ func TestDeterministicTokens(t *testing.T) {
 		t.Error("two collections share a deterministic token: their keys are not separate")
 	}
 	// Deleting one record keeps the shared token resolving for the other.
-	if err := e.svc.DeleteRecord(ctx, nil, "people", recs[0].ID); err != nil {
+	if err := e.svc.DeleteRecord(ctx, RequestMeta{}, "people", recs[0].ID); err != nil {
 		t.Fatal(err)
 	}
 	ref, v, err := e.svc.lookupValue(a)
@@ -223,7 +230,7 @@ func TestDeterministicTokens(t *testing.T) {
 	}
 	// The same value after a restart still gets the same token.
 	e.restart()
-	again, err := e.svc.CreateRecords(ctx, nil, "people", []map[string]json.RawMessage{{"salary": json.RawMessage(`100`)}})
+	again, err := e.svc.CreateRecords(ctx, RequestMeta{}, "people", []map[string]json.RawMessage{{"salary": json.RawMessage(`100`)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +267,7 @@ func TestBadBatchStoresNothing(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			batch := []map[string]json.RawMessage{good, good, tt.bad, good}
-			_, err := e.svc.CreateRecords(context.Background(), nil, tt.collection, batch)
+			_, err := e.svc.CreateRecords(context.Background(), RequestMeta{}, tt.collection, batch)
 			var de *Error
 			if !errors.As(err, &de) || !errors.Is(err, tt.kind) || de.Code != tt.code {
 				t.Fatalf("err = %v, want %v with code %s", err, tt.kind, tt.code)
@@ -276,14 +283,14 @@ func TestBadBatchStoresNothing(t *testing.T) {
 			}
 		})
 	}
-	if _, err := e.svc.CreateRecords(context.Background(), nil, "people", nil); !errors.Is(err, ErrInvalid) {
+	if _, err := e.svc.CreateRecords(context.Background(), RequestMeta{}, "people", nil); !errors.Is(err, ErrInvalid) {
 		t.Errorf("empty batch: %v", err)
 	}
 	big := make([]map[string]json.RawMessage, e.svc.cfg.MaxBatchRecords+1)
 	for i := range big {
 		big[i] = good
 	}
-	if _, err := e.svc.CreateRecords(context.Background(), nil, "people", big); !errors.Is(err, ErrTooLarge) {
+	if _, err := e.svc.CreateRecords(context.Background(), RequestMeta{}, "people", big); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("oversized batch: %v", err)
 	}
 	if n := e.count("r/"); n != 0 {
@@ -312,13 +319,13 @@ func TestCollectionValidation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := e.svc.CreateCollection(context.Background(), nil, tt.c); !errors.Is(err, ErrInvalid) {
+			if _, err := e.svc.CreateCollection(context.Background(), RequestMeta{}, tt.c); !errors.Is(err, ErrInvalid) {
 				t.Fatalf("err = %v, want ErrInvalid", err)
 			}
 		})
 	}
 	e.mustCollection(peopleSchema)
-	if _, err := e.svc.CreateCollection(context.Background(), nil, peopleSchema); !errors.Is(err, ErrConflict) {
+	if _, err := e.svc.CreateCollection(context.Background(), RequestMeta{}, peopleSchema); !errors.Is(err, ErrConflict) {
 		t.Fatalf("duplicate collection: %v, want ErrConflict", err)
 	}
 	if n := e.count("c/"); n != 1 {
@@ -343,14 +350,12 @@ func TestRestartAndNoPlaintextOnDisk(t *testing.T) {
 	for f, v := range secrets {
 		in[f], _ = json.Marshal(v)
 	}
-	recs, err := e.svc.CreateRecords(ctx, nil, "people", []map[string]json.RawMessage{in})
+	recs, err := e.svc.CreateRecords(ctx, RequestMeta{}, "people", []map[string]json.RawMessage{in})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.restart() // flush everything through a close
-	if err := e.store.Close(); err != nil {
-		t.Fatal(err)
-	}
+	e.close()
 	needles := map[string]bool{"987654.321": false, "PUBLIC-MARKER-5521": true}
 	for f, v := range secrets {
 		needles[v] = false
@@ -402,7 +407,7 @@ func TestCiphertextBoundToPlace(t *testing.T) {
 	e := newEnv(t)
 	e.mustCollection(peopleSchema)
 	ctx := context.Background()
-	recs, err := e.svc.CreateRecords(ctx, nil, "people", []map[string]json.RawMessage{
+	recs, err := e.svc.CreateRecords(ctx, RequestMeta{}, "people", []map[string]json.RawMessage{
 		fields("note", "alice's secret", "salary", 1), fields("note", "bob's note", "salary", 2),
 	})
 	if err != nil {
@@ -453,7 +458,7 @@ func TestFormatTokensUniqueUnderConcurrency(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range 14 {
-				recs, err := e.svc.CreateRecords(ctx, nil, "codes", []map[string]json.RawMessage{fields("code", fmt.Sprintf("%02d", (w*14+i)%100))})
+				recs, err := e.svc.CreateRecords(ctx, RequestMeta{}, "codes", []map[string]json.RawMessage{fields("code", fmt.Sprintf("%02d", (w*14+i)%100))})
 				mu.Lock()
 				if err != nil {
 					if !errors.Is(err, ErrConflict) {
@@ -499,7 +504,7 @@ func TestPrincipals(t *testing.T) {
 	if err != nil || !admin.Has(RoleAdmin) {
 		t.Fatalf("bootstrap token: %v", err)
 	}
-	p, tok, err := e.svc.CreatePrincipal(ctx, admin, "agent-1", []Role{RoleAgent})
+	p, tok, err := e.svc.CreatePrincipal(ctx, RequestMeta{Actor: admin}, "agent-1", []Role{RoleAgent})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -515,14 +520,14 @@ func TestPrincipals(t *testing.T) {
 		name  string
 		roles []Role
 	}{{"", []Role{RoleAgent}}, {"x", nil}, {"x", []Role{"root"}}, {"x", []Role{RoleAgent, RoleAgent}}} {
-		if _, _, err := e.svc.CreatePrincipal(ctx, admin, tc.name, tc.roles); !errors.Is(err, ErrInvalid) {
+		if _, _, err := e.svc.CreatePrincipal(ctx, RequestMeta{Actor: admin}, tc.name, tc.roles); !errors.Is(err, ErrInvalid) {
 			t.Errorf("CreatePrincipal(%q, %v) = %v", tc.name, tc.roles, err)
 		}
 	}
-	if err := e.svc.RevokePrincipal(ctx, admin, admin.ID); !errors.Is(err, ErrConflict) {
+	if err := e.svc.RevokePrincipal(ctx, RequestMeta{Actor: admin}, admin.ID); !errors.Is(err, ErrConflict) {
 		t.Errorf("self-revoke: %v", err)
 	}
-	if err := e.svc.RevokePrincipal(ctx, admin, p.ID); err != nil {
+	if err := e.svc.RevokePrincipal(ctx, RequestMeta{Actor: admin}, p.ID); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.svc.Authenticate(tok); !errors.Is(err, ErrUnauthenticated) {
@@ -547,7 +552,7 @@ func TestPrincipals(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Tokens are stored only as hashes.
-	e.store.Close()
+	e.close()
 	filepath.WalkDir(e.dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err

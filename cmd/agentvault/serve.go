@@ -96,6 +96,7 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
+	defer svc.Close() // runs before the store closes
 	generated, err := svc.EnsureBootstrapAdmin(ctx, os.Getenv("AGENTVAULT_ADMIN_TOKEN"))
 	if err != nil {
 		return err

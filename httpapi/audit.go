@@ -1,0 +1,55 @@
+package httpapi
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/agentvault/agentvault/vault"
+)
+
+func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var f vault.AuditFilter
+	var err error
+	if v := q.Get("after"); v != "" {
+		if f.After, err = strconv.ParseUint(v, 10, 64); err != nil {
+			writeError(w, http.StatusBadRequest, "invalid_after", "after must be a sequence number")
+			return
+		}
+	}
+	if v := q.Get("limit"); v != "" {
+		if f.Limit, err = strconv.Atoi(v); err != nil || f.Limit < 1 {
+			writeError(w, http.StatusBadRequest, "invalid_limit", "limit must be a positive number")
+			return
+		}
+	}
+	for name, dst := range map[string]*time.Time{"since": &f.Since, "until": &f.Until} {
+		if v := q.Get(name); v != "" {
+			if *dst, err = time.Parse(time.RFC3339, v); err != nil {
+				writeError(w, http.StatusBadRequest, "invalid_"+name, name+" must be an RFC 3339 time")
+				return
+			}
+		}
+	}
+	f.Actor, f.Action = q.Get("actor"), q.Get("action")
+	entries, next, err := s.svc.ListAudit(r.Context(), f)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	body := map[string]any{"entries": entries, "next": nil}
+	if next != 0 {
+		body["next"] = next
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+func (s *Server) verifyAudit(w http.ResponseWriter, r *http.Request) {
+	res, err := s.svc.VerifyAudit(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}

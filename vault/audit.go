@@ -1,0 +1,308 @@
+package vault
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// AuditEntry is one record of the tamper-evident audit log. It never holds
+// a sensitive value; tokens appear only as keyed hashes. Hash is the
+// SHA-256 of the entry's canonical JSON encoding with Hash empty, which
+// covers PrevHash, so every entry commits to all entries before it.
+type AuditEntry struct {
+	Seq        uint64          `json:"seq"`
+	Time       time.Time       `json:"time"`
+	Actor      string          `json:"actor"`
+	Action     string          `json:"action"`
+	Decision   string          `json:"decision"`
+	Collection string          `json:"collection"`
+	Fields     []string        `json:"fields"`
+	RecordIDs  []string        `json:"record_ids"`
+	Purpose    string          `json:"purpose"`
+	GrantID    string          `json:"grant_id"`
+	ApprovalID string          `json:"approval_id"`
+	RequestID  string          `json:"request_id"`
+	RemoteAddr string          `json:"remote_addr,omitempty"`
+	Target     string          `json:"target,omitempty"`
+	Reason     string          `json:"reason,omitempty"`
+	Tokens     []TokenDecision `json:"tokens,omitempty"`
+	PrevHash   string          `json:"prev_hash"`
+	Hash       string          `json:"hash"`
+}
+
+// TokenDecision is the outcome for one token of a detokenize request.
+type TokenDecision struct {
+	TokenHash  string `json:"token_hash"`
+	Collection string `json:"collection,omitempty"`
+	Field      string `json:"field,omitempty"`
+	RecordID   string `json:"record_id,omitempty"`
+	Decision   string `json:"decision"`
+	Reason     string `json:"reason,omitempty"`
+	GrantID    string `json:"grant_id,omitempty"`
+}
+
+// Audit decisions.
+const (
+	DecisionOK      = "ok"
+	DecisionAllowed = "allowed"
+	DecisionDenied  = "denied"
+	DecisionPending = "pending_approval"
+	DecisionPartial = "partial"
+)
+
+// RequestMeta is who asked and from where, for the audit log.
+type RequestMeta struct {
+	Actor      *Principal
+	RequestID  string
+	RemoteAddr string
+}
+
+// genesisHash is the PrevHash of the first entry.
+var genesisHash = hex.EncodeToString(make([]byte, sha256.Size))
+
+func auditKey(seq uint64) []byte {
+	k := make([]byte, 2, 10)
+	copy(k, "a/")
+	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+// canonicalEntry is the entry's hashed encoding: its JSON with Hash empty.
+func canonicalEntry(e *AuditEntry) []byte {
+	c := *e
+	c.Hash = ""
+	b, _ := json.Marshal(&c) // plain data: cannot fail
+	return b
+}
+
+func entryHash(e *AuditEntry) string {
+	h := sha256.Sum256(canonicalEntry(e))
+	return hex.EncodeToString(h[:])
+}
+
+// mutation is one request to the single writer: prepare runs inside the
+// shared write transaction, may read, must validate before it writes, and
+// fills in the audit entry. An error from prepare before any write fails
+// only this mutation; a storage error fails the whole batch.
+type mutation struct {
+	entry   *AuditEntry
+	prepare func(txn *badger.Txn) error
+	size    int // estimated bytes written, to bound a batch's transaction
+	done    chan error
+}
+
+// errSkip marks a prepare failure that wrote nothing: the mutation fails
+// and the rest of the batch goes on.
+type errSkip struct{ err error }
+
+func (e errSkip) Error() string { return e.err.Error() }
+func (e errSkip) Unwrap() error { return e.err }
+
+// reject fails one mutation from its prepare without touching the batch.
+func reject(err error) error { return errSkip{err} }
+
+const (
+	maxBatchBytes     = 4 << 20
+	maxBatchMutations = 4096
+)
+
+// writer is the vault's single writer. Every durable change goes through
+// it with its audit entry, in one transaction, so a change is never stored
+// without its entry, the chain is appended in order, and checks that must
+// not race (a grant's last use, a format-preserving token) see every
+// earlier change.
+type writer struct {
+	store  *Store
+	reqs   chan *mutation
+	head   chainHead
+	done   chan struct{}
+}
+
+type chainHead struct {
+	Seq  uint64 `json:"seq"`
+	Hash string `json:"hash"`
+}
+
+func newWriter(store *Store) (*writer, error) {
+	w := &writer{store: store, reqs: make(chan *mutation, 1024), done: make(chan struct{})}
+	head, err := readHead(store)
+	if err != nil {
+		return nil, err
+	}
+	w.head = head
+	go w.run()
+	return w, nil
+}
+
+// readHead finds the last audit entry.
+func readHead(store *Store) (chainHead, error) {
+	head := chainHead{Hash: genesisHash}
+	err := store.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: []byte("a/")})
+		defer it.Close()
+		it.Seek(auditKey(^uint64(0)))
+		if !it.Valid() {
+			return nil
+		}
+		var e AuditEntry
+		if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &e) }); err != nil {
+			return fmt.Errorf("read last audit entry: %w", err)
+		}
+		head = chainHead{Seq: e.Seq, Hash: e.Hash}
+		return nil
+	})
+	return head, err
+}
+
+// apply submits a mutation and waits until it and its audit entry are
+// durable, or failed. The caller's context is not consulted once the
+// mutation is queued: a change that may have been made is always answered.
+func (w *writer) apply(m *mutation) error {
+	m.done = make(chan error, 1)
+	if m.size > maxBatchBytes {
+		return &Error{Kind: ErrTooLarge, Code: "batch_too_large", Message: "the request is too large for one transaction; send fewer records"}
+	}
+	select {
+	case w.reqs <- m:
+	case <-w.done:
+		return fmt.Errorf("%w: shutting down", ErrUnavailable)
+	}
+	return <-m.done
+}
+
+func (w *writer) run() {
+	var carry *mutation
+	for {
+		var batch []*mutation
+		size := 0
+		if carry != nil {
+			batch, size, carry = append(batch, carry), carry.size, nil
+		} else {
+			select {
+			case m := <-w.reqs:
+				batch, size = append(batch, m), m.size
+			case <-w.done:
+				w.drain()
+				return
+			}
+		}
+	fill:
+		for len(batch) < maxBatchMutations {
+			select {
+			case m := <-w.reqs:
+				if size+m.size > maxBatchBytes {
+					carry = m
+					break fill
+				}
+				batch = append(batch, m)
+				size += m.size
+			default:
+				break fill
+			}
+		}
+		w.commit(batch)
+	}
+}
+
+func (w *writer) drain() {
+	for {
+		select {
+		case m := <-w.reqs:
+			m.done <- fmt.Errorf("%w: shutting down", ErrUnavailable)
+		default:
+			return
+		}
+	}
+}
+
+// commit runs a batch in one transaction, appends its audit entries in
+// order, commits, and answers each mutation once the commit is durable.
+func (w *writer) commit(batch []*mutation) {
+	txn := w.store.db.NewTransaction(true)
+	defer txn.Discard()
+	head := w.head
+	results := make([]error, len(batch))
+	var fatal error
+	for i, m := range batch {
+		if m.prepare != nil {
+			if err := m.prepare(txn); err != nil {
+				var skip errSkip
+				if errors.As(err, &skip) {
+					results[i] = skip.err
+					continue
+				}
+				fatal = err
+				break
+			}
+		}
+		head.Seq++
+		m.entry.Seq = head.Seq
+		m.entry.PrevHash = head.Hash
+		m.entry.Hash = entryHash(m.entry)
+		b, err := json.Marshal(m.entry)
+		if err == nil {
+			err = txn.Set(auditKey(head.Seq), b)
+		}
+		if err != nil {
+			fatal = err
+			break
+		}
+		head.Hash = m.entry.Hash
+	}
+	if fatal == nil {
+		fatal = txn.Commit()
+	}
+	if fatal != nil {
+		if errors.Is(fatal, badger.ErrTxnTooBig) {
+			fatal = &Error{Kind: ErrTooLarge, Code: "batch_too_large", Message: "the request is too large for one transaction; send fewer records"}
+		} else {
+			fatal = fmt.Errorf("%w: write with audit entry: %v", ErrUnavailable, fatal)
+		}
+		for _, m := range batch {
+			m.done <- fatal
+		}
+		return
+	}
+	w.head = head
+	// Durability is awaited off the writer goroutine, so the next batch is
+	// built while this one's fsync runs; the store groups the fsyncs.
+	go func() {
+		err := w.store.waitDurable()
+		for i, m := range batch {
+			if results[i] != nil {
+				m.done <- results[i]
+			} else {
+				m.done <- err
+			}
+		}
+	}()
+}
+
+func (w *writer) close() {
+	select {
+	case <-w.done:
+	default:
+		close(w.done)
+	}
+}
+
+// newEntry starts an audit entry for an action by meta's actor.
+func (s *Service) newEntry(meta RequestMeta, action string) *AuditEntry {
+	return &AuditEntry{
+		Time: s.now(), Actor: actorID(meta.Actor), Action: action, Decision: DecisionOK,
+		Fields: []string{}, RecordIDs: []string{}, RequestID: meta.RequestID, RemoteAddr: meta.RemoteAddr,
+	}
+}
+
+// AuditHead returns the sequence number and hash of the last entry.
+func (s *Service) AuditHead(ctx context.Context) (uint64, string, error) {
+	h, err := readHead(s.store)
+	return h.Seq, h.Hash, err
+}

@@ -1,0 +1,413 @@
+package vault
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/agentvault/agentvault/keys"
+	"github.com/agentvault/agentvault/tokenizer"
+)
+
+// MaxDetokenizeTokens bounds one detokenize request.
+const MaxDetokenizeTokens = 1000
+
+// Detokenize statuses.
+const (
+	StatusOK       = "ok"
+	StatusMasked   = "masked"
+	StatusDenied   = "denied"
+	StatusPending  = "pending_approval"
+	StatusNotFound = "not_found"
+)
+
+// DetokenizeRequest asks for the values behind tokens, for a purpose.
+type DetokenizeRequest struct {
+	Tokens     []string `json:"tokens"`
+	Purpose    string   `json:"purpose"`
+	ApprovalID string   `json:"approval_id,omitempty"`
+}
+
+// DetokenizeResult is the answer for one token, in request order.
+type DetokenizeResult struct {
+	Token      string          `json:"token"`
+	Status     string          `json:"status"`
+	Value      json.RawMessage `json:"value,omitempty"`
+	Reason     string          `json:"reason,omitempty"`
+	ApprovalID string          `json:"approval_id,omitempty"`
+}
+
+// Reasons given for denials. They name rules, never values.
+const (
+	reasonNoGrant       = "no grant of this agent covers this collection and field"
+	reasonPurpose       = "no grant covers this field for this purpose"
+	reasonRecord        = "the record is outside every grant for this field"
+	reasonApproval      = "revealing this value needs human approval, which this server does not offer yet"
+	reasonApprovalCount = "this request reveals more values than the grant allows without human approval, which this server does not offer yet"
+)
+
+type detokItem struct {
+	ref   TokenRef
+	grant *Grant
+	value json.RawMessage
+	dec   TokenDecision
+}
+
+// Detokenize reveals what the agent's live grants allow, and nothing else.
+// The decision for every token is written to the audit log, with the
+// grants' use counts, in one durable transaction before anything is
+// returned: if that write fails, the request fails and reveals nothing.
+func (s *Service) Detokenize(ctx context.Context, meta RequestMeta, req DetokenizeRequest) ([]DetokenizeResult, error) {
+	switch {
+	case len(req.Tokens) == 0:
+		return nil, invalid("empty_tokens", "tokens must hold at least one token")
+	case len(req.Tokens) > MaxDetokenizeTokens:
+		return nil, &Error{Kind: ErrTooLarge, Code: "too_many_tokens", Message: "a request holds at most " + strconv.Itoa(MaxDetokenizeTokens) + " tokens"}
+	case req.Purpose == "" || len(req.Purpose) > MaxPurposeLen:
+		return nil, invalid("invalid_purpose", "purpose is required, at most %d characters", MaxPurposeLen)
+	case req.ApprovalID != "":
+		return nil, notFound("approval_not_found", "no approval %q", req.ApprovalID)
+	}
+	hasher, err := s.tokenHasher()
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	agentID := actorID(meta.Actor)
+	s.gmu.RLock()
+	var mine []*Grant
+	for _, g := range s.grants {
+		if g.PrincipalID == agentID {
+			cp := *g
+			mine = append(mine, &cp)
+		}
+	}
+	s.gmu.RUnlock()
+	slices.SortFunc(mine, func(a, b *Grant) int { return a.CreatedAt.Compare(b.CreatedAt) })
+
+	items := make([]detokItem, len(req.Tokens))
+	err = s.store.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
+		defer it.Close()
+		for i, tok := range req.Tokens {
+			item := &items[i]
+			h, err := hasher.Compute([]byte(tok), 16)
+			if err != nil {
+				return err
+			}
+			item.dec.TokenHash = hex.EncodeToString(h)
+			var refs []TokenRef
+			if _, err := tokenizer.ParseToken(tok); err == nil {
+				refs = resolveToken(it, tok)
+			}
+			if len(refs) == 0 {
+				item.dec.Decision = StatusNotFound
+				continue
+			}
+			ref, g, reason := pickGrant(mine, refs, req.Purpose, now)
+			item.ref = ref
+			item.dec.Collection, item.dec.Field, item.dec.RecordID = ref.Collection, ref.Field, ref.RecordID
+			if g == nil {
+				item.dec.Decision, item.dec.Reason = StatusDenied, reason
+				continue
+			}
+			v, err := s.decryptField(txn, ref)
+			if errors.Is(err, errTokenNotFound) {
+				item.dec.Decision = StatusNotFound
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			c, err := s.collection(ref.Collection)
+			if err != nil {
+				return err
+			}
+			if fd, ok := c.Field(ref.Field); ok && needsApproval(fd, v) {
+				item.dec.Decision, item.dec.Reason, item.dec.GrantID = StatusDenied, reasonApproval, g.ID
+				continue
+			}
+			item.grant, item.value = g, v
+			item.dec.GrantID = g.ID
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	// A grant's approval_over counts the values one request would reveal
+	// under it.
+	perGrant := map[string]int{}
+	for i := range items {
+		if items[i].grant != nil {
+			perGrant[items[i].grant.ID]++
+		}
+	}
+	for i := range items {
+		if g := items[i].grant; g != nil && g.ApprovalOver != nil && perGrant[g.ID] > *g.ApprovalOver {
+			items[i].grant, items[i].value = nil, nil
+			items[i].dec.Decision, items[i].dec.Reason = StatusDenied, reasonApprovalCount
+		}
+	}
+
+	e := s.newEntry(meta, "detokenize")
+	e.Purpose = req.Purpose
+	updated := map[string]*Grant{}
+	err = s.writer.apply(&mutation{entry: e, size: 512 + 256*len(items), prepare: func(txn *badger.Txn) error {
+		// Decide each grant's use against its stored state, in the single
+		// writer: of requests racing for a grant's last use, one wins.
+		for i := range items {
+			g := items[i].grant
+			if g == nil {
+				continue
+			}
+			stored, seen := updated[g.ID]
+			if !seen {
+				var err error
+				stored, err = readGrant(txn, g.ID)
+				if err != nil {
+					var skip errSkip
+					if !errors.As(err, &skip) {
+						return err
+					}
+					stored = &Grant{ID: g.ID, RevokedAt: &now}
+				}
+				if st := stored.state(now); st == GrantLive {
+					stored.Uses++
+					updated[g.ID] = stored
+				} else {
+					updated[g.ID] = nil
+					stored = nil
+				}
+			}
+			if stored == nil {
+				items[i].grant, items[i].value = nil, nil
+				items[i].dec.Decision, items[i].dec.Reason = StatusDenied, "the grant was revoked, expired or used up"
+			}
+		}
+		for _, g := range updated {
+			if g == nil {
+				continue
+			}
+			b, err := json.Marshal(g)
+			if err != nil {
+				return err
+			}
+			if err := txn.Set(grantKey(g.ID), b); err != nil {
+				return err
+			}
+		}
+		fillDetokenizeEntry(e, items)
+		return nil
+	}})
+	if err != nil {
+		return nil, err
+	}
+	s.gmu.Lock()
+	for id, g := range updated {
+		if cur, ok := s.grants[id]; ok && g != nil && g.Uses > cur.Uses {
+			cur.Uses = g.Uses
+		}
+	}
+	s.gmu.Unlock()
+
+	out := make([]DetokenizeResult, len(items))
+	for i, item := range items {
+		r := DetokenizeResult{Token: req.Tokens[i], Status: item.dec.Decision, Reason: item.dec.Reason}
+		if item.grant != nil {
+			if item.grant.Reveal == RevealMasked {
+				r.Status = StatusMasked
+				r.Value = s.maskValue(item.ref, item.value)
+			} else {
+				r.Status = StatusOK
+				r.Value = item.value
+			}
+		}
+		out[i] = r
+	}
+	return out, nil
+}
+
+// fillDetokenizeEntry records every token's decision and the request's
+// overall decision in the audit entry.
+func fillDetokenizeEntry(e *AuditEntry, items []detokItem) {
+	allowed, denied := 0, 0
+	cols, fields, recs, grants := map[string]bool{}, map[string]bool{}, map[string]bool{}, []string{}
+	e.Tokens = make([]TokenDecision, len(items))
+	for i := range items {
+		d := items[i].dec
+		if items[i].grant != nil {
+			d.Decision = DecisionAllowed
+			allowed++
+			if !slices.Contains(grants, d.GrantID) {
+				grants = append(grants, d.GrantID)
+			}
+		} else {
+			denied++
+		}
+		if d.Collection != "" {
+			cols[d.Collection] = true
+			fields[d.Field] = true
+			recs[d.RecordID] = true
+		}
+		e.Tokens[i] = d
+	}
+	switch {
+	case denied == 0:
+		e.Decision = DecisionAllowed
+	case allowed == 0:
+		e.Decision = DecisionDenied
+	default:
+		e.Decision = DecisionPartial
+	}
+	e.Collection = joinKeys(cols)
+	e.Fields = sortedKeys(fields)
+	e.RecordIDs = sortedKeys(recs)
+	if len(grants) > 0 {
+		e.GrantID = grants[0]
+		if len(grants) > 1 {
+			e.Reason = "grants used: " + joinList(grants)
+		}
+	}
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func joinKeys(m map[string]bool) string { return joinList(sortedKeys(m)) }
+
+func joinList(s []string) string {
+	out := ""
+	for i, v := range s {
+		if i > 0 {
+			out += ","
+		}
+		out += v
+	}
+	return out
+}
+
+// pickGrant finds, for any of the token's records, the oldest live grant
+// covering collection, field, record and purpose. Without one it says
+// which part was missing.
+func pickGrant(mine []*Grant, refs []TokenRef, purpose string, now time.Time) (TokenRef, *Grant, string) {
+	reason := reasonNoGrant
+	for _, ref := range refs {
+		for _, g := range mine {
+			if g.Collection != ref.Collection || !slices.Contains(g.Fields, ref.Field) {
+				continue
+			}
+			if g.Purpose != purpose {
+				if reason == reasonNoGrant {
+					reason = reasonPurpose
+				}
+				continue
+			}
+			if len(g.RecordIDs) > 0 && !slices.Contains(g.RecordIDs, ref.RecordID) {
+				reason = reasonRecord
+				continue
+			}
+			if st := g.state(now); st != GrantLive {
+				reason = "the grant for this field is " + st
+				continue
+			}
+			return ref, g, ""
+		}
+	}
+	return refs[0], nil, reason
+}
+
+// needsApproval reports whether revealing v trips one of the field's
+// approval rules. Until approvals exist (issue 4) such reveals are denied.
+func needsApproval(f *Field, v json.RawMessage) bool {
+	if f.Approval == "always" {
+		return true
+	}
+	if f.ApprovalAbove != nil {
+		x, err := strconv.ParseFloat(string(v), 64)
+		return err != nil || x > *f.ApprovalAbove
+	}
+	return false
+}
+
+// maskValue masks a revealed value with its field's mask; the answer is
+// always a JSON string.
+func (s *Service) maskValue(ref TokenRef, v json.RawMessage) json.RawMessage {
+	mask := tokenizer.MaskFull
+	if c, err := s.collection(ref.Collection); err == nil {
+		if fd, ok := c.Field(ref.Field); ok {
+			mask = fd.Mask
+		}
+	}
+	plain := string(v)
+	var str string
+	if json.Unmarshal(v, &str) == nil {
+		plain = str
+	}
+	out, _ := json.Marshal(mask.Apply(plain))
+	return out
+}
+
+// tokenHasher returns the keyed hash used for tokens in the audit log,
+// creating its keyset (wrapped by the KEK) on first use.
+func (s *Service) tokenHasher() (*keys.IndexKey, error) {
+	if k := s.auditPRF.Load(); k != nil {
+		return k, nil
+	}
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
+	if k := s.auditPRF.Load(); k != nil {
+		return k, nil
+	}
+	const scope = "audit/token-hash"
+	var wrapped []byte
+	err := s.store.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte("k/" + scope))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		wrapped, err = item.ValueCopy(nil)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	var k *keys.IndexKey
+	if wrapped != nil {
+		if k, err = s.keys.OpenIndexKey(wrapped, scope); err != nil {
+			return nil, kmsErr(err)
+		}
+	} else {
+		if k, err = s.keys.NewIndexKey(); err != nil {
+			return nil, err
+		}
+		if wrapped, err = s.keys.WrapIndexKey(k, scope); err != nil {
+			return nil, kmsErr(err)
+		}
+		e := s.newEntry(RequestMeta{}, "key.create")
+		e.Target = scope
+		err = s.writer.apply(&mutation{entry: e, size: len(wrapped) + 256, prepare: func(txn *badger.Txn) error {
+			return txn.Set([]byte("k/"+scope), wrapped)
+		}})
+		if err != nil {
+			return nil, err
+		}
+	}
+	s.auditPRF.Store(k)
+	return k, nil
+}
