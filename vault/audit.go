@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -119,10 +120,14 @@ const (
 // not race (a grant's last use, a format-preserving token) see every
 // earlier change.
 type writer struct {
-	store  *Store
-	reqs   chan *mutation
-	head   chainHead
-	done   chan struct{}
+	store *Store
+	reqs  chan *mutation
+	head  chainHead
+	done  chan struct{}
+
+	// fault, when set by a test, makes every commit fail with it: fault
+	// injection for the fail-closed tests, never set in production.
+	fault atomic.Pointer[error]
 }
 
 type chainHead struct {
@@ -257,7 +262,11 @@ func (w *writer) commit(batch []*mutation) {
 		head.Hash = m.entry.Hash
 	}
 	if fatal == nil {
-		fatal = txn.Commit()
+		if f := w.fault.Load(); f != nil {
+			fatal = *f
+		} else {
+			fatal = txn.Commit()
+		}
 	}
 	if fatal != nil {
 		if errors.Is(fatal, badger.ErrTxnTooBig) {

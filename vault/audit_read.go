@@ -134,3 +134,25 @@ func VerifyAudit(ctx context.Context, store *Store) (VerifyResult, error) {
 func (s *Service) VerifyAudit(ctx context.Context) (VerifyResult, error) {
 	return VerifyAudit(ctx, s.store)
 }
+
+// ExportAudit calls fn for every entry after the given sequence number, in
+// order, for offline export.
+func ExportAudit(ctx context.Context, store *Store, after uint64, fn func(AuditEntry) error) error {
+	return store.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("a/"), PrefetchValues: true, PrefetchSize: 256})
+		defer it.Close()
+		for it.Seek(auditKey(after + 1)); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			var e AuditEntry
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &e) }); err != nil {
+				return fmt.Errorf("decode audit entry: %w", err)
+			}
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

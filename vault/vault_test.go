@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,10 +28,29 @@ type env struct {
 	store *Store
 	svc   *Service
 	reg   *prometheus.Registry
+	clock *clock
+}
+
+// clock is a test clock that only moves when told.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
 }
 
 func newEnv(t *testing.T) *env {
-	e := &env{t: t, dir: t.TempDir()}
+	e := &env{t: t, dir: t.TempDir(), clock: &clock{t: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)}}
 	e.open()
 	t.Cleanup(e.close)
 	return e
@@ -53,7 +73,11 @@ func (e *env) open() {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.svc, err = New(Config{Store: e.store, Keys: keys.NewManager(kek), Registry: e.reg})
+	now := time.Now
+	if e.clock != nil {
+		now = e.clock.now
+	}
+	e.svc, err = New(Config{Store: e.store, Keys: keys.NewManager(kek), Registry: e.reg, Now: now})
 	if err != nil {
 		e.t.Fatal(err)
 	}

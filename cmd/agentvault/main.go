@@ -1,6 +1,7 @@
 // Command agentvault is the agentvault server and its operator tools.
 //
 //	agentvault serve [flags]      run the server
+//	agentvault audit verify|export --data-dir DIR
 //	agentvault version            print the version
 package main
 
@@ -15,6 +16,8 @@ const usage = `agentvault: a data privacy vault for AI-powered workflows
 
 usage:
   agentvault serve [flags]   run the server (agentvault serve -h for flags)
+  agentvault audit verify --data-dir DIR   check the audit chain offline
+  agentvault audit export --data-dir DIR   write the audit log as JSON lines
   agentvault version         print the version
 `
 
@@ -27,6 +30,8 @@ func main() {
 	switch os.Args[1] {
 	case "serve":
 		err = serve(os.Args[2:])
+	case "audit":
+		err = audit(os.Args[2:])
 	case "version":
 		fmt.Println(version)
 	case "-h", "--help", "help":
