@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -18,19 +20,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/agentvault/agentvault/internal/vaulttest"
 )
 
-// binary is the agentvault binary under test, built once by TestMain.
-var binary string
+// avBinary is the agentvault binary under test, built once by TestMain.
+var avBinary string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "agentvault-e2e")
 	if err != nil {
 		panic(err)
 	}
-	binary = filepath.Join(dir, "agentvault")
-	build := exec.Command("go", "build", "-race", "-o", binary, ".")
+	avBinary = filepath.Join(dir, "agentvault")
+	build := exec.Command("go", "build", "-race", "-o", avBinary, ".")
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build agentvault:", err)
@@ -57,7 +61,7 @@ var listening = regexp.MustCompile(`"msg":"listening","addr":"([^"]+)"`)
 func start(t *testing.T, dataDir string, env []string, args ...string) *server {
 	t.Helper()
 	args = append([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-format", "json", "--log-level", "debug"}, args...)
-	cmd := exec.Command(binary, args...)
+	cmd := exec.Command(avBinary, args...)
 	cmd.Env = append(os.Environ(), env...)
 	pipe, err := cmd.StderrPipe()
 	if err != nil {
@@ -177,6 +181,11 @@ func writeOne(s *server, writer string, i int) (int, map[string]any) {
 	}}}})
 }
 
+func newAgent(s *server) (token, id string) {
+	p := s.must(201, "POST", "/v1/principals", admin, map[string]any{"name": "agent", "roles": []string{"agent"}})
+	return p["token"].(string), p["id"].(string)
+}
+
 func firstRecord(out map[string]any) (string, map[string]any) {
 	r := out["records"].([]any)[0].(map[string]any)
 	return r["id"].(string), r["fields"].(map[string]any)
@@ -224,6 +233,17 @@ func TestVaultTransitKMS(t *testing.T) {
 		t.Fatalf("write: %d %v", status, out)
 	}
 	id, tokens := firstRecord(out)
+	agent, agentID := newAgent(s)
+	s.must(201, "POST", "/v1/grants", admin, map[string]any{"principal_id": agentID, "collection": "hr", "fields": []string{"name", "card"}, "purpose": "e2e", "ttl": "1h", "reveal": "plain"})
+	reveal := func() {
+		t.Helper()
+		out := s.must(200, "POST", "/v1/detokenize", agent, map[string]any{"tokens": []any{tokens["name"], tokens["card"]}, "purpose": "e2e"})
+		res := out["results"].([]any)
+		if res[0].(map[string]any)["value"] != secrets[0] || res[1].(map[string]any)["value"] != secrets[1] {
+			t.Fatalf("detokenize: %v", out)
+		}
+	}
+	reveal()
 	logs1 := s.logs()
 	s.stop()
 
@@ -242,6 +262,7 @@ func TestVaultTransitKMS(t *testing.T) {
 			t.Errorf("field %s after restart = %v, want %v", f, got["fields"].(map[string]any)[f], tok)
 		}
 	}
+	reveal() // the DEK is unwrapped by Vault again after the restart
 	// The first write after restart unwraps the DEK through Vault; after
 	// that the DEK is cached and Vault is not on the write path.
 	if status, out := writeOne(s, writer, 1); status != 201 {
@@ -411,4 +432,93 @@ func TestBootstrapToken(t *testing.T) {
 		t.Error("a token was printed again on the second start")
 	}
 	s.must(200, "GET", "/v1/principals", token, nil)
+}
+
+// TestAuditVerifyCLI checks the offline verifier against a real data
+// directory: clean, then after an entry is changed on disk.
+func TestAuditVerifyCLI(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := start(t, dir, adminEnv)
+	writer := setupCollection(s)
+	for i := range 5 {
+		if status, out := writeOne(s, writer, i); status != 201 {
+			t.Fatalf("write: %d %v", status, out)
+		}
+	}
+	s.stop()
+	run := func(args ...string) (int, string) {
+		cmd := exec.Command(avBinary, args...)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode(), string(out)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 0, string(out)
+	}
+	if code, out := run("audit", "verify", "--data-dir", dir); code != 0 || !strings.Contains(out, `"ok": true`) {
+		t.Fatalf("verify clean log: exit %d\n%s", code, out)
+	}
+	code, out := run("audit", "export", "--data-dir", dir)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) < 8 {
+		t.Fatalf("export: exit %d, %d lines", code, len(lines))
+	}
+	var fourth map[string]any
+	if err := json.Unmarshal([]byte(lines[3]), &fourth); err != nil || fourth["seq"] != float64(4) {
+		t.Fatalf("export line 4: %s", lines[3])
+	}
+	for _, v := range append(secrets, admin) {
+		if strings.Contains(out, v) {
+			t.Fatalf("export holds %q", v)
+		}
+	}
+
+	// Change one entry on disk, as someone with file access would.
+	if err := tamperAuditEntry(filepath.Join(dir, "db"), 4); err != nil {
+		t.Fatal(err)
+	}
+	code, out = run("audit", "verify", "--data-dir", dir)
+	if code == 0 || !strings.Contains(out, `"first_bad_seq": 4`) || !strings.Contains(out, "entry 4") {
+		t.Fatalf("verify tampered log: exit %d\n%s", code, out)
+	}
+	// The running server's API says the same.
+	s = start(t, dir, adminEnv)
+	p := s.must(201, "POST", "/v1/principals", admin, map[string]any{"name": "auditor", "roles": []string{"auditor"}})
+	v := s.must(200, "GET", "/v1/audit/verify", p["token"].(string), nil)
+	if v["ok"] != false || v["first_bad_seq"] != float64(4) {
+		t.Fatalf("GET /v1/audit/verify after tampering: %v", v)
+	}
+}
+
+// tamperAuditEntry rewrites one stored audit entry's actor, keeping its
+// JSON valid, by opening the Badger files directly as an attacker with
+// file access would.
+func tamperAuditEntry(dbDir string, seq uint64) error {
+	db, err := badger.Open(badger.DefaultOptions(dbDir).WithLogger(nil))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	key := binary.BigEndian.AppendUint64([]byte("a/"), seq)
+	return db.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get(key)
+		if err != nil {
+			return err
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		var e map[string]any
+		if err := json.Unmarshal(v, &e); err != nil {
+			return err
+		}
+		e["actor"] = "someone-else"
+		b, _ := json.Marshal(e)
+		return txn.Set(key, b)
+	})
 }
