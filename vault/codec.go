@@ -7,18 +7,21 @@ import (
 )
 
 // storedRecord is a record as stored in Badger: non-sensitive values as
-// JSON, sensitive ones as token and ciphertext only.
+// JSON, sensitive ones as their token only. The ciphertext of a sensitive
+// value lives in its token-index entry, so a reveal is one lookup.
 type storedRecord struct {
 	Created time.Time
 	Fields  []storedField
 }
 
 type storedField struct {
-	Name   string
-	Value  []byte // JSON, non-sensitive fields only
-	Token  string // sensitive fields only
-	Cipher []byte // sensitive fields only
+	Name  string
+	Value []byte // JSON, non-sensitive fields only
+	Token string // sensitive fields only
 }
+
+// sensitive reports whether the field holds a token.
+func (f *storedField) sensitive() bool { return f.Token != "" }
 
 // field returns the named field.
 func (r *storedRecord) field(name string) (*storedField, bool) {
@@ -33,7 +36,7 @@ func (r *storedRecord) field(name string) (*storedField, bool) {
 // recordFormatV1 is the first byte of every stored record. The encoding is
 // a version byte, the creation time (unix nanoseconds, uvarint), the field
 // count, and per field: name, a sensitive flag, then either the JSON value
-// or the token and ciphertext, each length-prefixed (uvarint).
+// or the token, each length-prefixed (uvarint).
 const recordFormatV1 = 1
 
 var errCorruptRecord = errors.New("corrupt stored record")
@@ -41,7 +44,7 @@ var errCorruptRecord = errors.New("corrupt stored record")
 func encodeRecord(r *storedRecord) []byte {
 	n := 1 + 2*binary.MaxVarintLen64
 	for _, f := range r.Fields {
-		n += 4*binary.MaxVarintLen32 + 1 + len(f.Name) + len(f.Value) + len(f.Token) + len(f.Cipher)
+		n += 3*binary.MaxVarintLen32 + 1 + len(f.Name) + len(f.Value) + len(f.Token)
 	}
 	b := make([]byte, 0, n)
 	b = append(b, recordFormatV1)
@@ -49,10 +52,9 @@ func encodeRecord(r *storedRecord) []byte {
 	b = binary.AppendUvarint(b, uint64(len(r.Fields)))
 	for _, f := range r.Fields {
 		b = appendBytes(b, []byte(f.Name))
-		if f.Cipher != nil {
+		if f.sensitive() {
 			b = append(b, 1)
 			b = appendBytes(b, []byte(f.Token))
-			b = appendBytes(b, f.Cipher)
 		} else {
 			b = append(b, 0)
 			b = appendBytes(b, f.Value)
@@ -89,7 +91,9 @@ func decodeRecord(b []byte) (storedRecord, error) {
 			f.Value = append([]byte(nil), d.bytes()...)
 		case 1:
 			f.Token = string(d.bytes())
-			f.Cipher = append([]byte{}, d.bytes()...)
+			if f.Token == "" {
+				return r, errCorruptRecord
+			}
 		default:
 			return r, errCorruptRecord
 		}

@@ -104,7 +104,9 @@ func (s *Service) Detokenize(ctx context.Context, meta RequestMeta, req Detokeni
 			item.dec.TokenHash = hex.EncodeToString(h)
 			var refs []TokenRef
 			if _, err := tokenizer.ParseToken(tok); err == nil {
-				refs = resolveToken(it, tok)
+				if refs, err = resolveToken(it, tok); err != nil {
+					return err
+				}
 			}
 			if len(refs) == 0 {
 				item.dec.Decision = StatusNotFound
@@ -117,9 +119,10 @@ func (s *Service) Detokenize(ctx context.Context, meta RequestMeta, req Detokeni
 				item.dec.Decision, item.dec.Reason = StatusDenied, reason
 				continue
 			}
-			v, err := s.decryptField(txn, ref)
-			if errors.Is(err, errTokenNotFound) {
-				item.dec.Decision = StatusNotFound
+			v, err := s.decryptField(ref)
+			if errors.Is(err, keys.ErrDecrypt) {
+				s.log.Error("stored ciphertext failed its integrity check", "collection", ref.Collection, "record_id", ref.RecordID, "field", ref.Field)
+				item.dec.Decision, item.dec.Reason = StatusDenied, "the stored value failed its integrity check"
 				continue
 			}
 			if err != nil {

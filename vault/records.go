@@ -31,9 +31,10 @@ const maxTokenAttempts = 32
 
 func recordKey(collection, id string) []byte { return []byte("r/" + collection + "\x00" + id) }
 
-// tokenIndexKey maps a token to where its value lives. The same
-// deterministic token can point at many records, so the record is part of
-// the key and lookups scan the token's prefix.
+// tokenIndexKey maps a token to where its value lives; the entry's value
+// is the ciphertext. The same deterministic token can point at many
+// records, so the record is part of the key and lookups scan the token's
+// prefix.
 func tokenIndexKey(token, collection, id, field string) []byte {
 	return []byte("x/" + token + "\x00" + collection + "\x00" + id + "\x00" + field)
 }
@@ -225,8 +226,8 @@ func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collectio
 					}
 				}
 				if pf.field.Sensitive {
-					sr.Fields = append(sr.Fields, storedField{Name: name, Token: pf.token, Cipher: pf.cipher})
-					if err := txn.Set(tokenIndexKey(pf.token, c.Name, r.id, name), nil); err != nil {
+					sr.Fields = append(sr.Fields, storedField{Name: name, Token: pf.token})
+					if err := txn.Set(tokenIndexKey(pf.token, c.Name, r.id, name), pf.cipher); err != nil {
 						return err
 					}
 				} else {
@@ -315,7 +316,7 @@ func (s *Service) GetRecord(ctx context.Context, collection, id string) (*Record
 	}
 	rec := &Record{ID: id, Fields: make(map[string]json.RawMessage, len(sr.Fields)), CreatedAt: sr.Created}
 	for _, f := range sr.Fields {
-		if f.Cipher != nil {
+		if f.sensitive() {
 			rec.Fields[f.Name], _ = json.Marshal(f.Token)
 		} else {
 			rec.Fields[f.Name] = f.Value
@@ -348,7 +349,7 @@ func (s *Service) DeleteRecord(ctx context.Context, meta RequestMeta, collection
 			return err
 		}
 		for _, f := range sr.Fields {
-			if f.Cipher == nil {
+			if !f.sensitive() {
 				continue
 			}
 			if err := txn.Delete(tokenIndexKey(f.Token, collection, id, f.Name)); err != nil {

@@ -10,6 +10,8 @@
 //   - batch:   -batch records with one sensitive field each per request
 //   - transit: Vault Transit encrypt of a 16-byte value per request, the
 //     baseline the create scenario is compared with
+//   - detokenize: reveal -batch tokens per request under a grant (grant
+//     check, decryption and a durable, hash-chained audit entry each)
 //
 // For agentvault scenarios it creates its own collection and writer
 // principal with the admin token. It only talks to the address it is given,
@@ -115,6 +117,13 @@ func run(c config) (Result, error) {
 			return Result{}, err
 		}
 		req = createRecords(c.url, writer, n)
+	case "detokenize":
+		agent, tokens, err := setupDetokenize(client, c)
+		if err != nil {
+			return Result{}, err
+		}
+		values = c.batch
+		req = detokenize(c.url, agent, tokens, c.batch)
 	case "transit":
 		if c.vaultAddr == "" || c.vaultToken == "" {
 			return Result{}, fmt.Errorf("-scenario transit needs -vault-addr and -vault-token")
@@ -131,7 +140,7 @@ func run(c config) (Result, error) {
 	}
 	res := measure(client, req, c.clients, c.duration)
 	res.Scenario, res.Clients = c.scenario, c.clients
-	if c.scenario == "batch" {
+	if c.scenario == "batch" || c.scenario == "detokenize" {
 		res.Batch = c.batch
 	}
 	res.ValuesPerS = res.RequestsPerS * float64(values)
@@ -254,5 +263,67 @@ func transitEncrypt(addr, token string) request {
 	payload := []byte(`{"plaintext":"` + base64.StdEncoding.EncodeToString([]byte("value-0000000001")) + `"}`)
 	return func(ctx context.Context, client *http.Client) error {
 		return post(client, addr+"/v1/transit/encrypt/avload", "X-Vault-Token", token, payload, nil)
+	}
+}
+
+// setupDetokenize stores 2,000 records, creates an agent with an unlimited
+// plain grant on their sensitive field, and returns the agent's token and
+// the records' tokens.
+func setupDetokenize(client *http.Client, c config) (string, []string, error) {
+	writer, err := setup(client, c)
+	if err != nil {
+		return "", nil, err
+	}
+	var tokens []string
+	for range 2 {
+		var out struct {
+			Records []struct{ Fields map[string]any }
+		}
+		var body bytes.Buffer
+		body.WriteString(`{"records":[`)
+		for i := range 1000 {
+			if i > 0 {
+				body.WriteByte(',')
+			}
+			fmt.Fprintf(&body, `{"fields":{"ref":"r%d","secret":"value-%08d"}}`, i, i)
+		}
+		body.WriteString(`]}`)
+		if err := post(client, c.url+"/v1/collections/"+collectionName+"/records", "Authorization", writer, body.Bytes(), &out); err != nil {
+			return "", nil, fmt.Errorf("store records: %w", err)
+		}
+		for _, r := range out.Records {
+			tokens = append(tokens, r.Fields["secret"].(string))
+		}
+	}
+	var agent struct{ ID, Token string }
+	if err := post(client, c.url+"/v1/principals", "Authorization", c.token, []byte(`{"name":"avload-agent-`+collectionName+`","roles":["agent"]}`), &agent); err != nil {
+		return "", nil, fmt.Errorf("create agent: %w", err)
+	}
+	grant := fmt.Sprintf(`{"principal_id":%q,"collection":%q,"fields":["secret"],"purpose":"load","ttl":"1h","reveal":"plain"}`, agent.ID, collectionName)
+	if err := post(client, c.url+"/v1/grants", "Authorization", c.token, []byte(grant), nil); err != nil {
+		return "", nil, fmt.Errorf("create grant: %w", err)
+	}
+	return agent.Token, tokens, nil
+}
+
+func detokenize(base, token string, tokens []string, n int) request {
+	var next atomic.Int64
+	return func(ctx context.Context, client *http.Client) error {
+		start := int(next.Add(int64(n))) % len(tokens)
+		pick := make([]string, n)
+		for i := range pick {
+			pick[i] = tokens[(start+i)%len(tokens)]
+		}
+		body, _ := json.Marshal(map[string]any{"tokens": pick, "purpose": "load"})
+		var out struct{ Results []struct{ Status string } }
+		if err := post(client, base+"/v1/detokenize", "Authorization", token, body, &out); err != nil {
+			return err
+		}
+		for _, r := range out.Results {
+			if r.Status != "ok" {
+				return fmt.Errorf("token not revealed: %s", r.Status)
+			}
+		}
+		return nil
 	}
 }
