@@ -53,3 +53,15 @@ func (s *Server) verifyAudit(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, res)
 }
+
+// auditPublicKey serves the checkpoint public key (Tink JSON keyset).
+func (s *Server) auditPublicKey(w http.ResponseWriter, r *http.Request) {
+	pub, err := s.svc.AuditPublicKey(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	w.Write(pub)
+}

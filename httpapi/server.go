@@ -95,6 +95,7 @@ func New(cfg Config) *Server {
 	r.Handle("/v1/detokenize", s.auth(s.detokenize, vault.RoleAgent)).Methods(http.MethodPost)
 	r.Handle("/v1/audit", s.auth(s.listAudit, vault.RoleAuditor)).Methods(http.MethodGet)
 	r.Handle("/v1/audit/verify", s.auth(s.verifyAudit, vault.RoleAuditor)).Methods(http.MethodGet)
+	r.Handle("/v1/audit/pubkey", s.auth(s.auditPublicKey, vault.RoleAuditor)).Methods(http.MethodGet)
 	r.Use(s.observe)
 	s.router = r
 	return s

@@ -43,6 +43,10 @@ rows+=("$(load -url http://127.0.0.1:18377 -token "$admin" -scenario create -cli
 echo "== load: agentvault 1,000-record batches" >&2
 rows+=("$(load -url http://127.0.0.1:18377 -token "$admin" -scenario batch -batch 1000 -clients 4)")
 rows+=("$(load -url http://127.0.0.1:18377 -token "$admin" -scenario batch -batch 1000 -clients 8)")
+echo "== load: agentvault detokenize (grant check + durable audit entry)" >&2
+rows+=("$(load -url http://127.0.0.1:18377 -token "$admin" -scenario detokenize -batch 1 -clients 32)")
+rows+=("$(load -url http://127.0.0.1:18377 -token "$admin" -scenario detokenize -batch 1 -clients 128)")
+rows+=("$(load -url http://127.0.0.1:18377 -token "$admin" -scenario detokenize -batch 1000 -clients 4)")
 syncs=$(curl -s http://127.0.0.1:18377/metrics | grep -E '^agentvault_store_sync_(batch_transactions|seconds)_(sum|count)' || true)
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
@@ -60,6 +64,9 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
   echo "engine and HTTP handler, in memory) answering \`transit/encrypt\` of a 16-byte value: the"
   echo "baseline. \`create\` stores one record with one sensitive field per request and answers only"
   echo "after fsync (group commit). \`batch\` stores 1,000 such records per request."
+  echo "\`detokenize\` reveals \`batch\` tokens per request under a grant: token lookup, grant check,"
+  echo "decryption, and a hash-chained audit entry (with the grant's use count) made durable before"
+  echo "the answer. values/s counts records stored or tokens revealed."
   echo
   echo "| scenario | clients | batch | req/s | values/s | p50 ms | p99 ms | errors/requests |"
   echo "|---|---|---|---|---|---|---|---|"

@@ -294,6 +294,15 @@ func (w *writer) commit(batch []*mutation) {
 	}()
 }
 
+func (w *writer) isOpen() bool {
+	select {
+	case <-w.done:
+		return false
+	default:
+		return true
+	}
+}
+
 func (w *writer) close() {
 	select {
 	case <-w.done:

@@ -1,14 +1,21 @@
 package vault
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"sort"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/tink-crypto/tink-go/v2/tink"
+
+	"github.com/agentvault/agentvault/keys"
 )
 
 // AuditFilter selects audit entries. Zero values match everything.
@@ -66,18 +73,83 @@ type VerifyResult struct {
 	OK          bool   `json:"ok"`
 	Entries     uint64 `json:"entries"`
 	Head        string `json:"head,omitempty"`
+	Checkpoints int    `json:"checkpoints"`
 	FirstBadSeq uint64 `json:"first_bad_seq,omitempty"`
 	Reason      string `json:"reason,omitempty"`
 }
 
-// VerifyAudit recomputes the whole chain from the first entry. It names the
-// first entry that is out of place (a deleted or reordered entry breaks the
-// sequence or the link), altered (its bytes or its hash do not match its
-// content) or not linked to the one before.
-func VerifyAudit(ctx context.Context, store *Store) (VerifyResult, error) {
-	res := VerifyResult{OK: true, Head: genesisHash}
-	prev := genesisHash
-	var want uint64 = 1
+// chainChecker recomputes the chain entry by entry, in order.
+type chainChecker struct {
+	res    VerifyResult
+	prev   string
+	hashes []string
+}
+
+func newChainChecker() *chainChecker {
+	return &chainChecker{res: VerifyResult{OK: true, Head: genesisHash}, prev: genesisHash}
+}
+
+// add checks the next entry; storedAt is the sequence number its storage
+// key says. It returns false, with the result filled in, at the first bad
+// entry.
+func (c *chainChecker) add(storedAt uint64, raw []byte) bool {
+	want := uint64(len(c.hashes)) + 1
+	bad := func(format string, args ...any) bool {
+		c.res = VerifyResult{OK: false, Entries: c.res.Entries, FirstBadSeq: want, Reason: fmt.Sprintf(format, args...)}
+		return false
+	}
+	var e AuditEntry
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return bad("entry %d does not decode", storedAt)
+	}
+	switch {
+	case storedAt != want:
+		return bad("expected entry %d, found %d: entries missing or reordered", want, storedAt)
+	case e.Seq != storedAt:
+		return bad("entry stored at %d says it is %d: entries moved", storedAt, e.Seq)
+	case e.PrevHash != c.prev:
+		return bad("entry %d does not link to the entry before it", storedAt)
+	case e.Hash != entryHash(&e):
+		return bad("entry %d was altered: its hash does not match its content", storedAt)
+	}
+	if canon, _ := json.Marshal(&e); !bytes.Equal(canon, raw) {
+		return bad("entry %d was altered: its stored bytes differ from its content", storedAt)
+	}
+	c.prev = e.Hash
+	c.hashes = append(c.hashes, e.Hash)
+	c.res.Entries++
+	c.res.Head = e.Hash
+	return true
+}
+
+// finish checks the checkpoints against the verified chain.
+func (c *chainChecker) finish(cps []Checkpoint, publicKeyset []byte) (VerifyResult, error) {
+	if !c.res.OK {
+		return c.res, nil
+	}
+	var verifier tink.Verifier
+	if publicKeyset != nil {
+		v, err := keys.NewVerifier(publicKeyset)
+		if err != nil {
+			return VerifyResult{}, err
+		}
+		verifier = v
+	} else if len(cps) > 0 {
+		return VerifyResult{}, errors.New("checkpoints present but no public key to check them")
+	}
+	checkCheckpoints(&c.res, c.hashes, cps, verifier)
+	return c.res, nil
+}
+
+// VerifyAudit recomputes the whole chain from the first entry, then checks
+// every signed checkpoint against it. It names the first entry that is out
+// of place (a deleted or reordered entry breaks the sequence or the link),
+// altered (its bytes or its hash do not match its content), or cut off
+// (a checkpoint signed an entry that is gone). publicKeyset is the
+// checkpoint public key obtained out of band; nil uses the one stored
+// beside the log, which someone able to rewrite the log could replace too.
+func VerifyAudit(ctx context.Context, store *Store, publicKeyset []byte) (VerifyResult, error) {
+	c := newChainChecker()
 	err := store.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("a/"), PrefetchValues: true, PrefetchSize: 256})
 		defer it.Close()
@@ -86,73 +158,134 @@ func VerifyAudit(ctx context.Context, store *Store) (VerifyResult, error) {
 				return err
 			}
 			key := it.Item().Key()
-			bad := func(reason string) {
-				res = VerifyResult{OK: false, Entries: res.Entries, FirstBadSeq: want, Reason: reason}
-			}
 			if len(key) != 10 {
-				bad("malformed audit key")
+				c.res = VerifyResult{OK: false, Entries: c.res.Entries, FirstBadSeq: uint64(len(c.hashes)) + 1, Reason: "malformed audit key"}
 				return nil
 			}
-			keySeq := binary.BigEndian.Uint64(key[2:])
 			raw, err := it.Item().ValueCopy(nil)
 			if err != nil {
 				return err
 			}
-			var e AuditEntry
-			if err := json.Unmarshal(raw, &e); err != nil {
-				bad(fmt.Sprintf("entry %d does not decode", keySeq))
+			if !c.add(binary.BigEndian.Uint64(key[2:]), raw) {
 				return nil
 			}
-			switch {
-			case keySeq != want:
-				bad(fmt.Sprintf("expected entry %d, found %d: entries missing or reordered", want, keySeq))
-			case e.Seq != keySeq:
-				bad(fmt.Sprintf("entry stored at %d says it is %d: entries moved", keySeq, e.Seq))
-			case e.PrevHash != prev:
-				bad(fmt.Sprintf("entry %d does not link to the entry before it", keySeq))
-			case e.Hash != entryHash(&e):
-				bad(fmt.Sprintf("entry %d was altered: its hash does not match its content", keySeq))
-			default:
-				if canon, _ := json.Marshal(&e); !bytes.Equal(canon, raw) {
-					bad(fmt.Sprintf("entry %d was altered: its stored bytes differ from its content", keySeq))
-				}
-			}
-			if !res.OK {
-				return nil
-			}
-			prev = e.Hash
-			res.Entries++
-			res.Head = e.Hash
-			want++
 		}
 		return nil
 	})
-	return res, err
+	if err != nil {
+		return VerifyResult{}, err
+	}
+	cps, err := Checkpoints(store)
+	if err != nil {
+		return VerifyResult{}, err
+	}
+	if publicKeyset == nil && len(cps) > 0 {
+		if publicKeyset, err = StoredAuditPublicKey(store); err != nil {
+			return VerifyResult{}, err
+		}
+	}
+	return c.finish(cps, publicKeyset)
 }
 
-// VerifyAudit recomputes the chain of this service's log.
+// ExportLine is one line of an exported log: an entry, or a checkpoint.
+type ExportLine struct {
+	*AuditEntry
+	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
+}
+
+// VerifyExport checks an exported log (JSON lines from `agentvault audit
+// export`) with the checkpoint public key: someone who does not trust the
+// server can run it on a copy. Entries must come in order; checkpoint
+// lines may come anywhere.
+func VerifyExport(r io.Reader, publicKeyset []byte) (VerifyResult, error) {
+	if publicKeyset == nil {
+		return VerifyResult{}, errors.New("verifying an export needs the checkpoint public key")
+	}
+	c := newChainChecker()
+	var cps []Checkpoint
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 1<<20), 64<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		var probe struct {
+			Seq        *uint64     `json:"seq"`
+			Checkpoint *Checkpoint `json:"checkpoint"`
+		}
+		if err := json.Unmarshal(line, &probe); err != nil {
+			c.res = VerifyResult{OK: false, Entries: c.res.Entries, FirstBadSeq: uint64(len(c.hashes)) + 1, Reason: "a line does not decode"}
+			return c.res, nil
+		}
+		if probe.Checkpoint != nil {
+			cps = append(cps, *probe.Checkpoint)
+			continue
+		}
+		seq := uint64(0)
+		if probe.Seq != nil {
+			seq = *probe.Seq
+		}
+		if !c.add(seq, bytes.Clone(line)) {
+			return c.res, nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return VerifyResult{}, err
+	}
+	sort.Slice(cps, func(i, j int) bool { return cps[i].Seq < cps[j].Seq })
+	return c.finish(cps, publicKeyset)
+}
+
+// VerifyAudit recomputes the chain of this service's log and checks its
+// checkpoints with the service's own public key.
 func (s *Service) VerifyAudit(ctx context.Context) (VerifyResult, error) {
-	return VerifyAudit(ctx, s.store)
+	var pub []byte
+	if k := s.signKey.Load(); k != nil {
+		var err error
+		if pub, err = k.PublicKeyset(); err != nil {
+			return VerifyResult{}, err
+		}
+	}
+	return VerifyAudit(ctx, s.store, pub)
 }
 
-// ExportAudit calls fn for every entry after the given sequence number, in
-// order, for offline export.
-func ExportAudit(ctx context.Context, store *Store, after uint64, fn func(AuditEntry) error) error {
-	return store.View(func(txn *badger.Txn) error {
+// ExportAudit writes every entry after the given sequence number, in
+// order, then every checkpoint, as JSON lines: the format VerifyExport
+// reads.
+func ExportAudit(ctx context.Context, store *Store, after uint64, w io.Writer) error {
+	enc := json.NewEncoder(w)
+	err := store.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("a/"), PrefetchValues: true, PrefetchSize: 256})
 		defer it.Close()
 		for it.Seek(auditKey(after + 1)); it.Valid(); it.Next() {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			var e AuditEntry
-			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &e) }); err != nil {
-				return fmt.Errorf("decode audit entry: %w", err)
-			}
-			if err := fn(e); err != nil {
+			// The stored bytes exactly, so the export verifies byte for byte.
+			if err := it.Item().Value(func(v []byte) error {
+				if _, err := w.Write(v); err != nil {
+					return err
+				}
+				_, err := w.Write([]byte("\n"))
+				return err
+			}); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	cps, err := Checkpoints(store)
+	if err != nil {
+		return err
+	}
+	for i := range cps {
+		if err := enc.Encode(ExportLine{Checkpoint: &cps[i]}); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -25,6 +25,9 @@ type Config struct {
 	Now func() time.Time
 	// MaxBatchRecords bounds one create request (default 5000).
 	MaxBatchRecords int
+	// CheckpointEvery is how often the audit chain's head is signed; zero
+	// signs only on Close.
+	CheckpointEvery time.Duration
 }
 
 // Service is agentvault's domain: principals, collections, records and
@@ -49,7 +52,11 @@ type Service struct {
 	gmu    sync.RWMutex
 	grants map[string]*Grant
 
-	auditPRF atomic.Pointer[keys.IndexKey] // keyed hash of tokens in the audit log; loaded on first use
+	auditPRF atomic.Pointer[keys.IndexKey]   // keyed hash of tokens in the audit log; loaded on first use
+	signKey  atomic.Pointer[keys.SigningKey] // signs audit checkpoints; loaded on first use
+	cpMu     sync.Mutex
+	stopCP   context.CancelFunc
+	cpDone   chan struct{}
 
 	metrics serviceMetrics
 }
@@ -106,11 +113,29 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
 	s.writer = w
+	if cfg.CheckpointEvery > 0 {
+		ctx, cancel := context.WithCancel(context.Background())
+		s.stopCP, s.cpDone = cancel, make(chan struct{})
+		go func() { defer close(s.cpDone); s.runCheckpoints(ctx, cfg.CheckpointEvery) }()
+	}
 	return s, nil
 }
 
-// Close stops the single writer; later writes fail. Close the store after.
-func (s *Service) Close() { s.writer.close() }
+// Close signs a final checkpoint over the audit chain, then stops the
+// single writer; later writes fail. Close the store after.
+func (s *Service) Close() {
+	if s.stopCP != nil {
+		s.stopCP()
+		<-s.cpDone
+		s.stopCP = nil
+	}
+	if s.writer.isOpen() {
+		if _, err := s.Checkpoint(context.Background()); err != nil {
+			s.log.Error("final audit checkpoint failed", "err", err)
+		}
+	}
+	s.writer.close()
+}
 
 // Ready reports whether storage answers and the KMS is reachable.
 func (s *Service) Ready(ctx context.Context) error {

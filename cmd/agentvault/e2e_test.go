@@ -476,6 +476,24 @@ func TestAuditVerifyCLI(t *testing.T) {
 			t.Fatalf("export holds %q", v)
 		}
 	}
+	if !strings.Contains(out, `"checkpoint"`) {
+		t.Fatal("export has no signed checkpoint (one is made at every clean shutdown)")
+	}
+	// An outside auditor checks the export with the public key alone.
+	code, pub := run("audit", "pubkey", "--data-dir", dir)
+	if code != 0 || !strings.Contains(pub, "Ed25519") {
+		t.Fatalf("pubkey: exit %d %s", code, pub)
+	}
+	exportFile, pubFile := filepath.Join(t.TempDir(), "audit.jsonl"), filepath.Join(t.TempDir(), "pub.json")
+	os.WriteFile(exportFile, []byte(out), 0o600)
+	os.WriteFile(pubFile, []byte(pub), 0o600)
+	if code, res := run("audit", "verify", "--export", exportFile, "--pubkey", pubFile); code != 0 || !strings.Contains(res, `"checkpoints": 1`) {
+		t.Fatalf("verify export: exit %d\n%s", code, res)
+	}
+	os.WriteFile(exportFile, []byte(strings.Join(lines[:2], "\n")+"\n"+lines[len(lines)-1]+"\n"), 0o600)
+	if code, res := run("audit", "verify", "--export", exportFile, "--pubkey", pubFile); code == 0 || !strings.Contains(res, "cut off") {
+		t.Fatalf("verify truncated export: exit %d\n%s", code, res)
+	}
 
 	// Change one entry on disk, as someone with file access would.
 	if err := tamperAuditEntry(filepath.Join(dir, "db"), 4); err != nil {

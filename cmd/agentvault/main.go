@@ -1,7 +1,7 @@
 // Command agentvault is the agentvault server and its operator tools.
 //
 //	agentvault serve [flags]      run the server
-//	agentvault audit verify|export --data-dir DIR
+//	agentvault audit verify|export|pubkey --data-dir DIR
 //	agentvault version            print the version
 package main
 
@@ -18,6 +18,7 @@ usage:
   agentvault serve [flags]   run the server (agentvault serve -h for flags)
   agentvault audit verify --data-dir DIR   check the audit chain offline
   agentvault audit export --data-dir DIR   write the audit log as JSON lines
+  agentvault audit pubkey --data-dir DIR   print the checkpoint public key
   agentvault version         print the version
 `
 

@@ -36,6 +36,7 @@ type serveFlags struct {
 	logFormat       string
 	shutdownTimeout time.Duration
 	cpuProfile      string
+	checkpointEvery time.Duration
 }
 
 func serve(args []string) error {
@@ -51,6 +52,7 @@ func serve(args []string) error {
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests get to finish on SIGTERM")
+	fs.DurationVar(&f.checkpointEvery, "audit-checkpoint-every", time.Minute, "how often the audit chain's head is signed (and at every clean shutdown)")
 	fs.StringVar(&f.cpuProfile, "cpu-profile", "", "write a CPU profile to this file until shutdown (for performance work)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -92,6 +94,7 @@ func serve(args []string) error {
 	}()
 	svc, err := vault.New(vault.Config{
 		Store: store, Keys: keys.NewManager(kek), Logger: log, Registry: reg, MaxBatchRecords: f.maxBatch,
+		CheckpointEvery: f.checkpointEvery,
 	})
 	if err != nil {
 		return err
