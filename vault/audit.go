@@ -1,6 +1,7 @@
 package vault
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -79,13 +80,32 @@ func auditKey(seq uint64) []byte {
 func canonicalEntry(e *AuditEntry) []byte {
 	c := *e
 	c.Hash = ""
-	b, _ := json.Marshal(&c) // plain data: cannot fail
-	return b
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(&c) // plain data: cannot fail
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 }
 
 func entryHash(e *AuditEntry) string {
 	h := sha256.Sum256(canonicalEntry(e))
 	return hex.EncodeToString(h[:])
+}
+
+// sealEntry sets e.Hash and returns e's stored encoding, marshalling once:
+// Hash is the last field, so the canonical encoding ends in "hash":""}
+// and the stored one differs only there.
+func sealEntry(e *AuditEntry) []byte {
+	e.Hash = ""
+	canon := canonicalEntry(e)
+	sum := sha256.Sum256(canon)
+	e.Hash = hex.EncodeToString(sum[:])
+	const tail = `"hash":""}`
+	out := make([]byte, 0, len(canon)+len(e.Hash))
+	out = append(out, canon[:len(canon)-len(tail)]...)
+	out = append(out, `"hash":"`...)
+	out = append(out, e.Hash...)
+	return append(out, `"}`...)
 }
 
 // mutation is one request to the single writer: prepare runs inside the
@@ -250,12 +270,7 @@ func (w *writer) commit(batch []*mutation) {
 		head.Seq++
 		m.entry.Seq = head.Seq
 		m.entry.PrevHash = head.Hash
-		m.entry.Hash = entryHash(m.entry)
-		b, err := json.Marshal(m.entry)
-		if err == nil {
-			err = txn.Set(auditKey(head.Seq), b)
-		}
-		if err != nil {
+		if err := txn.Set(auditKey(head.Seq), sealEntry(m.entry)); err != nil {
 			fatal = err
 			break
 		}

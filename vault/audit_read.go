@@ -112,7 +112,7 @@ func (c *chainChecker) add(storedAt uint64, raw []byte) bool {
 	case e.Hash != entryHash(&e):
 		return bad("entry %d was altered: its hash does not match its content", storedAt)
 	}
-	if canon, _ := json.Marshal(&e); !bytes.Equal(canon, raw) {
+	if sealed := sealEntry(&e); !bytes.Equal(sealed, raw) {
 		return bad("entry %d was altered: its stored bytes differ from its content", storedAt)
 	}
 	c.prev = e.Hash

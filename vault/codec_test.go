@@ -57,3 +57,19 @@ func FuzzDecodeRecord(f *testing.F) {
 		_ = bytes.Clone(b)
 	})
 }
+
+func FuzzDecodePointRef(f *testing.F) {
+	f.Add(tokenIndexValue("tok_A", "people", "01a2", "note", []byte{1, 2, 3}))
+	f.Add([]byte{})
+	f.Add([]byte{0xff, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ref, err := decodePointRef(b)
+		if err != nil {
+			return
+		}
+		again, err := decodePointRef(tokenIndexValue("tok_A", ref.Collection, ref.RecordID, ref.Field, ref.cipher))
+		if err != nil || again.Collection != ref.Collection || again.RecordID != ref.RecordID || again.Field != ref.Field || !bytes.Equal(again.cipher, ref.cipher) {
+			t.Fatalf("round trip differs: %+v vs %+v", again, ref)
+		}
+	})
+}

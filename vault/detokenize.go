@@ -104,7 +104,7 @@ func (s *Service) Detokenize(ctx context.Context, meta RequestMeta, req Detokeni
 			item.dec.TokenHash = hex.EncodeToString(h)
 			var refs []TokenRef
 			if _, err := tokenizer.ParseToken(tok); err == nil {
-				if refs, err = resolveToken(it, tok); err != nil {
+				if refs, err = resolveToken(txn, it, tok); err != nil {
 					return err
 				}
 			}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -31,18 +32,51 @@ const maxTokenAttempts = 32
 
 func recordKey(collection, id string) []byte { return []byte("r/" + collection + "\x00" + id) }
 
-// tokenIndexKey maps a token to where its value lives; the entry's value
-// is the ciphertext. The same deterministic token can point at many
-// records, so the record is part of the key and lookups scan the token's
-// prefix.
+// The token index maps a token to where its value lives and holds the
+// value's ciphertext. A random or format-preserving token stands for
+// exactly one value, so it has a point key, "t/<token>" (a lookup uses
+// Badger's bloom filters; for format-preserving tokens the key is also the
+// vault-wide reservation). A deterministic token can stand for the same
+// value in many records, so it has one key per record,
+// "x/<token>\0<collection>\0<record>\0<field>", and lookups scan its prefix.
 func tokenIndexKey(token, collection, id, field string) []byte {
+	if !isShared(token) {
+		return pointTokenKey(token)
+	}
 	return []byte("x/" + token + "\x00" + collection + "\x00" + id + "\x00" + field)
 }
 
+func pointTokenKey(token string) []byte { return []byte("t/" + token) }
+
 func tokenIndexPrefix(token string) []byte { return []byte("x/" + token + "\x00") }
 
-// uniqueTokenKey reserves a format-preserving token vault-wide.
-func uniqueTokenKey(token string) []byte { return []byte("u/" + token) }
+// isShared reports whether a token may stand for several records.
+func isShared(token string) bool { return strings.HasPrefix(token, tokenizer.DeterministicPrefix) }
+
+// tokenIndexValue is a token-index entry's value: for point keys the place
+// (collection, record, field) and the ciphertext; for prefix keys, whose
+// key names the place, the ciphertext alone.
+func tokenIndexValue(token, collection, id, field string, cipher []byte) []byte {
+	if isShared(token) {
+		return cipher
+	}
+	b := make([]byte, 0, len(collection)+len(id)+len(field)+len(cipher)+8)
+	for _, v := range [][]byte{[]byte(collection), []byte(id), []byte(field)} {
+		b = appendBytes(b, v)
+	}
+	return append(b, cipher...)
+}
+
+// decodePointRef reads a point-key token-index value.
+func decodePointRef(v []byte) (TokenRef, error) {
+	d := decoder{b: v}
+	ref := TokenRef{Collection: string(d.bytes()), RecordID: string(d.bytes()), Field: string(d.bytes())}
+	if d.err != nil {
+		return TokenRef{}, errCorruptRecord
+	}
+	ref.cipher = append([]byte(nil), d.b...)
+	return ref, nil
+}
 
 // fieldAD binds a ciphertext to the collection, record and field it lives
 // in: copied anywhere else it does not decrypt. Names and ids cannot hold
@@ -220,14 +254,9 @@ func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collectio
 			r := &recs[i]
 			sr := storedRecord{Created: now, Fields: make([]storedField, 0, len(r.fields))}
 			for name, pf := range r.fields {
-				if pf.field.Token == tokenizer.KindFormatPreserving {
-					if err := txn.Set(uniqueTokenKey(pf.token), nil); err != nil {
-						return err
-					}
-				}
 				if pf.field.Sensitive {
 					sr.Fields = append(sr.Fields, storedField{Name: name, Token: pf.token})
-					if err := txn.Set(tokenIndexKey(pf.token, c.Name, r.id, name), pf.cipher); err != nil {
+					if err := txn.Set(tokenIndexKey(pf.token, c.Name, r.id, name), tokenIndexValue(pf.token, c.Name, r.id, name, pf.cipher)); err != nil {
 						return err
 					}
 				} else {
@@ -282,7 +311,7 @@ func (s *Service) freeFormatToken(txn *badger.Txn, f tokenizer.Format, value str
 		if taken[tok] {
 			continue
 		}
-		_, err = txn.Get(uniqueTokenKey(tok))
+		_, err = txn.Get(pointTokenKey(tok))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			taken[tok] = true
 			return tok, nil
@@ -329,14 +358,13 @@ func (s *Service) GetRecord(ctx context.Context, collection, id string) (*Record
 // resolving at once. A deterministic token shared with other records keeps
 // resolving for them.
 func (s *Service) DeleteRecord(ctx context.Context, meta RequestMeta, collection, id string) error {
-	c, err := s.schema(collection)
-	if err != nil {
+	if _, err := s.schema(collection); err != nil {
 		return err
 	}
 	e := s.newEntry(meta, "records.delete")
 	e.Collection = collection
 	e.RecordIDs = []string{id}
-	err = s.writer.apply(&mutation{entry: e, size: 4096, prepare: func(txn *badger.Txn) error {
+	err := s.writer.apply(&mutation{entry: e, size: 4096, prepare: func(txn *badger.Txn) error {
 		item, err := txn.Get(recordKey(collection, id))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return reject(notFound("record_not_found", "no record %q in collection %q", id, collection))
@@ -354,11 +382,6 @@ func (s *Service) DeleteRecord(ctx context.Context, meta RequestMeta, collection
 			}
 			if err := txn.Delete(tokenIndexKey(f.Token, collection, id, f.Name)); err != nil {
 				return err
-			}
-			if fd, ok := c.Field(f.Name); ok && fd.Token == tokenizer.KindFormatPreserving {
-				if err := txn.Delete(uniqueTokenKey(f.Token)); err != nil {
-					return err
-				}
 			}
 		}
 		return txn.Delete(recordKey(collection, id))

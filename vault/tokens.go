@@ -3,6 +3,7 @@ package vault
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/dgraph-io/badger/v4"
@@ -23,9 +24,24 @@ type TokenRef struct {
 var errTokenNotFound = notFound("token_not_found", "token not found")
 
 // resolveToken finds the records a token stands for, with their
-// ciphertexts, using an open iterator (one per request, so a batch costs
-// one iterator and one seek per token).
-func resolveToken(it *badger.Iterator, token string) ([]TokenRef, error) {
+// ciphertexts: one point lookup for random and format-preserving tokens,
+// a prefix scan on an open iterator (one per request) for deterministic
+// ones.
+func resolveToken(txn *badger.Txn, it *badger.Iterator, token string) ([]TokenRef, error) {
+	if !isShared(token) {
+		item, err := txn.Get(pointTokenKey(token))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		var ref TokenRef
+		if err := item.Value(func(v []byte) (err error) { ref, err = decodePointRef(v); return err }); err != nil {
+			return nil, err
+		}
+		return []TokenRef{ref}, nil
+	}
 	prefix := tokenIndexPrefix(token)
 	var refs []TokenRef
 	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
@@ -69,7 +85,7 @@ func (s *Service) lookupValue(token string) (TokenRef, json.RawMessage, error) {
 	err := s.store.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
 		defer it.Close()
-		refs, err := resolveToken(it, token)
+		refs, err := resolveToken(txn, it, token)
 		if err != nil {
 			return err
 		}

@@ -213,7 +213,7 @@ func TestRecordsRoundTrip(t *testing.T) {
 	if _, _, err := e.svc.lookupValue(tokenizer.Random()); err != errTokenNotFound {
 		t.Errorf("never-issued token: %v", err)
 	}
-	if n := e.count("x/") + e.count("u/") + e.count("r/"); n != 0 {
+	if n := e.count("x/") + e.count("t/") + e.count("r/"); n != 0 {
 		t.Errorf("%d keys left after delete", n)
 	}
 }
@@ -302,7 +302,7 @@ func TestBadBatchStoresNothing(t *testing.T) {
 			if strings.Contains(de.Message, "forty") || strings.Contains(de.Message, "1234") {
 				t.Errorf("message %q contains the value", de.Message)
 			}
-			if n := e.count("r/") + e.count("x/") + e.count("u/"); n != 0 {
+			if n := e.count("r/") + e.count("x/") + e.count("t/"); n != 0 {
 				t.Fatalf("a rejected batch stored %d keys", n)
 			}
 		})
@@ -440,19 +440,21 @@ func TestCiphertextBoundToPlace(t *testing.T) {
 	cipherOf := func(r Record, field string) []byte {
 		var ct []byte
 		e.store.View(func(txn *badger.Txn) error {
-			item, err := txn.Get(tokenIndexKey(tokenOf(t, r, field), "people", r.ID, field))
-			if err != nil {
-				t.Fatal(err)
+			refs, err := resolveToken(txn, nil, tokenOf(t, r, field))
+			if err != nil || len(refs) != 1 {
+				t.Fatalf("resolve: %v %v", refs, err)
 			}
-			ct, err = item.ValueCopy(nil)
-			return err
+			ct = refs[0].cipher
+			return nil
 		})
 		return ct
 	}
 	aliceNote := cipherOf(recs[0], "note")
 	for _, tc := range []struct{ name, field string }{{"other record", "note"}, {"other field", "salary"}} {
-		key := tokenIndexKey(tokenOf(t, recs[1], tc.field), "people", recs[1].ID, tc.field)
-		if err := e.store.Update(ctx, func(txn *badger.Txn) error { return txn.Set(key, aliceNote) }); err != nil {
+		tok := tokenOf(t, recs[1], tc.field)
+		key := tokenIndexKey(tok, "people", recs[1].ID, tc.field)
+		val := tokenIndexValue(tok, "people", recs[1].ID, tc.field, aliceNote)
+		if err := e.store.Update(ctx, func(txn *badger.Txn) error { return txn.Set(key, val) }); err != nil {
 			t.Fatal(err)
 		}
 		_, v, err := e.svc.lookupValue(tokenOf(t, recs[1], tc.field))
