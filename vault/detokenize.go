@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"time"
@@ -45,24 +46,34 @@ type DetokenizeResult struct {
 
 // Reasons given for denials. They name rules, never values.
 const (
-	reasonNoGrant       = "no grant of this agent covers this collection and field"
-	reasonPurpose       = "no grant covers this field for this purpose"
-	reasonRecord        = "the record is outside every grant for this field"
-	reasonApproval      = "revealing this value needs human approval, which this server does not offer yet"
-	reasonApprovalCount = "this request reveals more values than the grant allows without human approval, which this server does not offer yet"
+	reasonNoGrant   = "no grant of this agent covers this collection and field"
+	reasonPurpose   = "no grant covers this field for this purpose"
+	reasonRecord    = "the record is outside every grant for this field"
+	reasonGrantGone = "the grant was revoked, expired or used up"
 )
 
 type detokItem struct {
 	ref   TokenRef
 	grant *Grant
 	value json.RawMessage
+	rule  string // the approval rule this reveal trips, if any
 	dec   TokenDecision
 }
 
 // Detokenize reveals what the agent's live grants allow, and nothing else.
+//
+// If revealing any value would trip an approval rule (a field that always
+// needs approval, a number above its field's approval_above, more values
+// than a grant's approval_over), the whole request is held: every token
+// that could be revealed answers pending_approval with one approval id,
+// and no grant use is spent. Once a different person approves, the agent
+// sends the same tokens and purpose again with approval_id, once, within
+// the redemption window; grants are checked again then.
+//
 // The decision for every token is written to the audit log, with the
-// grants' use counts, in one durable transaction before anything is
-// returned: if that write fails, the request fails and reveals nothing.
+// grants' use counts and the approval's state, in one durable transaction
+// before anything is returned: if that write fails, the request fails and
+// reveals nothing.
 func (s *Service) Detokenize(ctx context.Context, meta RequestMeta, req DetokenizeRequest) ([]DetokenizeResult, error) {
 	switch {
 	case len(req.Tokens) == 0:
@@ -71,8 +82,6 @@ func (s *Service) Detokenize(ctx context.Context, meta RequestMeta, req Detokeni
 		return nil, &Error{Kind: ErrTooLarge, Code: "too_many_tokens", Message: "a request holds at most " + strconv.Itoa(MaxDetokenizeTokens) + " tokens"}
 	case req.Purpose == "" || len(req.Purpose) > MaxPurposeLen:
 		return nil, invalid("invalid_purpose", "purpose is required, at most %d characters", MaxPurposeLen)
-	case req.ApprovalID != "":
-		return nil, notFound("approval_not_found", "no approval %q", req.ApprovalID)
 	}
 	hasher, err := s.tokenHasher()
 	if err != nil {
@@ -92,7 +101,14 @@ func (s *Service) Detokenize(ctx context.Context, meta RequestMeta, req Detokeni
 	slices.SortFunc(mine, func(a, b *Grant) int { return a.CreatedAt.Compare(b.CreatedAt) })
 
 	items := make([]detokItem, len(req.Tokens))
+	var approval *storedApproval
 	err = s.store.View(func(txn *badger.Txn) error {
+		if req.ApprovalID != "" {
+			var err error
+			if approval, err = readApproval(txn, req.ApprovalID); err != nil {
+				return err
+			}
+		}
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
 		defer it.Close()
 		for i, tok := range req.Tokens {
@@ -132,9 +148,8 @@ func (s *Service) Detokenize(ctx context.Context, meta RequestMeta, req Detokeni
 			if err != nil {
 				return err
 			}
-			if fd, ok := c.Field(ref.Field); ok && needsApproval(fd, v) {
-				item.dec.Decision, item.dec.Reason, item.dec.GrantID = StatusDenied, reasonApproval, g.ID
-				continue
+			if fd, ok := c.Field(ref.Field); ok {
+				item.rule = approvalRule(fd, v)
 			}
 			item.grant, item.value = g, v
 			item.dec.GrantID = g.ID
@@ -153,17 +168,47 @@ func (s *Service) Detokenize(ctx context.Context, meta RequestMeta, req Detokeni
 		}
 	}
 	for i := range items {
-		if g := items[i].grant; g != nil && g.ApprovalOver != nil && perGrant[g.ID] > *g.ApprovalOver {
-			items[i].grant, items[i].value = nil, nil
-			items[i].dec.Decision, items[i].dec.Reason = StatusDenied, reasonApprovalCount
+		if g := items[i].grant; g != nil && items[i].rule == "" && g.ApprovalOver != nil && perGrant[g.ID] > *g.ApprovalOver {
+			items[i].rule = fmt.Sprintf("grant %s allows at most %d values per request without approval", g.ID, *g.ApprovalOver)
 		}
 	}
+	if approval != nil {
+		if err := checkRedemption(approval, meta, req, items, now); err != nil {
+			return nil, err
+		}
+	}
+	var rules []string
+	if approval == nil {
+		for _, it := range items {
+			if it.grant != nil && it.rule != "" && !slices.Contains(rules, it.rule) {
+				rules = append(rules, it.rule)
+			}
+		}
+	}
+	hold := len(rules) > 0
 
 	e := s.newEntry(meta, "detokenize")
 	e.Purpose = req.Purpose
 	updated := map[string]*Grant{}
-	err = s.writer.apply(&mutation{entry: e, size: 512 + 256*len(items), prepare: func(txn *badger.Txn) error {
-		// Decide each grant's use against its stored state, in the single
+	var created *storedApproval
+	err = s.writer.apply(&mutation{entry: e, size: 1024 + 256*len(items), prepare: func(txn *badger.Txn) error {
+		if approval != nil {
+			// Redeem exactly once: of two racing redemptions one finds it
+			// already redeemed.
+			a, err := readApproval(txn, approval.ID)
+			if err != nil {
+				return reject(err)
+			}
+			if st := a.effectiveStatus(now); st != ApprovalApproved {
+				return reject(conflict("approval_not_redeemable", "approval %q is %s", a.ID, st))
+			}
+			a.Status, a.RedeemedAt = ApprovalRedeemed, &now
+			if err := putApproval(txn, a); err != nil {
+				return err
+			}
+			e.ApprovalID = a.ID
+		}
+		// Decide each grant against its stored state, in the single
 		// writer: of requests racing for a grant's last use, one wins.
 		for i := range items {
 			g := items[i].grant
@@ -181,71 +226,116 @@ func (s *Service) Detokenize(ctx context.Context, meta RequestMeta, req Detokeni
 					}
 					stored = &Grant{ID: g.ID, RevokedAt: &now}
 				}
-				if st := stored.state(now); st == GrantLive {
-					stored.Uses++
+				if stored.state(now) == GrantLive {
+					if !hold {
+						stored.Uses++ // a held request reveals nothing and spends nothing
+					}
 					updated[g.ID] = stored
 				} else {
-					updated[g.ID] = nil
-					stored = nil
+					updated[g.ID], stored = nil, nil
 				}
 			}
 			if stored == nil {
 				items[i].grant, items[i].value = nil, nil
-				items[i].dec.Decision, items[i].dec.Reason = StatusDenied, "the grant was revoked, expired or used up"
+				items[i].dec.Decision, items[i].dec.Reason = StatusDenied, reasonGrantGone
 			}
 		}
-		for _, g := range updated {
-			if g == nil {
-				continue
+		if hold {
+			var held []detokItem
+			for _, it := range items {
+				if it.grant != nil {
+					held = append(held, it)
+				}
 			}
-			b, err := json.Marshal(g)
-			if err != nil {
-				return err
+			if len(held) > 0 {
+				created = s.newApproval(meta, req.Purpose, items, rules, now)
+				if err := putApproval(txn, created); err != nil {
+					return err
+				}
+				e.ApprovalID = created.ID
 			}
-			if err := txn.Set(grantKey(g.ID), b); err != nil {
-				return err
+		} else {
+			for _, g := range updated {
+				if g == nil {
+					continue
+				}
+				b, err := json.Marshal(g)
+				if err != nil {
+					return err
+				}
+				if err := txn.Set(grantKey(g.ID), b); err != nil {
+					return err
+				}
 			}
 		}
-		fillDetokenizeEntry(e, items)
+		fillDetokenizeEntry(e, items, created != nil)
 		return nil
 	}})
 	if err != nil {
 		return nil, err
 	}
-	s.gmu.Lock()
-	for id, g := range updated {
-		if cur, ok := s.grants[id]; ok && g != nil && g.Uses > cur.Uses {
-			cur.Uses = g.Uses
+	if !hold {
+		s.gmu.Lock()
+		for id, g := range updated {
+			if cur, ok := s.grants[id]; ok && g != nil && g.Uses > cur.Uses {
+				cur.Uses = g.Uses
+			}
 		}
+		s.gmu.Unlock()
 	}
-	s.gmu.Unlock()
 
 	out := make([]DetokenizeResult, len(items))
 	for i, item := range items {
 		r := DetokenizeResult{Token: req.Tokens[i], Status: item.dec.Decision, Reason: item.dec.Reason}
-		if item.grant != nil {
-			if item.grant.Reveal == RevealMasked {
-				r.Status = StatusMasked
-				r.Value = s.maskValue(item.ref, item.value)
-			} else {
-				r.Status = StatusOK
-				r.Value = item.value
-			}
+		switch {
+		case item.grant != nil && created != nil:
+			r.Status, r.ApprovalID, r.Reason = StatusPending, created.ID, item.rule
+		case item.grant != nil && item.grant.Reveal == RevealMasked:
+			r.Status, r.Value = StatusMasked, s.maskValue(item.ref, item.value)
+		case item.grant != nil:
+			r.Status, r.Value = StatusOK, item.value
 		}
 		out[i] = r
 	}
 	return out, nil
 }
 
+// checkRedemption checks that a request presenting an approval id is the
+// approved request: same agent, same purpose, same tokens, approved and
+// within its redemption window.
+func checkRedemption(a *storedApproval, meta RequestMeta, req DetokenizeRequest, items []detokItem, now time.Time) error {
+	if actorID(meta.Actor) != a.RequesterID {
+		return &Error{Kind: ErrForbidden, Code: "not_requester", Message: "only the agent that made the request can redeem its approval"}
+	}
+	if req.Purpose != a.Purpose {
+		return &Error{Kind: ErrForbidden, Code: "approval_mismatch", Message: "the purpose differs from the approved request"}
+	}
+	if len(items) != len(a.TokenHashes) {
+		return &Error{Kind: ErrForbidden, Code: "approval_mismatch", Message: "the tokens differ from the approved request"}
+	}
+	for i := range items {
+		if items[i].dec.TokenHash != a.TokenHashes[i] {
+			return &Error{Kind: ErrForbidden, Code: "approval_mismatch", Message: "the tokens differ from the approved request"}
+		}
+	}
+	if st := a.effectiveStatus(now); st != ApprovalApproved {
+		return conflict("approval_not_redeemable", "approval %q is %s", a.ID, st)
+	}
+	return nil
+}
+
 // fillDetokenizeEntry records every token's decision and the request's
 // overall decision in the audit entry.
-func fillDetokenizeEntry(e *AuditEntry, items []detokItem) {
+func fillDetokenizeEntry(e *AuditEntry, items []detokItem, held bool) {
 	allowed, denied := 0, 0
 	cols, fields, recs, grants := map[string]bool{}, map[string]bool{}, map[string]bool{}, []string{}
 	e.Tokens = make([]TokenDecision, len(items))
 	for i := range items {
 		d := items[i].dec
-		if items[i].grant != nil {
+		if items[i].grant != nil && held {
+			d.Decision, d.Reason = DecisionPending, items[i].rule
+			allowed++
+		} else if items[i].grant != nil {
 			d.Decision = DecisionAllowed
 			allowed++
 			if !slices.Contains(grants, d.GrantID) {
@@ -262,6 +352,8 @@ func fillDetokenizeEntry(e *AuditEntry, items []detokItem) {
 		e.Tokens[i] = d
 	}
 	switch {
+	case held:
+		e.Decision = DecisionPending
 	case denied == 0:
 		e.Decision = DecisionAllowed
 	case allowed == 0:
@@ -332,17 +424,19 @@ func pickGrant(mine []*Grant, refs []TokenRef, purpose string, now time.Time) (T
 	return refs[0], nil, reason
 }
 
-// needsApproval reports whether revealing v trips one of the field's
-// approval rules. Until approvals exist (issue 4) such reveals are denied.
-func needsApproval(f *Field, v json.RawMessage) bool {
+// approvalRule names the field rule that revealing v trips, or "". The
+// threshold compares the decrypted value, strictly above.
+func approvalRule(f *Field, v json.RawMessage) string {
 	if f.Approval == "always" {
-		return true
+		return fmt.Sprintf("field %s always needs approval", f.Name)
 	}
 	if f.ApprovalAbove != nil {
 		x, err := strconv.ParseFloat(string(v), 64)
-		return err != nil || x > *f.ApprovalAbove
+		if err != nil || x > *f.ApprovalAbove {
+			return fmt.Sprintf("field %s is above %s", f.Name, strconv.FormatFloat(*f.ApprovalAbove, 'g', -1, 64))
+		}
 	}
-	return false
+	return ""
 }
 
 // maskValue masks a revealed value with its field's mask; the answer is

@@ -182,7 +182,7 @@ func TestDetokenizeScopes(t *testing.T) {
 		{"other agent, own purpose", "support", nameB, sc.other, StatusOK, `"Bo"`},
 		{"field outside the grant", "support", salB, sc.other, StatusDenied, ""},
 		{"approval_above not tripped (= 500 <= 1000)", "payroll", bonusA, sc.agent, StatusOK, `500`},
-		{"approval always", "payroll", ssnA, sc.agent, StatusDenied, ""},
+		{"approval always holds the request", "payroll", ssnA, sc.agent, StatusPending, ""},
 		{"deleted record", "payroll", gone, sc.agent, StatusNotFound, ""},
 		{"never issued", "payroll", tokenizer.Random(), sc.agent, StatusNotFound, ""},
 		{"garbage", "payroll", "not a token \x01", sc.agent, StatusNotFound, ""},
@@ -200,7 +200,7 @@ func TestDetokenizeScopes(t *testing.T) {
 	}
 	// approval_above tripped on record B (5000 > 1000), even with a grant.
 	sc.grant(GrantRequest{Fields: []string{"bonus"}, Reveal: RevealPlain, Purpose: "bonus"})
-	if r := sc.detok(sc.agent, "bonus", bonusB)[0]; r.Status != StatusDenied || r.Value != nil {
+	if r := sc.detok(sc.agent, "bonus", bonusB)[0]; r.Status != StatusPending || r.Value != nil || r.ApprovalID == "" {
 		t.Fatalf("bonus above threshold: %+v", r)
 	}
 	// Results come back in request order, one per token.

@@ -28,6 +28,13 @@ type Config struct {
 	// CheckpointEvery is how often the audit chain's head is signed; zero
 	// signs only on Close.
 	CheckpointEvery time.Duration
+	// ApprovalWindow is how long an approval waits for a decision (default
+	// 24h); RedeemWindow how long an approved request stays redeemable
+	// (default 15m); SweepEvery how often expiries are recorded (zero: only
+	// when an expired approval is touched).
+	ApprovalWindow time.Duration
+	RedeemWindow   time.Duration
+	SweepEvery     time.Duration
 }
 
 // Service is agentvault's domain: principals, collections, records and
@@ -80,6 +87,12 @@ func New(cfg Config) (*Service, error) {
 	if cfg.MaxBatchRecords <= 0 {
 		cfg.MaxBatchRecords = 5000
 	}
+	if cfg.ApprovalWindow <= 0 {
+		cfg.ApprovalWindow = 24 * time.Hour
+	}
+	if cfg.RedeemWindow <= 0 {
+		cfg.RedeemWindow = 15 * time.Minute
+	}
 	s := &Service{
 		cfg:         cfg,
 		store:       cfg.Store,
@@ -113,10 +126,22 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
 	s.writer = w
-	if cfg.CheckpointEvery > 0 {
+	if cfg.CheckpointEvery > 0 || cfg.SweepEvery > 0 {
 		ctx, cancel := context.WithCancel(context.Background())
 		s.stopCP, s.cpDone = cancel, make(chan struct{})
-		go func() { defer close(s.cpDone); s.runCheckpoints(ctx, cfg.CheckpointEvery) }()
+		go func() {
+			defer close(s.cpDone)
+			var wg sync.WaitGroup
+			if cfg.CheckpointEvery > 0 {
+				wg.Add(1)
+				go func() { defer wg.Done(); s.runCheckpoints(ctx, cfg.CheckpointEvery) }()
+			}
+			if cfg.SweepEvery > 0 {
+				wg.Add(1)
+				go func() { defer wg.Done(); s.runApprovalSweeper(ctx, cfg.SweepEvery) }()
+			}
+			wg.Wait()
+		}()
 	}
 	return s, nil
 }

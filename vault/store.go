@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -31,6 +32,10 @@ type Store struct {
 
 	syncBatch prometheus.Histogram
 	syncTime  prometheus.Histogram
+
+	// beforeSync, when set by a test, runs before each fsync: fault
+	// injection (a slow disk), never set in production.
+	beforeSync atomic.Pointer[func()]
 }
 
 // StoreOptions tune the store; the zero value is fine.
@@ -101,6 +106,9 @@ func (s *Store) syncLoop() {
 				default:
 					break drain
 				}
+			}
+			if hook := s.beforeSync.Load(); hook != nil {
+				(*hook)()
 			}
 			start := time.Now()
 			err := s.db.Sync()

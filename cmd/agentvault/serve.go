@@ -37,6 +37,8 @@ type serveFlags struct {
 	shutdownTimeout time.Duration
 	cpuProfile      string
 	checkpointEvery time.Duration
+	approvalWindow  time.Duration
+	redeemWindow    time.Duration
 }
 
 func serve(args []string) error {
@@ -53,6 +55,8 @@ func serve(args []string) error {
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests get to finish on SIGTERM")
 	fs.DurationVar(&f.checkpointEvery, "audit-checkpoint-every", time.Minute, "how often the audit chain's head is signed (and at every clean shutdown)")
+	fs.DurationVar(&f.approvalWindow, "approval-window", 24*time.Hour, "how long an approval waits for a decision before it expires")
+	fs.DurationVar(&f.redeemWindow, "redeem-window", 15*time.Minute, "how long an approved request stays redeemable (once)")
 	fs.StringVar(&f.cpuProfile, "cpu-profile", "", "write a CPU profile to this file until shutdown (for performance work)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -95,6 +99,9 @@ func serve(args []string) error {
 	svc, err := vault.New(vault.Config{
 		Store: store, Keys: keys.NewManager(kek), Logger: log, Registry: reg, MaxBatchRecords: f.maxBatch,
 		CheckpointEvery: f.checkpointEvery,
+		ApprovalWindow:  f.approvalWindow,
+		RedeemWindow:    f.redeemWindow,
+		SweepEvery:      30 * time.Second,
 	})
 	if err != nil {
 		return err

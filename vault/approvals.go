@@ -1,0 +1,263 @@
+package vault
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/google/uuid"
+)
+
+// Approval statuses.
+const (
+	ApprovalPending  = "pending"
+	ApprovalApproved = "approved"
+	ApprovalDenied   = "denied"
+	ApprovalExpired  = "expired"
+	ApprovalRedeemed = "redeemed"
+)
+
+// Approval is a held detokenize request waiting for, or carrying, a human
+// decision. It never holds a value or a raw token: the request's tokens are
+// kept as keyed hashes, to check that a redemption asks for the same ones.
+type Approval struct {
+	ID          string     `json:"id"`
+	Status      string     `json:"status"`
+	RequesterID string     `json:"requester_id"`
+	Purpose     string     `json:"purpose"`
+	Collection  string     `json:"collection"`
+	Fields      []string   `json:"fields"`
+	RecordIDs   []string   `json:"record_ids"`
+	RecordCount int        `json:"record_count"`
+	TokenCount  int        `json:"token_count"`
+	Rules       []string   `json:"rules"`
+	GrantIDs    []string   `json:"grant_ids"`
+	CreatedAt   time.Time  `json:"created_at"`
+	ExpiresAt   time.Time  `json:"expires_at"`
+	DecidedBy   string     `json:"decided_by,omitempty"`
+	DecidedAt   *time.Time `json:"decided_at,omitempty"`
+	Reason      string     `json:"reason,omitempty"`
+	RedeemBy    *time.Time `json:"redeem_by,omitempty"`
+	RedeemedAt  *time.Time `json:"redeemed_at,omitempty"`
+}
+
+type storedApproval struct {
+	Approval
+	TokenHashes []string `json:"token_hashes"`
+}
+
+func approvalKey(id string) []byte { return []byte("ap/" + id) }
+
+// effectiveStatus is the status the clock implies: an undecided approval
+// past its window, or an approved one past its redemption window, has
+// expired even before the sweeper records it.
+func (a *Approval) effectiveStatus(now time.Time) string {
+	switch {
+	case a.Status == ApprovalPending && !now.Before(a.ExpiresAt):
+		return ApprovalExpired
+	case a.Status == ApprovalApproved && a.RedeemBy != nil && !now.Before(*a.RedeemBy):
+		return ApprovalExpired
+	}
+	return a.Status
+}
+
+func readApproval(txn *badger.Txn, id string) (*storedApproval, error) {
+	item, err := txn.Get(approvalKey(id))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, notFound("approval_not_found", "no approval %q", id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var a storedApproval
+	if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &a) }); err != nil {
+		return nil, fmt.Errorf("decode approval %s: %w", id, err)
+	}
+	return &a, nil
+}
+
+func putApproval(txn *badger.Txn, a *storedApproval) error {
+	b, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	return txn.Set(approvalKey(a.ID), b)
+}
+
+// GetApproval returns an approval. Approvers see any; an agent sees only
+// its own.
+func (s *Service) GetApproval(ctx context.Context, actor *Principal, id string) (*Approval, error) {
+	var a *storedApproval
+	err := s.store.View(func(txn *badger.Txn) (err error) { a, err = readApproval(txn, id); return err })
+	if err != nil {
+		return nil, err
+	}
+	if !canSeeApproval(actor, &a.Approval) {
+		return nil, notFound("approval_not_found", "no approval %q", id)
+	}
+	out := a.Approval
+	out.Status = out.effectiveStatus(s.now())
+	return &out, nil
+}
+
+func canSeeApproval(p *Principal, a *Approval) bool {
+	return p != nil && (p.Has(RoleApprover) || p.Has(RoleAdmin) || p.ID == a.RequesterID)
+}
+
+// ListApprovals returns approvals, newest first, filtered by status; an
+// agent that is not an approver sees only its own.
+func (s *Service) ListApprovals(ctx context.Context, actor *Principal, status string) ([]Approval, error) {
+	switch status {
+	case "", ApprovalPending, ApprovalApproved, ApprovalDenied, ApprovalExpired, ApprovalRedeemed:
+	default:
+		return nil, invalid("invalid_status", "status must be pending, approved, denied, expired or redeemed")
+	}
+	now := s.now()
+	out := []Approval{}
+	err := s.store.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("ap/"), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var a storedApproval
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &a) }); err != nil {
+				return err
+			}
+			a.Status = a.effectiveStatus(now)
+			if canSeeApproval(actor, &a.Approval) && (status == "" || a.Status == status) {
+				out = append(out, a.Approval)
+			}
+		}
+		return nil
+	})
+	slices.SortFunc(out, func(a, b Approval) int { return b.CreatedAt.Compare(a.CreatedAt) })
+	return out, err
+}
+
+// DecideApproval approves or denies a pending approval. The approver must
+// not be the requester (four-eyes) and must give a reason. An approved
+// request can be redeemed once, by the requester, within the redemption
+// window.
+func (s *Service) DecideApproval(ctx context.Context, meta RequestMeta, id string, approve bool, reason string) (*Approval, error) {
+	if reason == "" || len(reason) > 1000 {
+		return nil, invalid("invalid_reason", "a reason is required, at most 1000 characters")
+	}
+	action, status := "approval.deny", ApprovalDenied
+	if approve {
+		action, status = "approval.approve", ApprovalApproved
+	}
+	now := s.now()
+	e := s.newEntry(meta, action)
+	e.ApprovalID, e.Reason = id, reason
+	var out Approval
+	err := s.writer.apply(&mutation{entry: e, size: 4096, prepare: func(txn *badger.Txn) error {
+		a, err := readApproval(txn, id)
+		if err != nil {
+			return reject(err)
+		}
+		if meta.Actor != nil && meta.Actor.ID == a.RequesterID {
+			return reject(&Error{Kind: ErrForbidden, Code: "four_eyes", Message: "the requester of an approval cannot decide it"})
+		}
+		if st := a.effectiveStatus(now); st != ApprovalPending {
+			return reject(conflict("approval_not_pending", "approval %q is %s, not pending", id, st))
+		}
+		a.Status, a.DecidedBy, a.DecidedAt, a.Reason = status, actorID(meta.Actor), &now, reason
+		if approve {
+			by := now.Add(s.cfg.RedeemWindow)
+			a.RedeemBy = &by
+		}
+		e.Collection, e.Fields, e.RecordIDs, e.Purpose, e.Target = a.Collection, a.Fields, a.RecordIDs, a.Purpose, a.RequesterID
+		out = a.Approval
+		return putApproval(txn, a)
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// ExpireApprovals records the expiry of every approval whose decision or
+// redemption window has passed, each with an audit entry.
+func (s *Service) ExpireApprovals(ctx context.Context) (int, error) {
+	now := s.now()
+	var due []string
+	err := s.store.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("ap/"), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var a storedApproval
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &a) }); err != nil {
+				return err
+			}
+			if a.Status != ApprovalExpired && a.effectiveStatus(now) == ApprovalExpired {
+				due = append(due, a.ID)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, id := range due {
+		e := s.newEntry(RequestMeta{}, "approval.expire")
+		e.ApprovalID = id
+		err := s.writer.apply(&mutation{entry: e, size: 4096, prepare: func(txn *badger.Txn) error {
+			a, err := readApproval(txn, id)
+			if err != nil {
+				return reject(err)
+			}
+			if a.Status == ApprovalExpired || a.effectiveStatus(now) != ApprovalExpired {
+				return reject(conflict("approval_changed", "approval %q changed", id))
+			}
+			e.Reason = "was " + a.Status
+			e.Target, e.Purpose = a.RequesterID, a.Purpose
+			a.Status = ApprovalExpired
+			return putApproval(txn, a)
+		}})
+		if err == nil {
+			n++
+		} else if !errors.Is(err, ErrConflict) {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// runApprovalSweeper records expiries every interval until ctx ends.
+func (s *Service) runApprovalSweeper(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := s.ExpireApprovals(ctx); err != nil && ctx.Err() == nil {
+				s.log.Error("expire approvals", "err", err)
+			}
+		}
+	}
+}
+
+// newApproval builds the approval a held request creates.
+func (s *Service) newApproval(meta RequestMeta, purpose string, items []detokItem, rules []string, now time.Time) *storedApproval {
+	a := &storedApproval{Approval: Approval{
+		ID: uuid.NewString(), Status: ApprovalPending, RequesterID: actorID(meta.Actor), Purpose: purpose,
+		Rules: rules, CreatedAt: now, ExpiresAt: now.Add(s.cfg.ApprovalWindow),
+	}}
+	cols, fields, recs, grants := map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}
+	for _, it := range items {
+		a.TokenHashes = append(a.TokenHashes, it.dec.TokenHash)
+		if it.grant != nil {
+			cols[it.ref.Collection], fields[it.ref.Field], recs[it.ref.RecordID], grants[it.grant.ID] = true, true, true, true
+			a.TokenCount++
+		}
+	}
+	a.Collection, a.Fields, a.RecordIDs, a.GrantIDs = joinKeys(cols), sortedKeys(fields), sortedKeys(recs), sortedKeys(grants)
+	a.RecordCount = len(a.RecordIDs)
+	return a
+}
