@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -269,6 +270,14 @@ func (s *Service) Detokenize(ctx context.Context, meta RequestMeta, req Detokeni
 			}
 		}
 		fillDetokenizeEntry(e, items, created != nil)
+		switch {
+		case created != nil:
+			e.Reason = "approval requested: " + strings.Join(rules, "; ")
+		case approval != nil && e.Reason != "":
+			e.Reason = "approval redeemed; " + e.Reason
+		case approval != nil:
+			e.Reason = "approval redeemed"
+		}
 		return nil
 	}})
 	if err != nil {
