@@ -283,6 +283,9 @@ func (s *Service) Detokenize(ctx context.Context, meta RequestMeta, req Detokeni
 	if err != nil {
 		return nil, err
 	}
+	if created != nil && s.cfg.OnApproval != nil {
+		s.cfg.OnApproval(created.Approval)
+	}
 	if !hold {
 		s.gmu.Lock()
 		for id, g := range updated {

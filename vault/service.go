@@ -35,6 +35,10 @@ type Config struct {
 	ApprovalWindow time.Duration
 	RedeemWindow   time.Duration
 	SweepEvery     time.Duration
+	// OnApproval, if set, is called with each new approval request once it
+	// is durable, from the request's goroutine: it must not block (queue
+	// and return). The approval holds no value and no token.
+	OnApproval func(Approval)
 }
 
 // Service is agentvault's domain: principals, collections, records and

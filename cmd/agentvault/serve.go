@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -21,6 +23,7 @@ import (
 
 	"github.com/agentvault/agentvault/httpapi"
 	"github.com/agentvault/agentvault/keys"
+	"github.com/agentvault/agentvault/notify"
 	"github.com/agentvault/agentvault/vault"
 )
 
@@ -39,6 +42,8 @@ type serveFlags struct {
 	checkpointEvery time.Duration
 	approvalWindow  time.Duration
 	redeemWindow    time.Duration
+	webhookURL      string
+	webhookSecret   string
 }
 
 func serve(args []string) error {
@@ -57,6 +62,8 @@ func serve(args []string) error {
 	fs.DurationVar(&f.checkpointEvery, "audit-checkpoint-every", time.Minute, "how often the audit chain's head is signed (and at every clean shutdown)")
 	fs.DurationVar(&f.approvalWindow, "approval-window", 24*time.Hour, "how long an approval waits for a decision before it expires")
 	fs.DurationVar(&f.redeemWindow, "redeem-window", 15*time.Minute, "how long an approved request stays redeemable (once)")
+	fs.StringVar(&f.webhookURL, "approval-webhook", "", "URL that receives a signed JSON POST for each new approval request (secret from --approval-webhook-secret-file or AGENTVAULT_WEBHOOK_SECRET)")
+	fs.StringVar(&f.webhookSecret, "approval-webhook-secret-file", "", "file holding the webhook's HMAC secret (at least 16 bytes)")
 	fs.StringVar(&f.cpuProfile, "cpu-profile", "", "write a CPU profile to this file until shutdown (for performance work)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -96,12 +103,23 @@ func serve(args []string) error {
 			log.Error("close store", "err", err)
 		}
 	}()
+	var onApproval func(vault.Approval)
+	if f.webhookURL != "" {
+		wh, err := openWebhook(f, log, reg)
+		if err != nil {
+			return err
+		}
+		defer wh.Close()
+		onApproval = func(a vault.Approval) { wh.Send("approval.requested", a) }
+		log.Info("approval webhook on", "url", redactURL(f.webhookURL))
+	}
 	svc, err := vault.New(vault.Config{
 		Store: store, Keys: keys.NewManager(kek), Logger: log, Registry: reg, MaxBatchRecords: f.maxBatch,
 		CheckpointEvery: f.checkpointEvery,
 		ApprovalWindow:  f.approvalWindow,
 		RedeemWindow:    f.redeemWindow,
 		SweepEvery:      30 * time.Second,
+		OnApproval:      onApproval,
 	})
 	if err != nil {
 		return err
@@ -190,4 +208,35 @@ func newLogger(level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format must be text or json, not %q", format)
+}
+
+// openWebhook starts the approval webhook. The secret comes from a file or
+// the environment, never from a flag (flags show in the process list).
+func openWebhook(f serveFlags, log *slog.Logger, reg prometheus.Registerer) (*notify.Webhook, error) {
+	secret := []byte(os.Getenv("AGENTVAULT_WEBHOOK_SECRET"))
+	if f.webhookSecret != "" {
+		b, err := os.ReadFile(f.webhookSecret)
+		if err != nil {
+			return nil, fmt.Errorf("--approval-webhook-secret-file: %w", err)
+		}
+		secret = bytes.TrimSpace(b)
+	}
+	if len(secret) == 0 {
+		return nil, errors.New("--approval-webhook needs a secret: --approval-webhook-secret-file or AGENTVAULT_WEBHOOK_SECRET")
+	}
+	wh, err := notify.NewWebhook(notify.WebhookConfig{URL: f.webhookURL, Secret: secret, Logger: log, Registry: reg})
+	if err != nil {
+		return nil, fmt.Errorf("--approval-webhook: %w", err)
+	}
+	return wh, nil
+}
+
+// redactURL drops credentials and the query from a URL before it is logged.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable)"
+	}
+	u.User, u.RawQuery = nil, ""
+	return u.String()
 }
