@@ -18,6 +18,20 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if v := q.Get("before"); v != "" {
+		if f.Before, err = strconv.ParseUint(v, 10, 64); err != nil {
+			writeError(w, http.StatusBadRequest, "invalid_before", "before must be a sequence number")
+			return
+		}
+	}
+	switch q.Get("order") {
+	case "", "asc":
+	case "desc":
+		f.Newest = true
+	default:
+		writeError(w, http.StatusBadRequest, "invalid_order", "order must be asc or desc")
+		return
+	}
 	if v := q.Get("limit"); v != "" {
 		if f.Limit, err = strconv.Atoi(v); err != nil || f.Limit < 1 {
 			writeError(w, http.StatusBadRequest, "invalid_limit", "limit must be a positive number")

@@ -57,3 +57,9 @@ func (s *Server) revokePrincipal(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
+
+// me answers who the token belongs to, for clients (the console) that
+// adapt to the caller's roles.
+func (s *Server) me(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, viewPrincipal(principal(r)))
+}

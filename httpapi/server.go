@@ -79,7 +79,8 @@ func New(cfg Config) *Server {
 	r.Handle("/metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 
 	r.Handle("/v1/principals", s.auth(s.createPrincipal, vault.RoleAdmin)).Methods(http.MethodPost)
-	r.Handle("/v1/principals", s.auth(s.listPrincipals, vault.RoleAdmin)).Methods(http.MethodGet)
+	r.Handle("/v1/principals", s.auth(s.listPrincipals, vault.RoleAdmin, vault.RoleAuditor)).Methods(http.MethodGet)
+	r.Handle("/v1/me", s.auth(s.me)).Methods(http.MethodGet)
 	r.Handle("/v1/principals/{id}", s.auth(s.revokePrincipal, vault.RoleAdmin)).Methods(http.MethodDelete)
 
 	r.Handle("/v1/collections", s.auth(s.createCollection, vault.RoleAdmin)).Methods(http.MethodPost)
@@ -100,6 +101,10 @@ func New(cfg Config) *Server {
 	r.Handle("/v1/audit", s.auth(s.listAudit, vault.RoleAuditor)).Methods(http.MethodGet)
 	r.Handle("/v1/audit/verify", s.auth(s.verifyAudit, vault.RoleAuditor)).Methods(http.MethodGet)
 	r.Handle("/v1/audit/pubkey", s.auth(s.auditPublicKey, vault.RoleAuditor)).Methods(http.MethodGet)
+	ui := uiHandler()
+	r.PathPrefix("/ui/").Handler(ui).Methods(http.MethodGet, http.MethodHead)
+	r.Handle("/ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently)).Methods(http.MethodGet)
+	r.Handle("/", http.RedirectHandler("/ui/", http.StatusFound)).Methods(http.MethodGet)
 	r.Use(s.observe)
 	s.router = r
 	return s

@@ -1,13 +1,26 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: builds (or reuses) the dev Vault
-# server, then vets and runs every test with the race detector, including
-# the tests against real Vault Transit and the real agentvault binary, and
-# a short run of every fuzz target.
+# server, installs Chromium if it is missing, then vets and runs every
+# test with the race detector, including the tests against real Vault
+# Transit, the real agentvault binary and the console in a real browser,
+# and a short run of every fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 AGENTVAULT_DEVVAULT=$(scripts/devvault.sh)
 export AGENTVAULT_DEVVAULT AGENTVAULT_REQUIRE_VAULT=1
+
+# The console's browser tests drive Debian's Chromium; install it when it
+# is missing (as root, or through sudo).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "== installing chromium (Debian package) for the console's browser tests" >&2
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >&2
+fi
+AGENTVAULT_CHROMIUM=$(command -v chromium)
+export AGENTVAULT_CHROMIUM AGENTVAULT_REQUIRE_BROWSER=1
 
 echo "== go vet"
 go vet ./...

@@ -25,24 +25,28 @@ const (
 // decision. It never holds a value or a raw token: the request's tokens are
 // kept as keyed hashes, to check that a redemption asks for the same ones.
 type Approval struct {
-	ID          string     `json:"id"`
-	Status      string     `json:"status"`
-	RequesterID string     `json:"requester_id"`
-	Purpose     string     `json:"purpose"`
-	Collection  string     `json:"collection"`
-	Fields      []string   `json:"fields"`
-	RecordIDs   []string   `json:"record_ids"`
-	RecordCount int        `json:"record_count"`
-	TokenCount  int        `json:"token_count"`
-	Rules       []string   `json:"rules"`
-	GrantIDs    []string   `json:"grant_ids"`
-	CreatedAt   time.Time  `json:"created_at"`
-	ExpiresAt   time.Time  `json:"expires_at"`
-	DecidedBy   string     `json:"decided_by,omitempty"`
-	DecidedAt   *time.Time `json:"decided_at,omitempty"`
-	Reason      string     `json:"reason,omitempty"`
-	RedeemBy    *time.Time `json:"redeem_by,omitempty"`
-	RedeemedAt  *time.Time `json:"redeemed_at,omitempty"`
+	ID          string `json:"id"`
+	Status      string `json:"status"`
+	RequesterID string `json:"requester_id"`
+	// RequesterName and DecidedByName are the principals' names at the
+	// time, for people reading the approval.
+	RequesterName string     `json:"requester_name"`
+	Purpose       string     `json:"purpose"`
+	Collection    string     `json:"collection"`
+	Fields        []string   `json:"fields"`
+	RecordIDs     []string   `json:"record_ids"`
+	RecordCount   int        `json:"record_count"`
+	TokenCount    int        `json:"token_count"`
+	Rules         []string   `json:"rules"`
+	GrantIDs      []string   `json:"grant_ids"`
+	CreatedAt     time.Time  `json:"created_at"`
+	ExpiresAt     time.Time  `json:"expires_at"`
+	DecidedBy     string     `json:"decided_by,omitempty"`
+	DecidedByName string     `json:"decided_by_name,omitempty"`
+	DecidedAt     *time.Time `json:"decided_at,omitempty"`
+	Reason        string     `json:"reason,omitempty"`
+	RedeemBy      *time.Time `json:"redeem_by,omitempty"`
+	RedeemedAt    *time.Time `json:"redeemed_at,omitempty"`
 }
 
 type storedApproval struct {
@@ -165,6 +169,9 @@ func (s *Service) DecideApproval(ctx context.Context, meta RequestMeta, id strin
 			return reject(conflict("approval_not_pending", "approval %q is %s, not pending", id, st))
 		}
 		a.Status, a.DecidedBy, a.DecidedAt, a.Reason = status, actorID(meta.Actor), &now, reason
+		if meta.Actor != nil {
+			a.DecidedByName = meta.Actor.Name
+		}
 		if approve {
 			by := now.Add(s.cfg.RedeemWindow)
 			a.RedeemBy = &by
@@ -249,6 +256,9 @@ func (s *Service) newApproval(meta RequestMeta, purpose string, items []detokIte
 		ID: uuid.NewString(), Status: ApprovalPending, RequesterID: actorID(meta.Actor), Purpose: purpose,
 		Rules: rules, CreatedAt: now, ExpiresAt: now.Add(s.cfg.ApprovalWindow),
 	}}
+	if meta.Actor != nil {
+		a.RequesterName = meta.Actor.Name
+	}
 	cols, fields, recs, grants := map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for _, it := range items {
 		a.TokenHashes = append(a.TokenHashes, it.dec.TokenHash)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sort"
 	"time"
 
@@ -20,8 +21,12 @@ import (
 
 // AuditFilter selects audit entries. Zero values match everything.
 type AuditFilter struct {
-	After  uint64 // entries with seq > After
-	Limit  int    // at most this many (default 100, at most 1000)
+	After uint64 // entries with seq > After
+	Limit int    // at most this many (default 100, at most 1000)
+	// Newest lists from the head backwards, with Before (when non-zero)
+	// selecting entries with seq < Before; After is then ignored.
+	Newest bool
+	Before uint64
 	Actor  string
 	Action string
 	Since  time.Time
@@ -31,8 +36,9 @@ type AuditFilter struct {
 // MaxAuditPage bounds one page of the audit log.
 const MaxAuditPage = 1000
 
-// ListAudit returns entries in sequence order and the seq to pass as After
-// for the next page (0 when there is none).
+// ListAudit returns entries in sequence order (or newest first, with
+// f.Newest) and the seq to pass as After (or Before) for the next page, 0
+// when there is none.
 func (s *Service) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, uint64, error) {
 	if f.Limit <= 0 {
 		f.Limit = 100
@@ -43,9 +49,16 @@ func (s *Service) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, u
 	out := []AuditEntry{}
 	var next uint64
 	err := s.store.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("a/"), PrefetchValues: true, PrefetchSize: 64})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("a/"), PrefetchValues: true, PrefetchSize: 64, Reverse: f.Newest})
 		defer it.Close()
-		for it.Seek(auditKey(f.After + 1)); it.Valid(); it.Next() {
+		start := auditKey(f.After + 1)
+		if f.Newest {
+			start = auditKey(math.MaxUint64)
+			if f.Before > 0 {
+				start = auditKey(f.Before - 1)
+			}
+		}
+		for it.Seek(start); it.Valid(); it.Next() {
 			if err := ctx.Err(); err != nil {
 				return err
 			}

@@ -394,6 +394,16 @@ func TestAuditEntries(t *testing.T) {
 	if len(page) != 2 || next != page[1].Seq || rest[0].Seq != next+1 {
 		t.Fatalf("paging: %d entries, next %d, then %d", len(page), next, rest[0].Seq)
 	}
+	// Newest first, paged backwards with Before.
+	head, _, _ := sc.svc.AuditHead(ctx)
+	newest, before, _ := sc.svc.ListAudit(ctx, AuditFilter{Newest: true, Limit: 2})
+	older, _, _ := sc.svc.ListAudit(ctx, AuditFilter{Newest: true, Before: before, Limit: 2})
+	if len(newest) != 2 || newest[0].Seq != head || newest[1].Seq != head-1 || before != head-1 || older[0].Seq != head-2 {
+		t.Fatalf("newest first: head %d, got %d,%d, before %d, then %d", head, newest[0].Seq, newest[1].Seq, before, older[0].Seq)
+	}
+	if first, next, _ := sc.svc.ListAudit(ctx, AuditFilter{Newest: true, Before: 2}); len(first) != 1 || first[0].Seq != 1 || next != 0 {
+		t.Fatalf("newest first before seq 2: %+v, next %d", first, next)
+	}
 }
 
 func contains(b []byte, s string) bool { return len(s) > 0 && json.Valid(b) && stringIn(string(b), s) }
