@@ -20,6 +20,7 @@ type KEK interface {
 	Check(ctx context.Context) error
 	// Describe names the provider, the key and the version new wraps use.
 	Describe(ctx context.Context) (KEKInfo, error)
+	Rotator
 }
 
 // KEKInfo describes a KEK for operators. It carries no key material.
@@ -27,4 +28,7 @@ type KEKInfo struct {
 	Provider string `json:"provider"`
 	Key      string `json:"key"`
 	Version  int    `json:"version"`
+	// MinDecryptionVersion is the oldest version that still unwraps (Vault
+	// Transit's min_decryption_version; 1 for the local KEK).
+	MinDecryptionVersion int `json:"min_decryption_version"`
 }

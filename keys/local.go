@@ -20,10 +20,11 @@ import (
 // a copy of the database without the file. It exists so `serve` works with
 // no Vault; production uses VaultKEK.
 type LocalKEK struct {
-	path string
-	mu   sync.RWMutex
-	h    *keyset.Handle
-	aead tink.AEAD
+	path  string
+	rotMu sync.Mutex // serialises rotations
+	mu    sync.RWMutex
+	h     *keyset.Handle
+	aead  tink.AEAD
 }
 
 // OpenLocalKEK loads the KEK keyset at path, creating it on first use.
@@ -113,5 +114,50 @@ func (k *LocalKEK) Check(context.Context) error {
 func (k *LocalKEK) Describe(context.Context) (KEKInfo, error) {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
-	return KEKInfo{Provider: "local", Key: k.path, Version: k.h.Len()}, nil
+	return KEKInfo{Provider: "local", Key: k.path, Version: k.h.Len(), MinDecryptionVersion: 1}, nil
+}
+
+// Rotate adds a new primary key to the local KEK keyset and rewrites the
+// file atomically; older keys stay for unwrapping. Version n is the n-th
+// key added.
+func (k *LocalKEK) Rotate(context.Context) (KEKInfo, error) {
+	k.rotMu.Lock()
+	defer k.rotMu.Unlock()
+	k.mu.RLock()
+	m := keyset.NewManagerFromHandle(k.h)
+	k.mu.RUnlock()
+	id, err := m.Add(aead.AES256GCMKeyTemplate())
+	if err != nil {
+		return KEKInfo{}, fmt.Errorf("rotate local KEK: %w", err)
+	}
+	if err := m.SetPrimary(id); err != nil {
+		return KEKInfo{}, fmt.Errorf("rotate local KEK: %w", err)
+	}
+	h, err := m.Handle()
+	if err != nil {
+		return KEKInfo{}, err
+	}
+	if err := writeKeysetFile(k.path, h); err != nil {
+		return KEKInfo{}, err
+	}
+	if err := k.set(h); err != nil {
+		return KEKInfo{}, err
+	}
+	return k.Describe(context.Background())
+}
+
+// VersionOf names the position (1-based) of the key that made ct.
+func (k *LocalKEK) VersionOf(ct []byte) int {
+	id, ok := KeyID(ct)
+	if !ok {
+		return 0
+	}
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	for i, ki := range k.h.KeysetInfo().GetKeyInfo() {
+		if ki.GetKeyId() == id {
+			return i + 1
+		}
+	}
+	return 0
 }

@@ -128,8 +128,25 @@ func (k *VaultKEK) Describe(ctx context.Context) (KEKInfo, error) {
 	if err != nil {
 		return KEKInfo{}, fmt.Errorf("transit key latest_version: %w", err)
 	}
-	return KEKInfo{Provider: "vault-transit", Key: k.mount + "/keys/" + k.key, Version: v}, nil
+	minDec, err := jsonInt(s.Data["min_decryption_version"])
+	if err != nil {
+		return KEKInfo{}, fmt.Errorf("transit key min_decryption_version: %w", err)
+	}
+	return KEKInfo{Provider: "vault-transit", Key: k.mount + "/keys/" + k.key, Version: v, MinDecryptionVersion: minDec}, nil
 }
+
+// Rotate adds a new version to the Transit key in Vault: new wraps use it;
+// older versions unwrap until min_decryption_version passes them. The
+// Vault token needs update on <mount>/keys/<key>/rotate.
+func (k *VaultKEK) Rotate(ctx context.Context) (KEKInfo, error) {
+	if _, err := k.client.Logical().WriteWithContext(ctx, k.mount+"/keys/"+k.key+"/rotate", nil); err != nil {
+		return KEKInfo{}, classifyVaultErr("rotate transit key", err)
+	}
+	return k.Describe(ctx)
+}
+
+// VersionOf reads the Transit key version from a ciphertext.
+func (k *VaultKEK) VersionOf(ct []byte) int { return VaultVersion(ct) }
 
 func jsonInt(v any) (int, error) {
 	switch n := v.(type) {

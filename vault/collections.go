@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -149,12 +151,30 @@ func indexKeyKey(name string) []byte   { return []byte("k/idx/" + name) }
 func dekScope(name string) string      { return "dek/" + name }
 func indexScope(name string) string    { return "idx/" + name }
 
-// collection is a loaded collection: schema and unwrapped keys.
+// collection is a loaded collection: schema and unwrapped keys. The data
+// keyset is swapped whole when it is rotated, disabled or destroyed.
 type collection struct {
 	Collection
-	dek   *keys.DataKey
-	index *keys.IndexKey
+	dekp    atomic.Pointer[keys.DataKey]
+	index   *keys.IndexKey
+	retired sync.Map // uint32 key id -> true once disabled or destroyed
 }
+
+func newCollection(schema Collection, dek *keys.DataKey, idx *keys.IndexKey) *collection {
+	c := &collection{Collection: schema, index: idx}
+	c.dekp.Store(dek)
+	for _, k := range dek.Keys() {
+		if k.State != keys.StateEnabled {
+			c.retired.Store(k.ID, true)
+		}
+	}
+	return c
+}
+
+// dek is the current data keyset.
+func (c *collection) dek() *keys.DataKey { return c.dekp.Load() }
+
+func (c *collection) isRetired(id uint32) bool { _, ok := c.retired.Load(id); return ok }
 
 // CreateCollection stores a new collection with fresh keysets wrapped by
 // the KEK.
@@ -206,7 +226,7 @@ func (s *Service) CreateCollection(ctx context.Context, meta RequestMeta, c Coll
 		return nil, err
 	}
 	s.cmu.Lock()
-	s.collections[c.Name] = &collection{Collection: c, dek: dek, index: idx}
+	s.collections[c.Name] = newCollection(c, dek, idx)
 	s.cmu.Unlock()
 	s.log.Info("collection created", "collection", c.Name, "fields", len(c.Fields), "actor", actorID(meta.Actor))
 	out := c
@@ -327,7 +347,7 @@ func (s *Service) collection(name string) (*collection, error) {
 	if err != nil {
 		return nil, kmsErr(err)
 	}
-	c = &collection{Collection: schema, dek: dek, index: idx}
+	c = newCollection(schema, dek, idx)
 	s.cmu.Lock()
 	s.collections[name] = c
 	s.cmu.Unlock()

@@ -13,6 +13,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/google/uuid"
 
+	"github.com/agentvault/agentvault/keys"
 	"github.com/agentvault/agentvault/tokenizer"
 )
 
@@ -197,7 +198,7 @@ func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collectio
 			if !f.Sensitive {
 				pf.value = v
 			} else {
-				pf.cipher, err = c.dek.Encrypt(v, fieldAD(c.Name, pr.id, name))
+				pf.cipher, err = c.dek().Encrypt(v, fieldAD(c.Name, pr.id, name))
 				if err != nil {
 					return nil, fmt.Errorf("encrypt field %q: %w", name, err)
 				}
@@ -234,7 +235,23 @@ func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collectio
 			e.Fields = append(e.Fields, f.Name)
 		}
 	}
+	// Count the values per data key, for key retirement.
+	perKey := map[uint32]int64{}
+	for i := range recs {
+		for _, pf := range recs[i].fields {
+			if id, ok := keys.KeyID(pf.cipher); ok {
+				perKey[id]++
+			}
+		}
+	}
 	err = s.writer.apply(&mutation{entry: e, size: size, prepare: func(txn *badger.Txn) error {
+		for id := range perKey {
+			if c.isRetired(id) {
+				// Encrypted under a key retired since: rare (a rotation
+				// and a retirement in between); the client retries.
+				return reject(&Error{Kind: ErrUnavailable, Code: "key_rotated", Message: "the collection's data key changed during the request; retry"})
+			}
+		}
 		taken := map[string]bool{}
 		// Draw every format-preserving token before writing anything, so a
 		// token space that runs out rejects this batch alone.
@@ -267,7 +284,7 @@ func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collectio
 				return err
 			}
 		}
-		return nil
+		return addKeyCounts(txn, c.Name, perKey)
 	}})
 	if err != nil {
 		return nil, err
@@ -376,13 +393,32 @@ func (s *Service) DeleteRecord(ctx context.Context, meta RequestMeta, collection
 		if err := item.Value(func(v []byte) (err error) { sr, err = decodeRecord(v); return err }); err != nil {
 			return err
 		}
+		perKey := map[uint32]int64{}
 		for _, f := range sr.Fields {
 			if !f.sensitive() {
 				continue
 			}
-			if err := txn.Delete(tokenIndexKey(f.Token, collection, id, f.Name)); err != nil {
+			key := tokenIndexKey(f.Token, collection, id, f.Name)
+			if item, err := txn.Get(key); err == nil {
+				err := item.Value(func(v []byte) error {
+					ct, _, err := cipherOf(key, v)
+					if kid, ok := keys.KeyID(ct); err == nil && ok {
+						perKey[kid]--
+					}
+					return err
+				})
+				if err != nil {
+					return err
+				}
+			} else if !errors.Is(err, badger.ErrKeyNotFound) {
 				return err
 			}
+			if err := txn.Delete(key); err != nil {
+				return err
+			}
+		}
+		if err := addKeyCounts(txn, collection, perKey); err != nil {
+			return err
 		}
 		return txn.Delete(recordKey(collection, id))
 	}})

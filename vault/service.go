@@ -39,6 +39,11 @@ type Config struct {
 	// is durable, from the request's goroutine: it must not block (queue
 	// and return). The approval holds no value and no token.
 	OnApproval func(Approval)
+	// ReencryptBatch is how many records a re-encryption job rewrites per
+	// transaction (default 256); ReencryptPause how long it rests between
+	// batches, to leave the writer to live traffic (default none).
+	ReencryptBatch int
+	ReencryptPause time.Duration
 }
 
 // Service is agentvault's domain: principals, collections, records and
@@ -57,6 +62,7 @@ type Service struct {
 	cmu         sync.RWMutex
 	collections map[string]*collection
 	loadMu      sync.Mutex // serialises first loads (KMS unwraps)
+	keyMu       sync.Mutex // serialises key management (rotate, rewrap, retire)
 
 	writer *writer
 
@@ -68,6 +74,8 @@ type Service struct {
 	cpMu     sync.Mutex
 	stopCP   context.CancelFunc
 	cpDone   chan struct{}
+
+	jobs jobRunner
 
 	metrics serviceMetrics
 }
@@ -97,6 +105,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.RedeemWindow <= 0 {
 		cfg.RedeemWindow = 15 * time.Minute
 	}
+	if cfg.ReencryptBatch <= 0 {
+		cfg.ReencryptBatch = 256
+	}
 	s := &Service{
 		cfg:         cfg,
 		store:       cfg.Store,
@@ -125,11 +136,20 @@ func New(cfg Config) (*Service, error) {
 	if err := s.loadGrants(); err != nil {
 		return nil, fmt.Errorf("load grants: %w", err)
 	}
+	if err := initKeyCounts(s.store); err != nil {
+		return nil, fmt.Errorf("key usage counters: %w", err)
+	}
 	w, err := newWriter(s.store)
 	if err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
 	s.writer = w
+	s.jobs.ctx, s.jobs.cancel = context.WithCancel(context.Background())
+	s.jobs.active = map[string]string{}
+	if err := s.resumeJobs(); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("resume jobs: %w", err)
+	}
 	if cfg.CheckpointEvery > 0 || cfg.SweepEvery > 0 {
 		ctx, cancel := context.WithCancel(context.Background())
 		s.stopCP, s.cpDone = cancel, make(chan struct{})
@@ -153,6 +173,9 @@ func New(cfg Config) (*Service, error) {
 // Close signs a final checkpoint over the audit chain, then stops the
 // single writer; later writes fail. Close the store after.
 func (s *Service) Close() {
+	// Jobs stop between batches; their progress is already stored.
+	s.jobs.cancel()
+	s.jobs.wg.Wait()
 	if s.stopCP != nil {
 		s.stopCP()
 		<-s.cpDone

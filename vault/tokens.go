@@ -66,7 +66,7 @@ func (s *Service) decryptField(ref TokenRef) (json.RawMessage, error) {
 	if err != nil {
 		return nil, err
 	}
-	pt, err := c.dek.Decrypt(ref.cipher, fieldAD(ref.Collection, ref.RecordID, ref.Field))
+	pt, err := c.dek().Decrypt(ref.cipher, fieldAD(ref.Collection, ref.RecordID, ref.Field))
 	if err != nil {
 		return nil, fmt.Errorf("decrypt %s/%s field %q: %w", ref.Collection, ref.RecordID, ref.Field, err)
 	}

@@ -29,6 +29,8 @@ type env struct {
 	svc   *Service
 	reg   *prometheus.Registry
 	clock *clock
+	// tune, when set, adjusts the service's configuration at every open.
+	tune func(*Config)
 }
 
 // clock is a test clock that only moves when told.
@@ -77,7 +79,11 @@ func (e *env) open() {
 	if e.clock != nil {
 		now = e.clock.now
 	}
-	e.svc, err = New(Config{Store: e.store, Keys: keys.NewManager(kek), Registry: e.reg, Now: now})
+	cfg := Config{Store: e.store, Keys: keys.NewManager(kek), Registry: e.reg, Now: now}
+	if e.tune != nil {
+		e.tune(&cfg)
+	}
+	e.svc, err = New(cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}

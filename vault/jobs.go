@@ -1,0 +1,361 @@
+package vault
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/google/uuid"
+
+	"github.com/agentvault/agentvault/keys"
+)
+
+// Job statuses.
+const (
+	JobRunning = "running"
+	JobDone    = "done"
+	JobFailed  = "failed"
+)
+
+// Job is a background re-encryption of one collection under its primary
+// data key. Its progress is stored with every batch, in the batch's own
+// transaction, so after a crash or restart it resumes where the last
+// durable batch ended.
+type Job struct {
+	ID          string     `json:"job_id"`
+	Kind        string     `json:"kind"`
+	Collection  string     `json:"collection"`
+	Status      string     `json:"status"`
+	Done        int64      `json:"done"`  // values re-encrypted
+	Total       int64      `json:"total"` // values not under the primary key when the job started
+	Records     int64      `json:"records_scanned"`
+	Skipped     int64      `json:"skipped"` // values that changed or failed their integrity check meanwhile
+	TargetKeyID uint32     `json:"target_key_id"`
+	Cursor      string     `json:"cursor,omitempty"` // last record id done
+	RequestedBy string     `json:"requested_by,omitempty"`
+	StartedAt   time.Time  `json:"started_at"`
+	UpdatedAt   time.Time  `json:"updated_at"`
+	FinishedAt  *time.Time `json:"finished_at,omitempty"`
+	Error       string     `json:"error,omitempty"`
+	Resumed     int        `json:"resumed,omitempty"` // times picked up again after a restart
+}
+
+func jobKey(id string) []byte { return []byte("j/" + id) }
+
+func putJob(txn *badger.Txn, j *Job) error {
+	b, err := json.Marshal(j)
+	if err != nil {
+		return err
+	}
+	return txn.Set(jobKey(j.ID), b)
+}
+
+// jobRunner owns the running jobs' goroutines.
+type jobRunner struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	active map[string]string // collection -> running job id
+}
+
+// GetJob returns a job.
+func (s *Service) GetJob(ctx context.Context, id string) (*Job, error) {
+	var j Job
+	err := s.store.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(jobKey(id))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return notFound("job_not_found", "no job %q", id)
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error { return json.Unmarshal(v, &j) })
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &j, nil
+}
+
+// ListJobs returns every job, newest first.
+func (s *Service) ListJobs(ctx context.Context) ([]Job, error) {
+	out := []Job{}
+	err := s.store.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("j/"), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var j Job
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &j) }); err != nil {
+				return err
+			}
+			out = append(out, j)
+		}
+		return nil
+	})
+	slices.SortFunc(out, func(a, b Job) int { return b.StartedAt.Compare(a.StartedAt) })
+	return out, err
+}
+
+// StartReencrypt starts re-encrypting every value of a collection that is
+// not under its primary data key. One job runs per collection at a time.
+func (s *Service) StartReencrypt(ctx context.Context, meta RequestMeta, coll string) (*Job, error) {
+	c, err := s.collection(coll)
+	if err != nil {
+		return nil, err
+	}
+	s.jobs.mu.Lock()
+	defer s.jobs.mu.Unlock()
+	if id, ok := s.jobs.active[coll]; ok {
+		return nil, conflict("job_running", "re-encryption job %s is already running for collection %q", id, coll)
+	}
+	if s.jobs.ctx.Err() != nil {
+		return nil, fmt.Errorf("%w: shutting down", ErrUnavailable)
+	}
+	primary := c.dek().PrimaryID()
+	now := s.now()
+	j := &Job{ID: uuid.NewString(), Kind: "reencrypt", Collection: coll, Status: JobRunning, TargetKeyID: primary,
+		RequestedBy: actorID(meta.Actor), StartedAt: now, UpdatedAt: now}
+	e := s.newEntry(meta, "key.reencrypt")
+	e.Collection, e.Target = coll, "job "+j.ID
+	err = s.writer.apply(&mutation{entry: e, size: 2048, prepare: func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: keyCountPrefix(coll), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			id := uint32(k[len(k)-4])<<24 | uint32(k[len(k)-3])<<16 | uint32(k[len(k)-2])<<8 | uint32(k[len(k)-1])
+			if id == primary {
+				continue
+			}
+			n, err := readCount(txn, coll, id)
+			if err != nil {
+				return err
+			}
+			j.Total += n
+		}
+		e.Reason = fmt.Sprintf("started: %d values to re-encrypt under key %d", j.Total, primary)
+		return putJob(txn, j)
+	}})
+	if err != nil {
+		return nil, err
+	}
+	s.runJob(j)
+	out := *j
+	return &out, nil
+}
+
+// resumeJobs picks up jobs that were running when the process stopped.
+func (s *Service) resumeJobs() error {
+	jobs, err := s.ListJobs(context.Background())
+	if err != nil {
+		return err
+	}
+	s.jobs.mu.Lock()
+	defer s.jobs.mu.Unlock()
+	for i := range jobs {
+		if jobs[i].Status == JobRunning {
+			j := jobs[i]
+			j.Resumed++
+			s.log.Info("resuming re-encryption", "job_id", j.ID, "collection", j.Collection, "done", j.Done, "total", j.Total)
+			s.runJob(&j)
+		}
+	}
+	return nil
+}
+
+// runJob starts a job's goroutine; s.jobs.mu is held.
+func (s *Service) runJob(j *Job) {
+	s.jobs.active[j.Collection] = j.ID
+	s.jobs.wg.Add(1)
+	go func() {
+		defer s.jobs.wg.Done()
+		err := s.reencrypt(s.jobs.ctx, j)
+		s.jobs.mu.Lock()
+		delete(s.jobs.active, j.Collection)
+		s.jobs.mu.Unlock()
+		if err != nil && s.jobs.ctx.Err() == nil {
+			s.log.Error("re-encryption failed", "job_id", j.ID, "collection", j.Collection, "err", err)
+		}
+	}()
+}
+
+// reencryptUpdate is one value to rewrite: its index entry as read, and
+// the entry with the value re-encrypted.
+type reencryptUpdate struct {
+	key, old, new []byte
+	from, to      uint32
+}
+
+// reencrypt works through the collection's records in id order, a batch
+// at a time. Values are decrypted and encrypted outside the writer; the
+// writer only swaps entries that are still exactly as read (a value
+// deleted or rewritten meanwhile is left alone), moves the key counters,
+// and stores the job's progress, all in one transaction with an audit
+// entry.
+func (s *Service) reencrypt(ctx context.Context, j *Job) error {
+	prefix := []byte("r/" + j.Collection + "\x00")
+	for {
+		if err := ctx.Err(); err != nil {
+			return err // shutting down: resumes at the next start
+		}
+		c, err := s.collection(j.Collection)
+		if errors.Is(err, ErrNotFound) {
+			return s.finishJob(j, JobFailed, "the collection is gone")
+		}
+		if err != nil {
+			return err
+		}
+		dek := c.dek()
+		primary := dek.PrimaryID()
+		var updates []reencryptUpdate
+		var last string
+		records, skipped := 0, 0
+		err = s.store.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 100})
+			defer it.Close()
+			start := prefix
+			if j.Cursor != "" {
+				start = append(append([]byte{}, prefix...), j.Cursor+"\x00"...)
+			}
+			for it.Seek(start); it.Valid() && records < s.cfg.ReencryptBatch; it.Next() {
+				id := string(it.Item().Key()[len(prefix):])
+				var sr storedRecord
+				if err := it.Item().Value(func(v []byte) (err error) { sr, err = decodeRecord(v); return err }); err != nil {
+					return err
+				}
+				records++
+				last = id
+				for _, f := range sr.Fields {
+					if !f.sensitive() {
+						continue
+					}
+					key := tokenIndexKey(f.Token, j.Collection, id, f.Name)
+					item, err := txn.Get(key)
+					if errors.Is(err, badger.ErrKeyNotFound) {
+						continue
+					}
+					if err != nil {
+						return err
+					}
+					old, err := item.ValueCopy(nil)
+					if err != nil {
+						return err
+					}
+					ct, _, err := cipherOf(key, old)
+					if err != nil {
+						return err
+					}
+					from, ok := keys.KeyID(ct)
+					if !ok || from == primary {
+						continue
+					}
+					ad := fieldAD(j.Collection, id, f.Name)
+					pt, err := dek.Decrypt(ct, ad)
+					if err != nil {
+						s.log.Error("re-encryption: stored value failed its integrity check; left as is", "collection", j.Collection, "record_id", id, "field", f.Name)
+						skipped++
+						continue
+					}
+					nct, err := dek.Encrypt(pt, ad)
+					clear(pt)
+					if err != nil {
+						return err
+					}
+					updates = append(updates, reencryptUpdate{key: key, old: old, new: tokenIndexValue(f.Token, j.Collection, id, f.Name, nct), from: from, to: primary})
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if records == 0 {
+			return s.finishJob(j, JobDone, "")
+		}
+		now := s.now()
+		e := s.newEntry(RequestMeta{}, "key.reencrypt")
+		e.Collection, e.Target = j.Collection, "job "+j.ID
+		next := *j
+		size := 1024
+		for _, u := range updates {
+			size += len(u.key) + len(u.new) + 64
+		}
+		err = s.writer.apply(&mutation{entry: e, size: size, prepare: func(txn *badger.Txn) error {
+			if c.isRetired(primary) {
+				return reject(conflict("key_rotated", "key %d was retired during the batch", primary))
+			}
+			deltas := map[uint32]int64{}
+			applied := 0
+			for _, u := range updates {
+				item, err := txn.Get(u.key)
+				if errors.Is(err, badger.ErrKeyNotFound) {
+					skipped++
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				same := false
+				if err := item.Value(func(v []byte) error { same = bytes.Equal(v, u.old); return nil }); err != nil {
+					return err
+				}
+				if !same {
+					skipped++
+					continue
+				}
+				if err := txn.Set(u.key, u.new); err != nil {
+					return err
+				}
+				deltas[u.from]--
+				deltas[u.to]++
+				applied++
+			}
+			if err := addKeyCounts(txn, j.Collection, deltas); err != nil {
+				return err
+			}
+			next.Cursor, next.Done, next.Records, next.Skipped = last, j.Done+int64(applied), j.Records+int64(records), j.Skipped+int64(skipped)
+			next.TargetKeyID, next.UpdatedAt = primary, now
+			e.Reason = fmt.Sprintf("batch: %d values re-encrypted under key %d (%d of %d)", applied, primary, next.Done, next.Total)
+			return putJob(txn, &next)
+		}})
+		if errors.Is(err, ErrConflict) {
+			continue // the key changed under the batch: read it again
+		}
+		if err != nil {
+			return err
+		}
+		*j = next
+		if s.cfg.ReencryptPause > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(s.cfg.ReencryptPause):
+			}
+		}
+	}
+}
+
+func (s *Service) finishJob(j *Job, status, msg string) error {
+	now := s.now()
+	next := *j
+	next.Status, next.Error, next.FinishedAt, next.UpdatedAt = status, msg, &now, now
+	e := s.newEntry(RequestMeta{}, "key.reencrypt")
+	e.Collection, e.Target = j.Collection, "job "+j.ID
+	e.Reason = fmt.Sprintf("%s: %d values re-encrypted, %d skipped", status, next.Done, next.Skipped)
+	if msg != "" {
+		e.Reason += ": " + msg
+	}
+	err := s.writer.apply(&mutation{entry: e, size: 2048, prepare: func(txn *badger.Txn) error { return putJob(txn, &next) }})
+	if err != nil {
+		return err
+	}
+	*j = next
+	s.log.Info("re-encryption finished", "job_id", j.ID, "collection", j.Collection, "status", status, "done", j.Done, "skipped", j.Skipped)
+	return nil
+}
