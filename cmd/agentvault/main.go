@@ -2,15 +2,20 @@
 //
 //	agentvault serve [flags]      run the server
 //	agentvault audit verify|export|pubkey --data-dir DIR
+//	agentvault keys status|rotate|reencrypt|disable|destroy
 //	agentvault version            print the version
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 )
 
 var version = "dev"
+
+// errUsage reports a command line that was wrong; the usage was printed.
+var errUsage = errors.New("usage")
 
 const usage = `agentvault: a data privacy vault for AI-powered workflows
 
@@ -19,6 +24,8 @@ usage:
   agentvault audit verify --data-dir DIR   check the audit chain offline
   agentvault audit export --data-dir DIR   write the audit log as JSON lines
   agentvault audit pubkey --data-dir DIR   print the checkpoint public key
+  agentvault keys status|rotate|reencrypt|disable|destroy   key operations
+                             against a running server (agentvault keys -h)
   agentvault version         print the version
 `
 
@@ -33,12 +40,17 @@ func main() {
 		err = serve(os.Args[2:])
 	case "audit":
 		err = audit(os.Args[2:])
+	case "keys":
+		err = keysCmd(os.Args[2:], os.Stdout, os.Stderr)
 	case "version":
 		fmt.Println(version)
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 	default:
 		fmt.Fprintf(os.Stderr, "agentvault: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	if errors.Is(err, errUsage) {
 		os.Exit(2)
 	}
 	if err != nil {

@@ -44,6 +44,10 @@ type serveFlags struct {
 	redeemWindow    time.Duration
 	webhookURL      string
 	webhookSecret   string
+	rotateDEKEvery  time.Duration
+	rotateKEKEvery  time.Duration
+	reencryptBatch  int
+	reencryptPause  time.Duration
 }
 
 func serve(args []string) error {
@@ -64,6 +68,10 @@ func serve(args []string) error {
 	fs.DurationVar(&f.redeemWindow, "redeem-window", 15*time.Minute, "how long an approved request stays redeemable (once)")
 	fs.StringVar(&f.webhookURL, "approval-webhook", "", "URL that receives a signed JSON POST for each new approval request (secret from --approval-webhook-secret-file or AGENTVAULT_WEBHOOK_SECRET)")
 	fs.StringVar(&f.webhookSecret, "approval-webhook-secret-file", "", "file holding the webhook's HMAC secret (at least 16 bytes)")
+	fs.DurationVar(&f.rotateDEKEvery, "rotate-dek-every", 0, "rotate every collection's data key on this schedule, then re-encrypt it in the background (0: never)")
+	fs.DurationVar(&f.rotateKEKEvery, "rotate-kek-every", 0, "rotate the KEK on this schedule and rewrap every keyset (0: never)")
+	fs.IntVar(&f.reencryptBatch, "reencrypt-batch", 256, "records per re-encryption transaction")
+	fs.DurationVar(&f.reencryptPause, "reencrypt-pause", 0, "rest between re-encryption batches, to leave more of the writer to live traffic")
 	fs.StringVar(&f.cpuProfile, "cpu-profile", "", "write a CPU profile to this file until shutdown (for performance work)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -120,6 +128,8 @@ func serve(args []string) error {
 		RedeemWindow:    f.redeemWindow,
 		SweepEvery:      30 * time.Second,
 		OnApproval:      onApproval,
+		ReencryptBatch:  f.reencryptBatch,
+		ReencryptPause:  f.reencryptPause,
 	})
 	if err != nil {
 		return err
@@ -132,6 +142,13 @@ func serve(args []string) error {
 	if generated != "" {
 		// Straight to the terminal, not the log pipeline: it is a secret.
 		fmt.Fprintf(os.Stderr, "\n  bootstrap admin token (shown once, store it now):\n\n    %s\n\n", generated)
+	}
+
+	if f.rotateDEKEvery > 0 || f.rotateKEKEvery > 0 {
+		sctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); scheduleRotations(sctx, svc, log, f.rotateKEKEvery, f.rotateDEKEvery) }()
+		defer func() { cancel(); <-done }()
 	}
 
 	api := httpapi.New(httpapi.Config{Service: svc, Logger: log, Registry: reg, MaxBodyBytes: f.maxBodyBytes})
@@ -239,4 +256,45 @@ func redactURL(raw string) string {
 	}
 	u.User, u.RawQuery = nil, ""
 	return u.String()
+}
+
+// scheduleRotations rotates keys on the configured schedules until ctx
+// ends. Each rotation is audited like a manual one, with request id
+// "scheduled-rotation"; a failed one is logged and tried at the next tick.
+func scheduleRotations(ctx context.Context, svc *vault.Service, log *slog.Logger, kekEvery, dekEvery time.Duration) {
+	tick := func(d time.Duration) <-chan time.Time {
+		if d <= 0 {
+			return nil
+		}
+		return time.NewTicker(d).C
+	}
+	kekC, dekC := tick(kekEvery), tick(dekEvery)
+	meta := vault.RequestMeta{RequestID: "scheduled-rotation"}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-kekC:
+			if res, err := svc.RotateKEK(ctx, meta); err != nil {
+				log.Error("scheduled KEK rotation failed", "err", err)
+			} else {
+				log.Info("scheduled KEK rotation", "version", res.KEK.Version, "rewrapped", res.Rewrapped)
+			}
+		case <-dekC:
+			cols, err := svc.ListCollections(ctx)
+			if err != nil {
+				log.Error("scheduled DEK rotation: list collections", "err", err)
+				continue
+			}
+			for _, c := range cols {
+				if _, err := svc.RotateDEK(ctx, meta, c.Name); err != nil {
+					log.Error("scheduled DEK rotation failed", "collection", c.Name, "err", err)
+					continue
+				}
+				if _, err := svc.StartReencrypt(ctx, meta, c.Name); err != nil && !errors.Is(err, vault.ErrConflict) {
+					log.Error("scheduled re-encryption failed to start", "collection", c.Name, "err", err)
+				}
+			}
+		}
+	}
 }
