@@ -46,7 +46,7 @@ func newAPI(t *testing.T, maxBody int64) *api {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(httpapi.New(httpapi.Config{Service: svc, Registry: reg, MaxBodyBytes: maxBody}))
-	t.Cleanup(func() { srv.Close(); store.Close() })
+	t.Cleanup(func() { srv.Close(); svc.Close(); store.Close() })
 	return &api{t: t, url: srv.URL}
 }
 

@@ -145,8 +145,8 @@ func (s *Service) StartReencrypt(ctx context.Context, meta RequestMeta, coll str
 	if err != nil {
 		return nil, err
 	}
+	out := *j // the job's goroutine owns j from here
 	s.runJob(j)
-	out := *j
 	return &out, nil
 }
 

@@ -480,3 +480,62 @@ func TestRotationUnderLoad(t *testing.T) {
 		}
 	}
 }
+
+// TestDestroyedKeyUnrecoverable follows the crypto-shredding procedure:
+// destroy an old data key, rotate the KEK, retire the old KEK versions.
+// Then no stored copy of the collection's keyset that can still be
+// unwrapped holds the destroyed key, although older copies that do hold
+// it are still in Badger's files.
+func TestDestroyedKeyUnrecoverable(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	e.mustCollection(payrollSchema)
+	want := e.fill(10)
+	old, _ := e.dataKeys("payroll")
+	if _, err := e.svc.RotateDEK(ctx, RequestMeta{}, "payroll"); err != nil {
+		t.Fatal(err)
+	}
+	j, err := e.svc.StartReencrypt(ctx, RequestMeta{}, "payroll")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitJob(j.ID)
+	if err := e.svc.DestroyKey(ctx, RequestMeta{}, "payroll", old); err != nil {
+		t.Fatal(err)
+	}
+	// openable counts the stored versions of the keyset that unwrap, and
+	// how many of those still hold the destroyed key.
+	openable := func() (opened, holding int) {
+		e.store.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{AllVersions: true, Prefix: dekKey("payroll")})
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				blob, _ := it.Item().ValueCopy(nil)
+				dk, err := e.svc.keys.OpenDataKey(blob, dekScope("payroll"))
+				if err != nil {
+					continue
+				}
+				opened++
+				if dk.Has(old) {
+					holding++
+				}
+			}
+			return nil
+		})
+		return
+	}
+	if opened, holding := openable(); opened < 2 || holding == 0 {
+		t.Fatalf("before the KEK is rotated: %d versions open, %d hold the destroyed key; expected older copies to hold it", opened, holding)
+	}
+	if _, err := e.svc.RotateKEK(ctx, RequestMeta{}); err != nil {
+		t.Fatal(err)
+	}
+	e.close()
+	retireOldKEKVersions(t, filepath.Join(e.dir, "dev-kek.json"))
+	e.open()
+	if opened, holding := openable(); opened == 0 || holding != 0 {
+		t.Fatalf("after retiring the old KEK versions: %d versions open, %d hold the destroyed key", opened, holding)
+	}
+	e.checkAll(want)
+}

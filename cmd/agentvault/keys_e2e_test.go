@@ -321,3 +321,60 @@ func (s *server) callQuiet(method, path, token string, body any) (int, map[strin
 	json.NewDecoder(resp.Body).Decode(&out)
 	return resp.StatusCode, out
 }
+
+// TestScheduledRotation runs the server with rotation schedules: the KEK
+// and the data keys rotate on their own, audited, and data stays readable.
+func TestScheduledRotation(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := start(t, dir, adminEnv, "--rotate-kek-every", "300ms", "--rotate-dek-every", "400ms")
+	writer := setupCollection(s)
+	status, out := writeOne(s, writer, 0)
+	if status != 201 {
+		t.Fatalf("write: %d %v", status, out)
+	}
+	id, tokens := firstRecord(out)
+	operator := s.must(201, "POST", "/v1/principals", admin, map[string]any{"name": "ops", "roles": []string{"operator"}})["token"].(string)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		kek, wrapped, _, ks := keyState(s, operator, "hr")
+		behind := 0
+		for _, v := range wrapped {
+			if v != kek {
+				behind++
+			}
+		}
+		if kek >= 3 && len(ks) >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no scheduled rotations: KEK version %d, data keys %v, %d keysets behind", kek, ks, behind)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	auditor := s.must(201, "POST", "/v1/principals", admin, map[string]any{"name": "aud", "roles": []string{"auditor"}})["token"].(string)
+	entries := s.must(200, "GET", "/v1/audit?action=key.rotate&limit=100", auditor, nil)["entries"].([]any)
+	targets := map[string]bool{}
+	for _, e := range entries {
+		em := e.(map[string]any)
+		if em["request_id"] != "scheduled-rotation" {
+			t.Fatalf("scheduled rotation audited without its marker: %v", em)
+		}
+		targets[em["target"].(string)] = true
+	}
+	if !targets["kek"] || !targets["dek/hr"] {
+		t.Fatalf("scheduled rotations audited: %v", targets)
+	}
+	s.stop()
+	s = start(t, dir, adminEnv)
+	got := s.must(200, "GET", "/v1/collections/hr/records/"+id, writer, nil)
+	if got["fields"].(map[string]any)["name"] != tokens["name"] {
+		t.Fatalf("record after scheduled rotations: %v", got)
+	}
+	agent, agentID := newAgent(s)
+	s.must(201, "POST", "/v1/grants", admin, map[string]any{"principal_id": agentID, "collection": "hr", "fields": []string{"name"}, "purpose": "e2e", "ttl": "1h", "reveal": "plain"})
+	res := s.must(200, "POST", "/v1/detokenize", agent, map[string]any{"tokens": []any{tokens["name"]}, "purpose": "e2e"})
+	if res["results"].([]any)[0].(map[string]any)["value"] != secrets[0] {
+		t.Fatalf("value after scheduled rotations: %v", res)
+	}
+}
