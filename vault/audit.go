@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/klauspost/compress/s2"
 )
 
 // AuditEntry is one record of the tamper-evident audit log. It never holds
@@ -108,6 +109,40 @@ func sealEntry(e *AuditEntry) []byte {
 	return append(out, `"}`...)
 }
 
+// Large audit entries (a 1,000-token detokenize request's per-token
+// decisions, a batch's record ids) are stored S2-compressed behind a
+// marker byte: the canonical JSON, which the hash covers, compresses to a
+// fraction, and every byte not stored is a byte Badger does not copy
+// through its WAL, memtable, L0 flush and compactions. Small entries stay
+// plain JSON. Readers go through entryJSON.
+const (
+	compressEntriesOver = 4096
+	compressedEntry     = 0x01 // never the first byte of JSON
+	maxEntryBytes       = 64 << 20
+)
+
+// storedEntry is how an entry's canonical JSON is stored.
+func storedEntry(canon []byte) []byte {
+	if len(canon) < compressEntriesOver {
+		return canon
+	}
+	out := make([]byte, 1, 1+s2.MaxEncodedLen(len(canon)))
+	out[0] = compressedEntry
+	return append(out, s2.Encode(out[1:cap(out)], canon)...)
+}
+
+// entryJSON returns a stored entry's JSON.
+func entryJSON(v []byte) ([]byte, error) {
+	if len(v) == 0 || v[0] != compressedEntry {
+		return v, nil
+	}
+	n, err := s2.DecodedLen(v[1:])
+	if err != nil || n > maxEntryBytes {
+		return nil, fmt.Errorf("audit entry: bad compressed encoding")
+	}
+	return s2.Decode(nil, v[1:])
+}
+
 // mutation is one request to the single writer: prepare runs inside the
 // shared write transaction, may read, must validate before it writes, and
 // fills in the audit entry. An error from prepare before any write fails
@@ -177,7 +212,13 @@ func readHead(store *Store) (chainHead, error) {
 			return nil
 		}
 		var e AuditEntry
-		if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &e) }); err != nil {
+		if err := it.Item().Value(func(v []byte) error {
+			raw, err := entryJSON(v)
+			if err != nil {
+				return err
+			}
+			return json.Unmarshal(raw, &e)
+		}); err != nil {
 			return fmt.Errorf("read last audit entry: %w", err)
 		}
 		head = chainHead{Seq: e.Seq, Hash: e.Hash}
@@ -270,7 +311,7 @@ func (w *writer) commit(batch []*mutation) {
 		head.Seq++
 		m.entry.Seq = head.Seq
 		m.entry.PrevHash = head.Hash
-		if err := txn.Set(auditKey(head.Seq), sealEntry(m.entry)); err != nil {
+		if err := txn.Set(auditKey(head.Seq), storedEntry(sealEntry(m.entry))); err != nil {
 			fatal = err
 			break
 		}

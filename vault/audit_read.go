@@ -63,7 +63,13 @@ func (s *Service) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, u
 				return err
 			}
 			var e AuditEntry
-			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &e) }); err != nil {
+			if err := it.Item().Value(func(v []byte) error {
+				raw, err := entryJSON(v)
+				if err != nil {
+					return err
+				}
+				return json.Unmarshal(raw, &e)
+			}); err != nil {
 				return fmt.Errorf("decode audit entry: %w", err)
 			}
 			if (f.Actor != "" && e.Actor != f.Actor) || (f.Action != "" && e.Action != f.Action) ||
@@ -175,9 +181,13 @@ func VerifyAudit(ctx context.Context, store *Store, publicKeyset []byte) (Verify
 				c.res = VerifyResult{OK: false, Entries: c.res.Entries, FirstBadSeq: uint64(len(c.hashes)) + 1, Reason: "malformed audit key"}
 				return nil
 			}
-			raw, err := it.Item().ValueCopy(nil)
+			stored, err := it.Item().ValueCopy(nil)
 			if err != nil {
 				return err
+			}
+			raw, err := entryJSON(stored)
+			if err != nil {
+				raw = stored // a corrupt encoding fails as a bad entry
 			}
 			if !c.add(binary.BigEndian.Uint64(key[2:]), raw) {
 				return nil
@@ -277,10 +287,14 @@ func ExportAudit(ctx context.Context, store *Store, after uint64, w io.Writer) e
 			}
 			// The stored bytes exactly, so the export verifies byte for byte.
 			if err := it.Item().Value(func(v []byte) error {
+				v, err := entryJSON(v)
+				if err != nil {
+					return err
+				}
 				if _, err := w.Write(v); err != nil {
 					return err
 				}
-				_, err := w.Write([]byte("\n"))
+				_, err = w.Write([]byte("\n"))
 				return err
 			}); err != nil {
 				return err

@@ -54,6 +54,9 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 	opts := badger.DefaultOptions(dir).
 		WithSyncWrites(false).
 		WithNumVersionsToKeep(1).
+		// Every read-modify-write runs in the single writer, one transaction
+		// after another, so Badger's conflict tracking would only cost.
+		WithDetectConflicts(false).
 		WithReadOnly(o.ReadOnly).
 		WithLogger(badgerLogger{o.Logger.With("component", "badger")}).
 		WithMetricsEnabled(false).
