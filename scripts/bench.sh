@@ -67,6 +67,20 @@ fresh_server
 rows+=("$(load -url http://127.0.0.1:18377 -token "$admin" -scenario detokenize -batch 1 -clients 32)")
 rows+=("$(load -url http://127.0.0.1:18377 -token "$admin" -scenario detokenize -batch 1 -clients 128)")
 rows+=("$(load -url http://127.0.0.1:18377 -token "$admin" -scenario detokenize -batch 1000 -clients 4)")
+echo "== load: creates while a re-encryption job runs" >&2
+fresh_server
+api() { curl -sf -X "$1" "http://127.0.0.1:18377$2" -H "Authorization: Bearer $admin" ${3:+-d "$3"}; }
+"$work/avload" -url http://127.0.0.1:18377 -token "$admin" -scenario batch -batch 1000 -clients 4 -duration 5s -warmup 0s >/dev/null
+coll=$(api GET /v1/collections | grep -o '"name":"load_[0-9]*"' | head -1 | cut -d'"' -f4)
+api POST /v1/keys/rotate "{\"target\":\"dek\",\"collection\":\"$coll\"}" >/dev/null
+job=$(api POST /v1/keys/reencrypt "{\"collection\":\"$coll\"}")
+job_id=$(grep -o '"job_id":"[^"]*"' <<<"$job" | cut -d'"' -f4)
+reenc_total=$(grep -o '"total":[0-9]*' <<<"$job" | cut -d: -f2)
+reenc_row="$(load -url http://127.0.0.1:18377 -token "$admin" -scenario create -clients 64 -warmup 0s)"
+rows+=("${reenc_row/| create |/| create, during re-encryption |}")
+reenc_job=$(api GET "/v1/jobs/$job_id")
+reenc_done=$(grep -o '"done":[0-9]*' <<<"$reenc_job" | cut -d: -f2)
+reenc_status=$(grep -o '"status":"[a-z]*"' <<<"$reenc_job" | cut -d'"' -f4)
 stop_server
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
@@ -91,6 +105,11 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
   echo "| scenario | clients | batch | req/s | values/s | p50 ms | p99 ms | errors/requests |"
   echo "|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
+  echo
+  echo "The row \`create, during re-encryption\` runs while a background job re-encrypts the"
+  echo "values of another collection under a freshly rotated data key: ${reenc_done} of ${reenc_total}"
+  echo "values re-encrypted during the ${secs}s of that row (job ${reenc_status} at its end), with the"
+  echo "default batch size and no pause. Compare its p99 and errors with the plain \`create\` rows."
   echo
   echo "### Against the targets (best row of each scenario, this run)"
   echo
