@@ -32,6 +32,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -41,6 +42,7 @@ type config struct {
 	clients, batch        int
 	duration, warmup      time.Duration
 	jsonOut, mdOut        bool
+	serverPID             int
 }
 
 // Result is one scenario's measurement.
@@ -56,6 +58,10 @@ type Result struct {
 	P50Millis     float64 `json:"p50_ms"`
 	P99Millis     float64 `json:"p99_ms"`
 	FirstErrorMsg string  `json:"first_error,omitempty"`
+	// CPU time per successful request in the measured window: the
+	// server's (with -server-pid) and this load tool's own, in µs.
+	ServerCPUMicros float64 `json:"server_cpu_us_per_req,omitempty"`
+	ClientCPUMicros float64 `json:"client_cpu_us_per_req"`
 }
 
 func main() {
@@ -71,6 +77,7 @@ func main() {
 	flag.DurationVar(&c.warmup, "warmup", 2*time.Second, "unmeasured run before measuring")
 	flag.BoolVar(&c.jsonOut, "json", false, "print the result as one JSON line")
 	flag.BoolVar(&c.mdOut, "md", false, "print the result as one Markdown table row (scenario | clients | batch | req/s | values/s | p50 | p99 | errors)")
+	flag.IntVar(&c.serverPID, "server-pid", 0, "pid of the server under test, to report its CPU time per request (Linux /proc)")
 	flag.Parse()
 	if c.duration > 10*time.Minute {
 		c.duration = 10 * time.Minute
@@ -85,8 +92,8 @@ func main() {
 		return
 	}
 	if c.mdOut {
-		fmt.Printf("| %s | %d | %d | %.0f | %.0f | %.2f | %.2f | %d/%d |\n",
-			res.Scenario, res.Clients, res.Batch, res.RequestsPerS, res.ValuesPerS, res.P50Millis, res.P99Millis, res.Errors, res.Requests)
+		fmt.Printf("| %s | %d | %d | %.0f | %.0f | %.2f | %.2f | %d/%d | %.0f | %.0f |\n",
+			res.Scenario, res.Clients, res.Batch, res.RequestsPerS, res.ValuesPerS, res.P50Millis, res.P99Millis, res.Errors, res.Requests, res.ServerCPUMicros, res.ClientCPUMicros)
 		return
 	}
 	fmt.Printf("%-8s clients=%d batch=%d  %.0f req/s  %.0f values/s  p50=%.2fms p99=%.2fms  errors=%d/%d\n",
@@ -138,7 +145,15 @@ func run(c config) (Result, error) {
 	if c.warmup > 0 {
 		measure(client, req, c.clients, c.warmup)
 	}
+	srv0, self0 := processCPU(c.serverPID), selfCPU()
 	res := measure(client, req, c.clients, c.duration)
+	srv1, self1 := processCPU(c.serverPID), selfCPU()
+	if ok := res.Requests - res.Errors; ok > 0 {
+		if c.serverPID > 0 && srv0 >= 0 && srv1 >= 0 {
+			res.ServerCPUMicros = float64((srv1-srv0).Microseconds()) / float64(ok)
+		}
+		res.ClientCPUMicros = float64((self1-self0).Microseconds()) / float64(ok)
+	}
 	res.Scenario, res.Clients = c.scenario, c.clients
 	if c.scenario == "batch" || c.scenario == "detokenize" {
 		res.Batch = c.batch
@@ -326,4 +341,36 @@ func detokenize(base, token string, tokens []string, n int) request {
 		}
 		return nil
 	}
+}
+
+// processCPU reads a process's user+system CPU time from /proc; -1 when
+// pid is 0 or unreadable.
+func processCPU(pid int) time.Duration {
+	if pid <= 0 {
+		return -1
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return -1
+	}
+	// Fields after the command name, which is in parentheses and may hold spaces.
+	rest := string(b[strings.LastIndexByte(string(b), ')')+2:])
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		return -1
+	}
+	var utime, stime int64
+	fmt.Sscan(f[11], &utime)
+	fmt.Sscan(f[12], &stime)
+	const ticks = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / ticks
+}
+
+// selfCPU is this process's user+system CPU time.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
