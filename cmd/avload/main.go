@@ -150,9 +150,9 @@ func run(c config) (Result, error) {
 	srv1, self1 := processCPU(c.serverPID), selfCPU()
 	if ok := res.Requests - res.Errors; ok > 0 {
 		if c.serverPID > 0 && srv0 >= 0 && srv1 >= 0 {
-			res.ServerCPUMicros = float64((srv1-srv0).Microseconds()) / float64(ok)
+			res.ServerCPUMicros = float64((srv1 - srv0).Microseconds()) / float64(ok)
 		}
-		res.ClientCPUMicros = float64((self1-self0).Microseconds()) / float64(ok)
+		res.ClientCPUMicros = float64((self1 - self0).Microseconds()) / float64(ok)
 	}
 	res.Scenario, res.Clients = c.scenario, c.clients
 	if c.scenario == "batch" || c.scenario == "detokenize" {
