@@ -76,6 +76,7 @@ func New(cfg Config) *Server {
 	r.MethodNotAllowedHandler = methodNotAllowed
 	r.HandleFunc("/healthz", s.healthz).Methods(http.MethodGet)
 	r.HandleFunc("/readyz", s.readyz).Methods(http.MethodGet)
+	r.HandleFunc("/v1/openapi.json", s.openAPIDoc).Methods(http.MethodGet)
 	r.Handle("/metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 
 	r.Handle("/v1/principals", s.auth(s.createPrincipal, vault.RoleAdmin)).Methods(http.MethodPost)

@@ -21,7 +21,7 @@ echo "== go test -bench" >&2
 go test -run '^$' -bench . -benchtime 2s ./keys ./tokenizer ./vault | grep -E '^(Benchmark|goos|goarch|cpu)' > "$work/gobench.txt"
 
 echo "== dev Vault and agentvault" >&2
-coproc DV { "$devvault" -listen 127.0.0.1:0; }
+coproc DV { exec "$devvault" -listen 127.0.0.1:0; }
 pids+=("$DV_PID")
 read -r line <&"${DV[0]}"
 vault_addr=$(sed 's/.*"addr":"\([^"]*\)".*/\1/' <<<"$line")
@@ -50,6 +50,9 @@ stop_server() {
   fi
 }
 
+# CPU steal (time the hypervisor gave to others) over the load runs.
+stat_cpu() { awk '/^cpu /{t=0; for(i=2;i<=NF;i++) t+=$i; print t, $9}' /proc/stat; }
+read -r cpu_total0 cpu_steal0 < <(stat_cpu)
 load() { "$work/avload" -md -duration "${secs}s" -server-pid "$target_pid" "$@"; }
 target_pid=$DV_PID
 rows=()
@@ -85,6 +88,8 @@ reenc_done=$(grep -o '"done":[0-9]*' <<<"$reenc_job" | cut -d: -f2)
 reenc_status=$(grep -o '"status":"[a-z]*"' <<<"$reenc_job" | cut -d'"' -f4)
 stop_server
 
+read -r cpu_total1 cpu_steal1 < <(stat_cpu)
+steal=$(awk -v a="$cpu_total0" -v b="$cpu_total1" -v c="$cpu_steal0" -v d="$cpu_steal1" 'BEGIN{printf "%.1f", (b>a ? 100*(d-c)/(b-a) : 0)}')
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 {
   echo "# Benchmarks"
@@ -93,6 +98,8 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
   echo
   echo "Machine: $(nproc) cores ($cpu), $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(uname -sr), $(go version | cut -d' ' -f3)."
   echo "The load tool, agentvault and the dev Vault all run on this one machine and share its cores."
+  echo "It is a virtual machine: CPU steal over the load runs was ${steal}%, and absolute rates move by"
+  echo "up to a quarter between runs on different days; compare rows of the same run."
   echo
   echo "## Load (HTTP, durable writes, KEK in the real dev Vault)"
   echo
