@@ -146,7 +146,7 @@ func TestApproverConsole(t *testing.T) {
 	defer receiver.Close()
 
 	dir := t.TempDir()
-	s := start(t, dir, append(adminEnv, "AGENTVAULT_WEBHOOK_SECRET="+secret), "--approval-webhook", receiver.URL+"/hooks/agentvault")
+	s := start(t, dir, append(adminEnv, "AGENTVAULT_WEBHOOK_SECRET="+secret), "--approval-webhook", receiver.URL+"/hooks/agentvault", "--public-url", "https://vault.example.com/")
 	s.must(201, "POST", "/v1/collections", admin, map[string]any{"name": "comp", "fields": []map[string]any{
 		{"name": "employee", "type": "string"},
 		{"name": "salary", "type": "number", "sensitive": true, "approval_above": 100000},
@@ -187,10 +187,12 @@ func TestApproverConsole(t *testing.T) {
 			Data struct {
 				ID, Purpose, Collection string
 				RequesterName           string `json:"requester_name"`
+				ConsoleURL              string `json:"console_url"`
 			}
 		}
 		json.Unmarshal(body, &ev)
-		if ev.Type != "approval.requested" || ev.Data.ID != id || ev.Data.Purpose != "payroll" || ev.Data.RequesterName != "payroll-bot" || r.URL.Path != "/hooks/agentvault" {
+		if ev.Type != "approval.requested" || ev.Data.ID != id || ev.Data.Purpose != "payroll" || ev.Data.RequesterName != "payroll-bot" ||
+			ev.Data.ConsoleURL != "https://vault.example.com/ui/#approval="+id || r.URL.Path != "/hooks/agentvault" {
 			t.Fatalf("webhook event: %s", body)
 		}
 		if strings.Contains(string(body), salary) || strings.Contains(string(body), token) {
@@ -209,15 +211,22 @@ func TestApproverConsole(t *testing.T) {
 		waitJS(`document.querySelector('#error').textContent.includes('not valid')`),
 	)
 
-	// The approver sees the request, never the value, and approves it.
+	// The approver follows the webhook's link: after signing in, the
+	// console opens that request for review. It shows what was asked for,
+	// never the value.
 	row := fmt.Sprintf(`#pending-table tbody tr[data-approval-id=%q]`, id)
-	ui(t, ctx, "approver signs in and sees the request",
+	ui(t, ctx, "approver follows the link, signs in and sees the request",
+		chromedp.Navigate(s.url+"/ui/#approval="+id),
 		chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
 			_, err := chromedp.Evaluate[bool](`(document.querySelector('#token').value = '') === ''`)(ctx, tg)
 			return err
 		}),
 		signIn(approver),
 		chromedp.WaitVisible(chromedp.CSS(row)),
+		chromedp.WaitVisible(chromedp.CSS("#review")),
+		waitJS(fmt.Sprintf(`document.querySelector('#review-details').innerText.includes(%q)`, id)),
+		chromedp.Click(chromedp.CSS("#cancel-review")),
+		chromedp.WaitNotVisible(chromedp.CSS("#review")),
 	)
 	rowText, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(row)))
 	if err != nil {

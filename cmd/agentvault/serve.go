@@ -44,6 +44,7 @@ type serveFlags struct {
 	redeemWindow    time.Duration
 	webhookURL      string
 	webhookSecret   string
+	publicURL       string
 	rotateDEKEvery  time.Duration
 	rotateKEKEvery  time.Duration
 	reencryptBatch  int
@@ -67,6 +68,7 @@ func serve(args []string) error {
 	fs.DurationVar(&f.approvalWindow, "approval-window", 24*time.Hour, "how long an approval waits for a decision before it expires")
 	fs.DurationVar(&f.redeemWindow, "redeem-window", 15*time.Minute, "how long an approved request stays redeemable (once)")
 	fs.StringVar(&f.webhookURL, "approval-webhook", "", "URL that receives a signed JSON POST for each new approval request (secret from --approval-webhook-secret-file or AGENTVAULT_WEBHOOK_SECRET)")
+	fs.StringVar(&f.publicURL, "public-url", "", "the URL people reach this server at (for example https://vault.example.com), for console links in webhook events")
 	fs.StringVar(&f.webhookSecret, "approval-webhook-secret-file", "", "file holding the webhook's HMAC secret (at least 16 bytes)")
 	fs.DurationVar(&f.rotateDEKEvery, "rotate-dek-every", 0, "rotate every collection's data key on this schedule, then re-encrypt it in the background (0: never)")
 	fs.DurationVar(&f.rotateKEKEvery, "rotate-kek-every", 0, "rotate the KEK on this schedule and rewrap every keyset (0: never)")
@@ -75,6 +77,11 @@ func serve(args []string) error {
 	fs.StringVar(&f.cpuProfile, "cpu-profile", "", "write a CPU profile to this file until shutdown (for performance work)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if f.publicURL != "" {
+		if u, err := url.Parse(f.publicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("--public-url %q: want an absolute http(s) URL", f.publicURL)
+		}
 	}
 	if f.cpuProfile != "" {
 		pf, err := os.Create(f.cpuProfile)
@@ -118,7 +125,14 @@ func serve(args []string) error {
 			return err
 		}
 		defer wh.Close()
-		onApproval = func(a vault.Approval) { wh.Send("approval.requested", a) }
+		base := strings.TrimRight(f.publicURL, "/")
+		onApproval = func(a vault.Approval) {
+			ev := approvalEvent{Approval: a}
+			if base != "" {
+				ev.ConsoleURL = base + "/ui/#approval=" + url.PathEscape(a.ID)
+			}
+			wh.Send("approval.requested", ev)
+		}
 		log.Info("approval webhook on", "url", redactURL(f.webhookURL))
 	}
 	svc, err := vault.New(vault.Config{
@@ -297,4 +311,12 @@ func scheduleRotations(ctx context.Context, svc *vault.Service, log *slog.Logger
 			}
 		}
 	}
+}
+
+// approvalEvent is the webhook body's data for a new approval: the
+// approval (no values, no tokens) and, with --public-url, a link that opens
+// it in the console.
+type approvalEvent struct {
+	vault.Approval
+	ConsoleURL string `json:"console_url,omitempty"`
 }

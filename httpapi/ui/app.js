@@ -136,7 +136,26 @@ async function signIn(token) {
   $('#tab-audit').hidden = !can('auditor');
   $('#no-roles').hidden = can('approver') || can('auditor');
   show(can('approver') ? 'pending' : can('auditor') ? 'audit' : null);
+  openFromHash();
   return true;
+}
+
+// openFromHash opens the approval a link names (#approval=<id>, as in the
+// webhook's console_url): its review panel if it is still pending.
+async function openFromHash() {
+  const m = /^#approval=([A-Za-z0-9-]{1,64})$/.exec(location.hash);
+  if (!m || !can('approver')) return;
+  let a;
+  try {
+    a = await api('GET', '/v1/approvals/' + encodeURIComponent(m[1]));
+  } catch (e) { fail('The linked approval cannot be shown: ' + e.message); return; }
+  if (a.status === 'pending') {
+    show('pending');
+    review(a);
+  } else {
+    show('decided');
+    say('The linked request is ' + a.status + (a.decided_by ? ' (by ' + who(a.decided_by, a.decided_by_name) + ')' : '') + '.');
+  }
 }
 
 function can(role) {
@@ -392,6 +411,7 @@ document.addEventListener('DOMContentLoaded', () => {
   $('#audit-filter').addEventListener('reset', () => setTimeout(() => loadAudit(true), 0));
   $('#audit-more').addEventListener('click', () => loadAudit(false));
   $('#reverify').addEventListener('click', verify);
+  window.addEventListener('hashchange', () => { if (state.me) openFromHash(); });
   const saved = sessionStorage.getItem(TOKEN_KEY);
   if (saved) { signIn(saved); } else { $('#token').focus(); }
 });
