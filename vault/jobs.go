@@ -180,7 +180,13 @@ func (s *Service) runJob(j *Job) {
 		delete(s.jobs.active, j.Collection)
 		s.jobs.mu.Unlock()
 		if err != nil && s.jobs.ctx.Err() == nil {
+			// Not a shutdown: record the failure, so GET /v1/jobs/{id}
+			// does not report a job running that is not. Starting a new
+			// job picks up what this one left.
 			s.log.Error("re-encryption failed", "job_id", j.ID, "collection", j.Collection, "err", err)
+			if ferr := s.finishJob(j, JobFailed, err.Error()); ferr != nil {
+				s.log.Error("record re-encryption failure", "job_id", j.ID, "err", ferr)
+			}
 		}
 	}()
 }
