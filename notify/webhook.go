@@ -12,8 +12,6 @@ package notify
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -30,11 +28,18 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tink-crypto/tink-go/v2/insecuresecretdataaccess"
+	"github.com/tink-crypto/tink-go/v2/keyset"
+	"github.com/tink-crypto/tink-go/v2/mac"
+	tinkhmac "github.com/tink-crypto/tink-go/v2/mac/hmac"
+	"github.com/tink-crypto/tink-go/v2/secretdata"
+	"github.com/tink-crypto/tink-go/v2/tink"
 )
 
 // Headers on every delivery.
 const (
-	// HeaderSignature is "t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>".
+	// HeaderSignature is "t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>",
+	// computed with Tink's HMAC (no key-id prefix).
 	HeaderSignature = "X-Agentvault-Signature"
 	HeaderEvent     = "X-Agentvault-Event"
 	HeaderDelivery  = "X-Agentvault-Delivery"
@@ -71,6 +76,7 @@ type WebhookConfig struct {
 // Webhook posts signed events to one URL from a background goroutine.
 type Webhook struct {
 	cfg        WebhookConfig
+	mac        tink.MAC
 	queue      chan Event
 	stop       chan struct{}
 	wg         sync.WaitGroup
@@ -85,6 +91,10 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 	}
 	if len(cfg.Secret) < 16 {
 		return nil, errors.New("webhook secret: at least 16 bytes")
+	}
+	m, err := newMAC(cfg.Secret)
+	if err != nil {
+		return nil, err
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -109,6 +119,7 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 	}
 	w := &Webhook{
 		cfg:   cfg,
+		mac:   m,
 		queue: make(chan Event, cfg.QueueSize),
 		stop:  make(chan struct{}),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -217,7 +228,11 @@ func (w *Webhook) post(ev Event, body []byte) error {
 	req.Header.Set("User-Agent", "agentvault-webhook/1")
 	req.Header.Set(HeaderEvent, ev.Type)
 	req.Header.Set(HeaderDelivery, ev.ID)
-	req.Header.Set(HeaderSignature, Sign(w.cfg.Secret, w.cfg.Now(), body))
+	sig, err := sign(w.mac, w.cfg.Now(), body)
+	if err != nil {
+		return permanentError{err}
+	}
+	req.Header.Set(HeaderSignature, sig)
 	resp, err := w.cfg.Client.Do(req)
 	if err != nil {
 		return err
@@ -236,18 +251,58 @@ func (w *Webhook) post(ev Event, body []byte) error {
 	}
 }
 
-// Sign returns the signature header value for body sent at t.
-func Sign(secret []byte, t time.Time, body []byte) string {
-	ts := strconv.FormatInt(t.Unix(), 10)
-	return "t=" + ts + ",v1=" + hex.EncodeToString(mac(secret, ts, body))
+// newMAC builds the webhook MAC: Tink's HMAC-SHA256 over the shared
+// secret, without Tink's key-id prefix, so the tag is plain HMAC-SHA256 and
+// any receiver can check it with its own HMAC library.
+func newMAC(secret []byte) (tink.MAC, error) {
+	params, err := tinkhmac.NewParameters(tinkhmac.ParametersOpts{
+		KeySizeInBytes: len(secret), TagSizeInBytes: 32, HashType: tinkhmac.SHA256, Variant: tinkhmac.VariantNoPrefix,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("webhook MAC parameters: %w", err)
+	}
+	k, err := tinkhmac.NewKey(secretdata.NewBytesFromData(secret, insecuresecretdataaccess.Token{}), params, 0)
+	if err != nil {
+		return nil, fmt.Errorf("webhook MAC key: %w", err)
+	}
+	km := keyset.NewManager()
+	id, err := km.AddKey(k)
+	if err != nil {
+		return nil, err
+	}
+	if err := km.SetPrimary(id); err != nil {
+		return nil, err
+	}
+	h, err := km.Handle()
+	if err != nil {
+		return nil, err
+	}
+	return mac.New(h)
 }
 
-func mac(secret []byte, ts string, body []byte) []byte {
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte(ts))
-	m.Write([]byte{'.'})
-	m.Write(body)
-	return m.Sum(nil)
+func signedData(ts string, body []byte) []byte {
+	d := make([]byte, 0, len(ts)+1+len(body))
+	d = append(d, ts...)
+	d = append(d, '.')
+	return append(d, body...)
+}
+
+func sign(m tink.MAC, t time.Time, body []byte) (string, error) {
+	ts := strconv.FormatInt(t.Unix(), 10)
+	tag, err := m.ComputeMAC(signedData(ts, body))
+	if err != nil {
+		return "", err
+	}
+	return "t=" + ts + ",v1=" + hex.EncodeToString(tag), nil
+}
+
+// Sign returns the signature header value for body sent at t.
+func Sign(secret []byte, t time.Time, body []byte) (string, error) {
+	m, err := newMAC(secret)
+	if err != nil {
+		return "", err
+	}
+	return sign(m, t, body)
 }
 
 // Verify checks a signature header against body, as a receiver would: the
@@ -272,7 +327,15 @@ func Verify(secret []byte, header string, body []byte, now time.Time, tolerance 
 		return errors.New("signature timestamp outside tolerance")
 	}
 	got, err := hex.DecodeString(sig)
-	if err != nil || !hmac.Equal(got, mac(secret, ts, body)) {
+	if err != nil {
+		return errors.New("signature mismatch")
+	}
+	m, err := newMAC(secret)
+	if err != nil {
+		return err
+	}
+	// Tink compares in constant time.
+	if err := m.VerifyMAC(got, signedData(ts, body)); err != nil {
 		return errors.New("signature mismatch")
 	}
 	return nil

@@ -1,6 +1,9 @@
 package notify
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -162,7 +165,7 @@ func TestVerify(t *testing.T) {
 	t.Parallel()
 	now := time.Unix(1_800_000_000, 0)
 	body := []byte(`{"id":"e"}`)
-	good := Sign(secret, now, body)
+	good := mustSign(t, secret, now, body)
 	tests := []struct {
 		name   string
 		secret []byte
@@ -213,7 +216,7 @@ func TestNewWebhookValidates(t *testing.T) {
 
 func FuzzVerify(f *testing.F) {
 	now := time.Unix(1_800_000_000, 0)
-	f.Add(Sign(secret, now, []byte("x")), []byte("x"))
+	f.Add(mustSign(f, secret, now, []byte("x")), []byte("x"))
 	f.Add("t=,v1=", []byte{})
 	f.Add("v1=00,t=1800000000", []byte("y"))
 	f.Fuzz(func(t *testing.T, header string, body []byte) {
@@ -227,10 +230,34 @@ func FuzzVerify(f *testing.F) {
 // second within a minute of now: the only headers Verify may accept.
 func carriesGenuineMAC(header string, body []byte, now time.Time) bool {
 	for d := -time.Minute; d <= time.Minute; d += time.Second {
-		sig := Sign(secret, now.Add(d), body)
+		sig, _ := Sign(secret, now.Add(d), body)
 		if strings.Contains(strings.ToLower(header), sig[strings.Index(sig, "v1="):]) {
 			return true
 		}
 	}
 	return false
+}
+
+func mustSign(t testing.TB, secret []byte, at time.Time, body []byte) string {
+	t.Helper()
+	s, err := Sign(secret, at, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestSignatureIsPlainHMAC checks that the Tink-made tag is exactly
+// HMAC-SHA256(secret, t + "." + body), what a receiver computes with its
+// own library.
+func TestSignatureIsPlainHMAC(t *testing.T) {
+	t.Parallel()
+	at := time.Unix(1_800_000_000, 0)
+	body := []byte(`{"id":"e","type":"approval.requested"}`)
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("1800000000." + string(body)))
+	want := "t=1800000000,v1=" + hex.EncodeToString(m.Sum(nil))
+	if got := mustSign(t, secret, at, body); got != want {
+		t.Fatalf("signature %s, want %s", got, want)
+	}
 }
