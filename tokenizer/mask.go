@@ -1,6 +1,9 @@
 package tokenizer
 
-import "strings"
+import (
+	"strings"
+	"unicode"
+)
 
 // Mask is how a value is shown to a grant that reveals masked values only.
 type Mask string
@@ -27,26 +30,29 @@ const fullMask = "********"
 func (m Mask) Apply(value string) string {
 	switch m {
 	case MaskLast4:
-		alnum := 0
-		for i := 0; i < len(value); i++ {
-			if isAlnum(value[i]) {
-				alnum++
-			}
-		}
-		if alnum <= 4 || len(value) > 256 {
+		if len(value) > 256 {
 			return fullMask
 		}
-		out := []byte(value)
-		hide := alnum - 4
-		for i := 0; i < len(out) && hide > 0; i++ {
-			if isAlnum(out[i]) {
-				out[i] = '*'
-				hide--
-			} else if out[i] >= 0x80 {
-				out[i] = '*'
+		rs := []rune(value)
+		shown := 0
+		for _, r := range rs {
+			if isLetterOrDigit(r) {
+				shown++
 			}
 		}
-		return string(out)
+		if shown <= 4 {
+			return fullMask
+		}
+		// Letters and digits in any script are hidden, one '*' each, so
+		// the shape stays and only the last four show.
+		hide := shown - 4
+		for i := 0; i < len(rs) && hide > 0; i++ {
+			if isLetterOrDigit(rs[i]) {
+				rs[i] = '*'
+				hide--
+			}
+		}
+		return string(rs)
 	case MaskEmail:
 		at := strings.LastIndexByte(value, '@')
 		if at < 1 || at == len(value)-1 || value[0] >= 0x80 {
@@ -57,6 +63,4 @@ func (m Mask) Apply(value string) string {
 	return fullMask
 }
 
-func isAlnum(c byte) bool {
-	return isDigit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-}
+func isLetterOrDigit(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) }
