@@ -183,6 +183,9 @@ func (s *Service) DecideApproval(ctx context.Context, meta RequestMeta, id strin
 	if err != nil {
 		return nil, err
 	}
+	if s.cfg.OnApproval != nil {
+		s.cfg.OnApproval("approval."+status, out)
+	}
 	return &out, nil
 }
 
@@ -212,6 +215,7 @@ func (s *Service) ExpireApprovals(ctx context.Context) (int, error) {
 	for _, id := range due {
 		e := s.newEntry(RequestMeta{}, "approval.expire")
 		e.ApprovalID = id
+		var expired Approval
 		err := s.writer.apply(&mutation{entry: e, size: 4096, prepare: func(txn *badger.Txn) error {
 			a, err := readApproval(txn, id)
 			if err != nil {
@@ -223,10 +227,14 @@ func (s *Service) ExpireApprovals(ctx context.Context) (int, error) {
 			e.Reason = "was " + a.Status
 			e.Target, e.Purpose = a.RequesterID, a.Purpose
 			a.Status = ApprovalExpired
+			expired = a.Approval
 			return putApproval(txn, a)
 		}})
 		if err == nil {
 			n++
+			if s.cfg.OnApproval != nil {
+				s.cfg.OnApproval("approval.expired", expired)
+			}
 		} else if !errors.Is(err, ErrConflict) {
 			return n, err
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -418,5 +419,78 @@ func TestApprovalRedeemRace(t *testing.T) {
 	}
 	if n != 1 {
 		t.Fatalf("%d redemptions revealed, want exactly 1", n)
+	}
+}
+
+// TestApprovalEvents checks the notifications: one event per transition,
+// after it is durable, and none holding a value.
+func TestApprovalEvents(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var events []string
+	var seen []Approval
+	e := newEnvTuned(t, func(c *Config) {
+		c.OnApproval = func(ev string, a Approval) {
+			mu.Lock()
+			events, seen = append(events, ev+" "+a.Status), append(seen, a)
+			mu.Unlock()
+		}
+	})
+	ctx := context.Background()
+	e.mustCollection(hrSchema)
+	agent, _, _ := e.svc.CreatePrincipal(ctx, RequestMeta{}, "bot", []Role{RoleAgent})
+	approver, _, _ := e.svc.CreatePrincipal(ctx, RequestMeta{}, "carol", []Role{RoleApprover})
+	recs, err := e.svc.CreateRecords(ctx, RequestMeta{}, "hr", []map[string]json.RawMessage{fields("ssn", "123-45-6789")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ssn := tokenOf(t, recs[0], "ssn")
+	if _, err := e.svc.CreateGrant(ctx, RequestMeta{}, GrantRequest{PrincipalID: agent.ID, Collection: "hr", Fields: []string{"ssn"}, Purpose: "p", TTL: "72h", Reveal: RevealPlain}); err != nil {
+		t.Fatal(err)
+	}
+	ask := func() string {
+		res, err := e.svc.Detokenize(ctx, RequestMeta{Actor: agent}, DetokenizeRequest{Tokens: []string{ssn}, Purpose: "p"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return held(t, res)
+	}
+	a1 := ask()
+	if _, err := e.svc.DecideApproval(ctx, RequestMeta{Actor: approver}, a1, true, "ok"); err != nil {
+		t.Fatal(err)
+	}
+	a2 := ask()
+	if _, err := e.svc.DecideApproval(ctx, RequestMeta{Actor: approver}, a2, false, "no"); err != nil {
+		t.Fatal(err)
+	}
+	// A refused decision sends nothing.
+	if _, err := e.svc.DecideApproval(ctx, RequestMeta{Actor: agent}, a2, true, "me"); err == nil {
+		t.Fatal("a second decision was accepted")
+	}
+	ask()
+	e.clock.advance(25 * time.Hour)
+	if _, err := e.svc.ExpireApprovals(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{
+		"approval.requested pending", "approval.approved approved",
+		"approval.requested pending", "approval.denied denied",
+		"approval.requested pending",
+		// The sweep expires the undecided third request and the first one,
+		// approved but never redeemed within its window.
+	}
+	if len(events) != 7 || strings.Join(events[:5], ",") != strings.Join(want, ",") {
+		t.Fatalf("events:\n%v", events)
+	}
+	for _, ev := range events[5:] {
+		if ev != "approval.expired expired" {
+			t.Fatalf("sweep events: %v", events[5:])
+		}
+	}
+	raw, _ := json.Marshal(seen)
+	if strings.Contains(string(raw), "123-45-6789") || strings.Contains(string(raw), ssn) {
+		t.Fatal("an event holds the value or the token")
 	}
 }

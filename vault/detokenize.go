@@ -284,7 +284,7 @@ func (s *Service) Detokenize(ctx context.Context, meta RequestMeta, req Detokeni
 		return nil, err
 	}
 	if created != nil && s.cfg.OnApproval != nil {
-		s.cfg.OnApproval(created.Approval)
+		s.cfg.OnApproval("approval.requested", created.Approval)
 	}
 	if !hold {
 		s.gmu.Lock()

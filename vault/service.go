@@ -35,10 +35,12 @@ type Config struct {
 	ApprovalWindow time.Duration
 	RedeemWindow   time.Duration
 	SweepEvery     time.Duration
-	// OnApproval, if set, is called with each new approval request once it
-	// is durable, from the request's goroutine: it must not block (queue
-	// and return). The approval holds no value and no token.
-	OnApproval func(Approval)
+	// OnApproval, if set, is called once each approval event is durable:
+	// "approval.requested", "approval.approved", "approval.denied" and
+	// "approval.expired", from the goroutine that made the change. It must
+	// not block (queue and return). The approval holds no value and no
+	// token.
+	OnApproval func(event string, a Approval)
 	// ReencryptBatch is how many records a re-encryption job rewrites per
 	// transaction (default 256); ReencryptPause how long it rests between
 	// batches, to leave the writer to live traffic (default none).

@@ -260,6 +260,25 @@ func TestApproverConsole(t *testing.T) {
 	)
 	snapshot(t, ctx, "console-decided")
 
+	// The webhook hears of the decision too (the agent's cue to redeem).
+	select {
+	case r := <-hooks:
+		body := <-bodies
+		var ev struct {
+			Type string
+			Data struct {
+				ID, Status    string
+				DecidedByName string `json:"decided_by_name"`
+			}
+		}
+		json.Unmarshal(body, &ev)
+		if ev.Type != "approval.approved" || r.Header.Get(notify.HeaderEvent) != "approval.approved" || ev.Data.ID != id || ev.Data.Status != "approved" || ev.Data.DecidedByName != "carol" {
+			t.Fatalf("decision webhook: %s", body)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no webhook for the decision")
+	}
+
 	// The agent redeems it, once.
 	redeem := map[string]any{"tokens": []string{token}, "purpose": "payroll", "approval_id": id}
 	out = s.must(200, "POST", "/v1/detokenize", agent, redeem)

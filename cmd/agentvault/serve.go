@@ -67,7 +67,7 @@ func serve(args []string) error {
 	fs.DurationVar(&f.checkpointEvery, "audit-checkpoint-every", time.Minute, "how often the audit chain's head is signed (and at every clean shutdown)")
 	fs.DurationVar(&f.approvalWindow, "approval-window", 24*time.Hour, "how long an approval waits for a decision before it expires")
 	fs.DurationVar(&f.redeemWindow, "redeem-window", 15*time.Minute, "how long an approved request stays redeemable (once)")
-	fs.StringVar(&f.webhookURL, "approval-webhook", "", "URL that receives a signed JSON POST for each new approval request (secret from --approval-webhook-secret-file or AGENTVAULT_WEBHOOK_SECRET)")
+	fs.StringVar(&f.webhookURL, "approval-webhook", "", "URL that receives a signed JSON POST for each approval event (requested, approved, denied, expired) (secret from --approval-webhook-secret-file or AGENTVAULT_WEBHOOK_SECRET)")
 	fs.StringVar(&f.publicURL, "public-url", "", "the URL people reach this server at (for example https://vault.example.com), for console links in webhook events")
 	fs.StringVar(&f.webhookSecret, "approval-webhook-secret-file", "", "file holding the webhook's HMAC secret (at least 16 bytes)")
 	fs.DurationVar(&f.rotateDEKEvery, "rotate-dek-every", 0, "rotate every collection's data key on this schedule, then re-encrypt it in the background (0: never)")
@@ -118,7 +118,7 @@ func serve(args []string) error {
 			log.Error("close store", "err", err)
 		}
 	}()
-	var onApproval func(vault.Approval)
+	var onApproval func(string, vault.Approval)
 	if f.webhookURL != "" {
 		wh, err := openWebhook(f, log, reg)
 		if err != nil {
@@ -126,12 +126,12 @@ func serve(args []string) error {
 		}
 		defer wh.Close()
 		base := strings.TrimRight(f.publicURL, "/")
-		onApproval = func(a vault.Approval) {
+		onApproval = func(event string, a vault.Approval) {
 			ev := approvalEvent{Approval: a}
 			if base != "" {
 				ev.ConsoleURL = base + "/ui/#approval=" + url.PathEscape(a.ID)
 			}
-			wh.Send("approval.requested", ev)
+			wh.Send(event, ev)
 		}
 		log.Info("approval webhook on", "url", redactURL(f.webhookURL))
 	}
