@@ -23,16 +23,6 @@ type storedField struct {
 // sensitive reports whether the field holds a token.
 func (f *storedField) sensitive() bool { return f.Token != "" }
 
-// field returns the named field.
-func (r *storedRecord) field(name string) (*storedField, bool) {
-	for i := range r.Fields {
-		if r.Fields[i].Name == name {
-			return &r.Fields[i], true
-		}
-	}
-	return nil, false
-}
-
 // recordFormatV1 is the first byte of every stored record. The encoding is
 // a version byte, the creation time (unix nanoseconds, uvarint), the field
 // count, and per field: name, a sensitive flag, then either the JSON value
