@@ -22,8 +22,9 @@ fi
 AGENTVAULT_CHROMIUM=$(command -v chromium)
 export AGENTVAULT_CHROMIUM AGENTVAULT_REQUIRE_BROWSER=1
 
-echo "== go vet"
+echo "== go vet, staticcheck"
 go vet ./...
+go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 echo "== go test -race"
 go test -race -count=1 -timeout 20m ./...
