@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -231,22 +232,13 @@ func (s *Server) auth(h http.HandlerFunc, roles ...vault.Role) http.Handler {
 			writeError(w, http.StatusUnauthorized, "unauthenticated", "the API token is not valid or was revoked")
 			return
 		}
-		if len(roles) > 0 && !p.Has(vault.RoleAdmin) && !hasAny(p, roles) {
+		if len(roles) > 0 && !p.Has(vault.RoleAdmin) && !slices.ContainsFunc(roles, p.Has) {
 			writeError(w, http.StatusForbidden, "forbidden", "this endpoint needs one of the roles "+joinRoles(roles))
 			return
 		}
 		state(r).principal = p
 		h(w, r)
 	})
-}
-
-func hasAny(p *vault.Principal, roles []vault.Role) bool {
-	for _, r := range roles {
-		if p.Has(r) {
-			return true
-		}
-	}
-	return false
 }
 
 func joinRoles(roles []vault.Role) string {

@@ -2,6 +2,7 @@ package keys
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -180,7 +181,7 @@ func KeyID(ciphertext []byte) (uint32, bool) {
 	if len(ciphertext) < 5 || ciphertext[0] != 0x01 {
 		return 0, false
 	}
-	return uint32(ciphertext[1])<<24 | uint32(ciphertext[2])<<16 | uint32(ciphertext[3])<<8 | uint32(ciphertext[4]), true
+	return binary.BigEndian.Uint32(ciphertext[1:5]), true
 }
 
 // Compute returns n bytes of keyed PRF output over input, under the

@@ -78,7 +78,8 @@ type Webhook struct {
 	cfg        WebhookConfig
 	mac        tink.MAC
 	queue      chan Event
-	stop       chan struct{}
+	ctx        context.Context // cancelled by Close: stops waits and in-flight POSTs
+	cancel     context.CancelFunc
 	wg         sync.WaitGroup
 	deliveries *prometheus.CounterVec
 }
@@ -121,7 +122,7 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 		cfg:   cfg,
 		mac:   m,
 		queue: make(chan Event, cfg.QueueSize),
-		stop:  make(chan struct{}),
+
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "agentvault_webhook_deliveries_total",
 			Help: "Webhook delivery attempts by result: ok, retry (failed, will retry), failed (gave up), dropped (queue full).",
@@ -130,6 +131,7 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 	if cfg.Registry != nil {
 		cfg.Registry.MustRegister(w.deliveries)
 	}
+	w.ctx, w.cancel = context.WithCancel(context.Background())
 	w.wg.Add(1)
 	go w.run()
 	return w, nil
@@ -149,7 +151,7 @@ func (w *Webhook) Send(typ string, data any) {
 // Close stops the sender. Events still queued or waiting for a retry are
 // dropped, with a log line each.
 func (w *Webhook) Close() {
-	close(w.stop)
+	w.cancel()
 	w.wg.Wait()
 	for {
 		select {
@@ -165,7 +167,7 @@ func (w *Webhook) run() {
 	defer w.wg.Done()
 	for {
 		select {
-		case <-w.stop:
+		case <-w.ctx.Done():
 			return
 		case ev := <-w.queue:
 			w.deliver(ev)
@@ -199,7 +201,7 @@ func (w *Webhook) deliver(ev Event) {
 		wait := delay/2 + rand.N(delay/2+1)
 		w.cfg.Logger.Warn("webhook delivery failed: will retry", "event", ev.Type, "delivery", ev.ID, "attempt", attempt, "retry_in", wait, "err", err)
 		select {
-		case <-w.stop:
+		case <-w.ctx.Done():
 			w.cfg.Logger.Warn("webhook event not delivered before shutdown", "event", ev.Type, "delivery", ev.ID)
 			return
 		case <-time.After(wait):
@@ -211,16 +213,7 @@ func (w *Webhook) deliver(ev Event) {
 type permanentError struct{ error }
 
 func (w *Webhook) post(ev Event, body []byte) error {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-w.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.cfg.URL, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(w.ctx, http.MethodPost, w.cfg.URL, bytes.NewReader(body))
 	if err != nil {
 		return permanentError{err}
 	}

@@ -108,6 +108,22 @@ func (s *Service) GetApproval(ctx context.Context, actor *Principal, id string) 
 	return &out, nil
 }
 
+// eachApproval calls fn with every stored approval.
+func (s *Service) eachApproval(fn func(a *Approval)) error {
+	return s.store.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("ap/"), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var a storedApproval
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &a) }); err != nil {
+				return err
+			}
+			fn(&a.Approval)
+		}
+		return nil
+	})
+}
+
 func canSeeApproval(p *Principal, a *Approval) bool {
 	return p != nil && (p.Has(RoleApprover) || p.Has(RoleAdmin) || p.ID == a.RequesterID)
 }
@@ -122,20 +138,11 @@ func (s *Service) ListApprovals(ctx context.Context, actor *Principal, status st
 	}
 	now := s.now()
 	out := []Approval{}
-	err := s.store.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("ap/"), PrefetchValues: true})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			var a storedApproval
-			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &a) }); err != nil {
-				return err
-			}
-			a.Status = a.effectiveStatus(now)
-			if canSeeApproval(actor, &a.Approval) && (status == "" || a.Status == status) {
-				out = append(out, a.Approval)
-			}
+	err := s.eachApproval(func(a *Approval) {
+		a.Status = a.effectiveStatus(now)
+		if canSeeApproval(actor, a) && (status == "" || a.Status == status) {
+			out = append(out, *a)
 		}
-		return nil
 	})
 	slices.SortFunc(out, func(a, b Approval) int { return b.CreatedAt.Compare(a.CreatedAt) })
 	return out, err
@@ -194,19 +201,10 @@ func (s *Service) DecideApproval(ctx context.Context, meta RequestMeta, id strin
 func (s *Service) ExpireApprovals(ctx context.Context) (int, error) {
 	now := s.now()
 	var due []string
-	err := s.store.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("ap/"), PrefetchValues: true})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			var a storedApproval
-			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &a) }); err != nil {
-				return err
-			}
-			if a.Status != ApprovalExpired && a.effectiveStatus(now) == ApprovalExpired {
-				due = append(due, a.ID)
-			}
+	err := s.eachApproval(func(a *Approval) {
+		if a.Status != ApprovalExpired && a.effectiveStatus(now) == ApprovalExpired {
+			due = append(due, a.ID)
 		}
-		return nil
 	})
 	if err != nil {
 		return 0, err
@@ -240,22 +238,6 @@ func (s *Service) ExpireApprovals(ctx context.Context) (int, error) {
 		}
 	}
 	return n, nil
-}
-
-// runApprovalSweeper records expiries every interval until ctx ends.
-func (s *Service) runApprovalSweeper(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if _, err := s.ExpireApprovals(ctx); err != nil && ctx.Err() == nil {
-				s.log.Error("expire approvals", "err", err)
-			}
-		}
-	}
 }
 
 // newApproval builds the approval a held request creates.

@@ -126,9 +126,9 @@ func storedEntry(canon []byte) []byte {
 	if len(canon) < compressEntriesOver {
 		return canon
 	}
-	out := make([]byte, 1, 1+s2.MaxEncodedLen(len(canon)))
+	out := make([]byte, 1+s2.MaxEncodedLen(len(canon)))
 	out[0] = compressedEntry
-	return append(out, s2.Encode(out[1:cap(out)], canon)...)
+	return out[:1+len(s2.Encode(out[1:], canon))]
 }
 
 // entryJSON returns a stored entry's JSON.
@@ -141,6 +141,19 @@ func entryJSON(v []byte) ([]byte, error) {
 		return nil, fmt.Errorf("audit entry: bad compressed encoding")
 	}
 	return s2.Decode(nil, v[1:])
+}
+
+// decodeEntry reads a stored audit entry.
+func decodeEntry(item *badger.Item) (AuditEntry, error) {
+	var e AuditEntry
+	err := item.Value(func(v []byte) error {
+		raw, err := entryJSON(v)
+		if err != nil {
+			return err
+		}
+		return json.Unmarshal(raw, &e)
+	})
+	return e, err
 }
 
 // mutation is one request to the single writer: prepare runs inside the
@@ -211,14 +224,8 @@ func readHead(store *Store) (chainHead, error) {
 		if !it.Valid() {
 			return nil
 		}
-		var e AuditEntry
-		if err := it.Item().Value(func(v []byte) error {
-			raw, err := entryJSON(v)
-			if err != nil {
-				return err
-			}
-			return json.Unmarshal(raw, &e)
-		}); err != nil {
+		e, err := decodeEntry(it.Item())
+		if err != nil {
 			return fmt.Errorf("read last audit entry: %w", err)
 		}
 		head = chainHead{Seq: e.Seq, Hash: e.Hash}

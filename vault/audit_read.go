@@ -62,14 +62,8 @@ func (s *Service) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, u
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			var e AuditEntry
-			if err := it.Item().Value(func(v []byte) error {
-				raw, err := entryJSON(v)
-				if err != nil {
-					return err
-				}
-				return json.Unmarshal(raw, &e)
-			}); err != nil {
+			e, err := decodeEntry(it.Item())
+			if err != nil {
 				return fmt.Errorf("decode audit entry: %w", err)
 			}
 			if (f.Actor != "" && e.Actor != f.Actor) || (f.Action != "" && e.Action != f.Action) ||

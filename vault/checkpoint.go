@@ -55,18 +55,7 @@ func (s *Service) signer() (*keys.SigningKey, error) {
 	if k := s.signKey.Load(); k != nil {
 		return k, nil
 	}
-	var wrapped []byte
-	err := s.store.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte("k/" + signingScope))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		wrapped, err = item.ValueCopy(nil)
-		return err
-	})
+	wrapped, err := s.storedKeyset(signingScope)
 	if err != nil {
 		return nil, err
 	}
@@ -86,15 +75,7 @@ func (s *Service) signer() (*keys.SigningKey, error) {
 		if err != nil {
 			return nil, err
 		}
-		e := s.newEntry(RequestMeta{}, "key.create")
-		e.Target = signingScope
-		err = s.writer.apply(&mutation{entry: e, size: len(wrapped) + len(pub) + 256, prepare: func(txn *badger.Txn) error {
-			if err := txn.Set([]byte("k/"+signingScope), wrapped); err != nil {
-				return err
-			}
-			return txn.Set([]byte(signingPubKey), pub)
-		}})
-		if err != nil {
+		if err := s.storeNewKeyset(signingScope, wrapped, map[string][]byte{signingPubKey: pub}); err != nil {
 			return nil, err
 		}
 	}
@@ -163,22 +144,6 @@ func (s *Service) Checkpoint(ctx context.Context) (*Checkpoint, error) {
 		return nil, err
 	}
 	return cp, nil
-}
-
-// runCheckpoints signs the head every interval until ctx ends.
-func (s *Service) runCheckpoints(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if _, err := s.Checkpoint(ctx); err != nil && ctx.Err() == nil {
-				s.log.Error("audit checkpoint failed", "err", err)
-			}
-		}
-	}
 }
 
 func lastCheckpoint(store *Store) (*Checkpoint, error) {

@@ -146,8 +146,8 @@ func (f *Field) normalize() error {
 }
 
 func collectionKey(name string) []byte { return []byte("c/" + name) }
-func dekKey(name string) []byte        { return []byte("k/dek/" + name) }
-func indexKeyKey(name string) []byte   { return []byte("k/idx/" + name) }
+func dekKey(name string) []byte        { return keysetKey(dekScope(name)) }
+func indexKeyKey(name string) []byte   { return keysetKey(indexScope(name)) }
 func dekScope(name string) string      { return "dek/" + name }
 func indexScope(name string) string    { return "idx/" + name }
 
@@ -287,17 +287,24 @@ func (s *Service) schema(name string) (Collection, error) {
 		return c.Collection, nil
 	}
 	var out Collection
-	err := s.store.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(collectionKey(name))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return notFound("collection_not_found", "no collection named %q", name)
-		}
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) error { return json.Unmarshal(v, &out) })
+	err := s.store.View(func(txn *badger.Txn) (err error) {
+		out, err = readSchema(txn, name)
+		return err
 	})
 	return out, err
+}
+
+func readSchema(txn *badger.Txn, name string) (Collection, error) {
+	var c Collection
+	item, err := txn.Get(collectionKey(name))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return c, notFound("collection_not_found", "no collection named %q", name)
+	}
+	if err != nil {
+		return c, err
+	}
+	err = item.Value(func(v []byte) error { return json.Unmarshal(v, &c) })
+	return c, err
 }
 
 // collection returns a loaded collection, unwrapping its keysets through
@@ -319,15 +326,8 @@ func (s *Service) collection(name string) (*collection, error) {
 	}
 	var schema Collection
 	var wrappedDEK, wrappedIdx []byte
-	err := s.store.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(collectionKey(name))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return notFound("collection_not_found", "no collection named %q", name)
-		}
-		if err != nil {
-			return err
-		}
-		if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &schema) }); err != nil {
+	err := s.store.View(func(txn *badger.Txn) (err error) {
+		if schema, err = readSchema(txn, name); err != nil {
 			return err
 		}
 		if wrappedDEK, err = getValue(txn, dekKey(name)); err != nil {
@@ -352,6 +352,47 @@ func (s *Service) collection(name string) (*collection, error) {
 	s.collections[name] = c
 	s.cmu.Unlock()
 	return c, nil
+}
+
+// keysetKey is where the KEK-wrapped keyset for scope is stored. Every
+// wrapped keyset lives under "k/", which is how KEK rotation finds them.
+func keysetKey(scope string) []byte { return []byte("k/" + scope) }
+
+// storedKeyset returns the wrapped keyset stored for scope, or nil if
+// there is none yet.
+func (s *Service) storedKeyset(scope string) ([]byte, error) {
+	var wrapped []byte
+	err := s.store.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(keysetKey(scope))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		wrapped, err = item.ValueCopy(nil)
+		return err
+	})
+	return wrapped, err
+}
+
+// storeNewKeyset stores a keyset created on first use, with its audit
+// entry, and any companion values (a public key).
+func (s *Service) storeNewKeyset(scope string, wrapped []byte, also map[string][]byte) error {
+	size := len(wrapped) + 256
+	for _, v := range also {
+		size += len(v)
+	}
+	e := s.newEntry(RequestMeta{}, "key.create")
+	e.Target = scope
+	return s.writer.apply(&mutation{entry: e, size: size, prepare: func(txn *badger.Txn) error {
+		for k, v := range also {
+			if err := txn.Set([]byte(k), v); err != nil {
+				return err
+			}
+		}
+		return txn.Set(keysetKey(scope), wrapped)
+	}})
 }
 
 func getValue(txn *badger.Txn, key []byte) ([]byte, error) {

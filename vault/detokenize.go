@@ -91,15 +91,12 @@ func (s *Service) Detokenize(ctx context.Context, meta RequestMeta, req Detokeni
 	now := s.now()
 	agentID := actorID(meta.Actor)
 	s.gmu.RLock()
-	var mine []*Grant
-	for _, g := range s.grants {
-		if g.PrincipalID == agentID {
-			cp := *g
-			mine = append(mine, &cp)
-		}
+	mine := make([]*Grant, len(s.byAgent[agentID]))
+	for i, g := range s.byAgent[agentID] {
+		cp := *g
+		mine[i] = &cp
 	}
 	s.gmu.RUnlock()
-	slices.SortFunc(mine, func(a, b *Grant) int { return a.CreatedAt.Compare(b.CreatedAt) })
 
 	items := make([]detokItem, len(req.Tokens))
 	var approval *storedApproval
@@ -481,18 +478,7 @@ func (s *Service) tokenHasher() (*keys.IndexKey, error) {
 		return k, nil
 	}
 	const scope = "audit/token-hash"
-	var wrapped []byte
-	err := s.store.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte("k/" + scope))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		wrapped, err = item.ValueCopy(nil)
-		return err
-	})
+	wrapped, err := s.storedKeyset(scope)
 	if err != nil {
 		return nil, err
 	}
@@ -508,12 +494,7 @@ func (s *Service) tokenHasher() (*keys.IndexKey, error) {
 		if wrapped, err = s.keys.WrapIndexKey(k, scope); err != nil {
 			return nil, kmsErr(err)
 		}
-		e := s.newEntry(RequestMeta{}, "key.create")
-		e.Target = scope
-		err = s.writer.apply(&mutation{entry: e, size: len(wrapped) + 256, prepare: func(txn *badger.Txn) error {
-			return txn.Set([]byte("k/"+scope), wrapped)
-		}})
-		if err != nil {
+		if err := s.storeNewKeyset(scope, wrapped, nil); err != nil {
 			return nil, err
 		}
 	}

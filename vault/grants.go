@@ -204,10 +204,22 @@ func (s *Service) putGrant(g *Grant, e *AuditEntry, check func(stored *Grant) er
 		return err
 	}
 	s.gmu.Lock()
-	cp := *g
-	s.grants[g.ID] = &cp
+	s.cacheGrant(g)
 	s.gmu.Unlock()
 	return nil
+}
+
+// cacheGrant puts a copy of g in the in-memory grant maps; s.gmu is held.
+// Grants are created in time order, so appending keeps each agent's list
+// oldest first.
+func (s *Service) cacheGrant(g *Grant) {
+	if cur, ok := s.grants[g.ID]; ok {
+		*cur = *g
+		return
+	}
+	cp := *g
+	s.grants[g.ID] = &cp
+	s.byAgent[g.PrincipalID] = append(s.byAgent[g.PrincipalID], &cp)
 }
 
 func readGrant(txn *badger.Txn, id string) (*Grant, error) {
@@ -278,7 +290,8 @@ func (s *Service) RevokeGrant(ctx context.Context, meta RequestMeta, id string) 
 }
 
 func (s *Service) loadGrants() error {
-	return s.store.View(func(txn *badger.Txn) error {
+	var all []*Grant
+	err := s.store.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("g/"), PrefetchValues: true})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -286,8 +299,13 @@ func (s *Service) loadGrants() error {
 			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &g) }); err != nil {
 				return fmt.Errorf("load grant %s: %w", it.Item().Key(), err)
 			}
-			s.grants[g.ID] = &g
+			all = append(all, &g)
 		}
 		return nil
 	})
+	slices.SortFunc(all, func(a, b *Grant) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	for _, g := range all {
+		s.cacheGrant(g)
+	}
+	return err
 }

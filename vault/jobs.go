@@ -56,11 +56,8 @@ func putJob(txn *badger.Txn, j *Job) error {
 	return txn.Set(jobKey(j.ID), b)
 }
 
-// jobRunner owns the running jobs' goroutines.
+// jobRunner knows which collections have a job running.
 type jobRunner struct {
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
 	mu     sync.Mutex
 	active map[string]string // collection -> running job id
 }
@@ -115,7 +112,7 @@ func (s *Service) StartReencrypt(ctx context.Context, meta RequestMeta, coll str
 	if id, ok := s.jobs.active[coll]; ok {
 		return nil, conflict("job_running", "re-encryption job %s is already running for collection %q", id, coll)
 	}
-	if s.jobs.ctx.Err() != nil {
+	if s.bg.Err() != nil {
 		return nil, fmt.Errorf("%w: shutting down", ErrUnavailable)
 	}
 	primary := c.dek().PrimaryID()
@@ -125,19 +122,14 @@ func (s *Service) StartReencrypt(ctx context.Context, meta RequestMeta, coll str
 	e := s.newEntry(meta, "key.reencrypt")
 	e.Collection, e.Target = coll, "job "+j.ID
 	err = s.writer.apply(&mutation{entry: e, size: 2048, prepare: func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: keyCountPrefix(coll), PrefetchValues: true})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			k := it.Item().Key()
-			id := uint32(k[len(k)-4])<<24 | uint32(k[len(k)-3])<<16 | uint32(k[len(k)-2])<<8 | uint32(k[len(k)-1])
-			if id == primary {
-				continue
+		counts, err := keyCounts(txn, coll)
+		if err != nil {
+			return err
+		}
+		for id, n := range counts {
+			if id != primary {
+				j.Total += n
 			}
-			n, err := readCount(txn, coll, id)
-			if err != nil {
-				return err
-			}
-			j.Total += n
 		}
 		e.Reason = fmt.Sprintf("started: %d values to re-encrypt under key %d", j.Total, primary)
 		return putJob(txn, j)
@@ -169,17 +161,16 @@ func (s *Service) resumeJobs() error {
 	return nil
 }
 
-// runJob starts a job's goroutine; s.jobs.mu is held.
+// runJob starts a job's goroutine; s.jobs.mu is held. While the service
+// is closing it starts nothing: the stored job resumes at the next start.
 func (s *Service) runJob(j *Job) {
 	s.jobs.active[j.Collection] = j.ID
-	s.jobs.wg.Add(1)
-	go func() {
-		defer s.jobs.wg.Done()
-		err := s.reencrypt(s.jobs.ctx, j)
+	started := s.goBackground(func(ctx context.Context) {
+		err := s.reencrypt(ctx, j)
 		s.jobs.mu.Lock()
 		delete(s.jobs.active, j.Collection)
 		s.jobs.mu.Unlock()
-		if err != nil && s.jobs.ctx.Err() == nil {
+		if err != nil && ctx.Err() == nil {
 			// Not a shutdown: record the failure, so GET /v1/jobs/{id}
 			// does not report a job running that is not. Starting a new
 			// job picks up what this one left.
@@ -188,7 +179,10 @@ func (s *Service) runJob(j *Job) {
 				s.log.Error("record re-encryption failure", "job_id", j.ID, "err", ferr)
 			}
 		}
-	}()
+	})
+	if !started {
+		delete(s.jobs.active, j.Collection)
+	}
 }
 
 // reencryptUpdate is one value to rewrite: its index entry as read, and

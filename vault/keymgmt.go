@@ -38,15 +38,39 @@ func readCount(txn *badger.Txn, coll string, id uint32) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	return decodeCount(item)
+}
+
+func decodeCount(item *badger.Item) (int64, error) {
 	var n int64
-	err = item.Value(func(v []byte) error {
+	err := item.Value(func(v []byte) error {
 		if len(v) != 8 {
-			return fmt.Errorf("key counter %s/%d: bad length", coll, id)
+			return fmt.Errorf("key counter %q: bad length", item.Key())
 		}
 		n = int64(binary.BigEndian.Uint64(v))
 		return nil
 	})
 	return n, err
+}
+
+// keyCounts returns every counter of a collection, by key id.
+func keyCounts(txn *badger.Txn, coll string) (map[uint32]int64, error) {
+	prefix := keyCountPrefix(coll)
+	out := map[uint32]int64{}
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		k := it.Item().Key()
+		if len(k) != len(prefix)+4 {
+			continue
+		}
+		n, err := decodeCount(it.Item())
+		if err != nil {
+			return nil, err
+		}
+		out[binary.BigEndian.Uint32(k[len(prefix):])] = n
+	}
+	return out, nil
 }
 
 // addKeyCounts applies deltas to a collection's key counters.
@@ -73,11 +97,11 @@ func addKeyCounts(txn *badger.Txn, coll string, deltas map[uint32]int64) error {
 // cipherOf returns the ciphertext in a token index entry.
 func cipherOf(key, value []byte) ([]byte, string, error) {
 	if bytes.HasPrefix(key, []byte("x/")) {
-		parts := bytes.SplitN(key[2:], []byte{0}, 4)
-		if len(parts) != 4 {
+		ref, ok := sharedKeyRef(key)
+		if !ok {
 			return nil, "", errCorruptRecord
 		}
-		return value, string(parts[1]), nil
+		return value, ref.Collection, nil
 	}
 	ref, err := decodePointRef(value)
 	if err != nil {
@@ -248,12 +272,12 @@ func (s *Service) KeyStatus(ctx context.Context) (*KeyStatus, error) {
 				return err
 			}
 			ck.RotatedAt = meta.RotatedAt
+			counts, err := keyCounts(txn, col.Name)
+			if err != nil {
+				return err
+			}
 			for _, k := range c.dek().Keys() {
-				n, err := readCount(txn, col.Name, k.ID)
-				if err != nil {
-					return err
-				}
-				ck.DataKeys = append(ck.DataKeys, DataKeyStatus{KeyInfo: k, Values: n})
+				ck.DataKeys = append(ck.DataKeys, DataKeyStatus{KeyInfo: k, Values: counts[k.ID]})
 			}
 			for _, d := range meta.Destroyed {
 				at := d.DestroyedAt
@@ -280,7 +304,7 @@ type wrappedBlob struct {
 func (s *Service) wrappedKeysets() ([]wrappedBlob, error) {
 	var out []wrappedBlob
 	err := s.store.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("k/"), PrefetchValues: true})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: keysetKey(""), PrefetchValues: true})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			k := string(it.Item().Key())
@@ -291,7 +315,7 @@ func (s *Service) wrappedKeysets() ([]wrappedBlob, error) {
 			if err != nil {
 				return err
 			}
-			out = append(out, wrappedBlob{key: k, scope: strings.TrimPrefix(k, "k/"), blob: v})
+			out = append(out, wrappedBlob{key: k, scope: strings.TrimPrefix(k, string(keysetKey(""))), blob: v})
 		}
 		return nil
 	})
@@ -454,13 +478,11 @@ func (s *Service) retireKey(ctx context.Context, meta RequestMeta, coll string, 
 		}
 	}
 	if info == nil {
-		var destroyed bool
-		s.store.View(func(txn *badger.Txn) error {
-			m, err := readKeyMeta(txn, coll)
-			destroyed = err == nil && slices.ContainsFunc(m.Destroyed, func(d DestroyedKey) bool { return d.ID == id })
-			return nil
-		})
-		if destroyed {
+		var m keyMeta
+		if err := s.store.View(func(txn *badger.Txn) (err error) { m, err = readKeyMeta(txn, coll); return err }); err != nil {
+			return err
+		}
+		if slices.ContainsFunc(m.Destroyed, func(d DestroyedKey) bool { return d.ID == id }) {
 			return conflict("key_destroyed", "key %d of collection %q is already destroyed", id, coll)
 		}
 		return notFound("key_not_found", "collection %q has no data key %d", coll, id)
@@ -471,17 +493,17 @@ func (s *Service) retireKey(ctx context.Context, meta RequestMeta, coll string, 
 	if !destroy && info.State == keys.StateDisabled {
 		return conflict("key_disabled", "key %d of collection %q is already disabled", id, coll)
 	}
-	action := "key.disable"
-	nk, err := cur.Disable(id)
-	if info.State == keys.StateDisabled {
-		nk, err = cur, nil
+	action, nk := "key.disable", cur
+	if info.State == keys.StateEnabled {
+		if nk, err = cur.Disable(id); err != nil {
+			return err
+		}
 	}
 	if destroy {
 		action = "key.destroy"
-		nk, err = nk.Destroy(id)
-	}
-	if err != nil {
-		return err
+		if nk, err = nk.Destroy(id); err != nil {
+			return err
+		}
 	}
 	wrapped, err := s.keys.WrapDataKey(nk, dekScope(coll))
 	if err != nil {

@@ -49,6 +49,15 @@ func tokenIndexKey(token, collection, id, field string) []byte {
 
 func pointTokenKey(token string) []byte { return []byte("t/" + token) }
 
+// sharedKeyRef reads the place a deterministic token's index key names.
+func sharedKeyRef(key []byte) (TokenRef, bool) {
+	parts := bytes.SplitN(bytes.TrimPrefix(key, []byte("x/")), []byte{0}, 4)
+	if len(parts) != 4 {
+		return TokenRef{}, false
+	}
+	return TokenRef{Collection: string(parts[1]), RecordID: string(parts[2]), Field: string(parts[3])}, true
+}
+
 func tokenIndexPrefix(token string) []byte { return []byte("x/" + token + "\x00") }
 
 // isShared reports whether a token may stand for several records.

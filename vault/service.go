@@ -68,16 +68,24 @@ type Service struct {
 
 	writer *writer
 
-	gmu    sync.RWMutex
-	grants map[string]*Grant
+	gmu     sync.RWMutex
+	grants  map[string]*Grant
+	byAgent map[string][]*Grant // each agent's grants, oldest first
 
 	auditPRF atomic.Pointer[keys.IndexKey]   // keyed hash of tokens in the audit log; loaded on first use
 	signKey  atomic.Pointer[keys.SigningKey] // signs audit checkpoints; loaded on first use
 	cpMu     sync.Mutex
-	stopCP   context.CancelFunc
-	cpDone   chan struct{}
 
 	jobs jobRunner
+
+	// Background work (periodic tasks, re-encryption jobs) runs under bg;
+	// Close cancels it and waits for every goroutine before the final
+	// checkpoint.
+	bg       context.Context
+	stopBG   context.CancelFunc
+	bgMu     sync.Mutex // guards bgClosed against bgWG.Add after Close
+	bgClosed bool
+	bgWG     sync.WaitGroup
 
 	metrics serviceMetrics
 }
@@ -120,6 +128,7 @@ func New(cfg Config) (*Service, error) {
 		byHash:      map[string]*Principal{},
 		collections: map[string]*collection{},
 		grants:      map[string]*Grant{},
+		byAgent:     map[string][]*Grant{},
 		metrics: serviceMetrics{
 			recordsWritten: prometheus.NewCounter(prometheus.CounterOpts{
 				Name: "agentvault_records_written_total", Help: "Records stored.",
@@ -146,28 +155,23 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
 	s.writer = w
-	s.jobs.ctx, s.jobs.cancel = context.WithCancel(context.Background())
+	s.bg, s.stopBG = context.WithCancel(context.Background())
 	s.jobs.active = map[string]string{}
 	if err := s.resumeJobs(); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("resume jobs: %w", err)
 	}
-	if cfg.CheckpointEvery > 0 || cfg.SweepEvery > 0 {
-		ctx, cancel := context.WithCancel(context.Background())
-		s.stopCP, s.cpDone = cancel, make(chan struct{})
-		go func() {
-			defer close(s.cpDone)
-			var wg sync.WaitGroup
-			if cfg.CheckpointEvery > 0 {
-				wg.Add(1)
-				go func() { defer wg.Done(); s.runCheckpoints(ctx, cfg.CheckpointEvery) }()
-			}
-			if cfg.SweepEvery > 0 {
-				wg.Add(1)
-				go func() { defer wg.Done(); s.runApprovalSweeper(ctx, cfg.SweepEvery) }()
-			}
-			wg.Wait()
-		}()
+	if cfg.CheckpointEvery > 0 {
+		s.every(cfg.CheckpointEvery, "audit checkpoint failed", func(ctx context.Context) error {
+			_, err := s.Checkpoint(ctx)
+			return err
+		})
+	}
+	if cfg.SweepEvery > 0 {
+		s.every(cfg.SweepEvery, "expire approvals", func(ctx context.Context) error {
+			_, err := s.ExpireApprovals(ctx)
+			return err
+		})
 	}
 	return s, nil
 }
@@ -176,13 +180,11 @@ func New(cfg Config) (*Service, error) {
 // single writer; later writes fail. Close the store after.
 func (s *Service) Close() {
 	// Jobs stop between batches; their progress is already stored.
-	s.jobs.cancel()
-	s.jobs.wg.Wait()
-	if s.stopCP != nil {
-		s.stopCP()
-		<-s.cpDone
-		s.stopCP = nil
-	}
+	s.bgMu.Lock()
+	s.bgClosed = true
+	s.bgMu.Unlock()
+	s.stopBG()
+	s.bgWG.Wait()
 	if s.writer.isOpen() {
 		if _, err := s.Checkpoint(context.Background()); err != nil {
 			s.log.Error("final audit checkpoint failed", "err", err)
@@ -197,4 +199,39 @@ func (s *Service) Ready(ctx context.Context) error {
 		return err
 	}
 	return s.keys.KEK().Check(ctx)
+}
+
+// goBackground runs fn on its own goroutine with the background context;
+// Close cancels that context and waits for fn to return. After Close it
+// runs nothing and reports false.
+func (s *Service) goBackground(fn func(ctx context.Context)) bool {
+	s.bgMu.Lock()
+	defer s.bgMu.Unlock()
+	if s.bgClosed {
+		return false
+	}
+	s.bgWG.Add(1)
+	go func() {
+		defer s.bgWG.Done()
+		fn(s.bg)
+	}()
+	return true
+}
+
+// every runs task each interval until Close, logging its failures.
+func (s *Service) every(interval time.Duration, failMsg string, task func(ctx context.Context) error) {
+	s.goBackground(func(ctx context.Context) {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := task(ctx); err != nil && ctx.Err() == nil {
+					s.log.Error(failMsg, "err", err)
+				}
+			}
+		}
+	})
 }

@@ -1,7 +1,6 @@
 package vault
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,16 +44,15 @@ func resolveToken(txn *badger.Txn, it *badger.Iterator, token string) ([]TokenRe
 	prefix := tokenIndexPrefix(token)
 	var refs []TokenRef
 	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
-		rest := it.Item().Key()[len(prefix):]
-		parts := bytes.SplitN(rest, []byte{0}, 3)
-		if len(parts) != 3 {
+		ref, ok := sharedKeyRef(it.Item().Key())
+		if !ok {
 			continue
 		}
-		ct, err := it.Item().ValueCopy(nil)
-		if err != nil {
+		var err error
+		if ref.cipher, err = it.Item().ValueCopy(nil); err != nil {
 			return nil, err
 		}
-		refs = append(refs, TokenRef{Collection: string(parts[0]), RecordID: string(parts[1]), Field: string(parts[2]), cipher: ct})
+		refs = append(refs, ref)
 	}
 	return refs, nil
 }

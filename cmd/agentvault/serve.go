@@ -278,9 +278,11 @@ func redactURL(raw string) string {
 func scheduleRotations(ctx context.Context, svc *vault.Service, log *slog.Logger, kekEvery, dekEvery time.Duration) {
 	tick := func(d time.Duration) <-chan time.Time {
 		if d <= 0 {
-			return nil
+			return nil // never fires
 		}
-		return time.NewTicker(d).C
+		t := time.NewTicker(d)
+		context.AfterFunc(ctx, t.Stop)
+		return t.C
 	}
 	kekC, dekC := tick(kekEvery), tick(dekEvery)
 	meta := vault.RequestMeta{RequestID: "scheduled-rotation"}
