@@ -96,6 +96,29 @@ func (ans answer) errorCode(t *testing.T) string {
 	return code
 }
 
+// errCase is a request that must fail with the contract's error shape,
+// status and code.
+type errCase struct {
+	name, method, path, token, body string
+	status                          int
+	code                            string
+}
+
+func (a *api) expectErrors(t *testing.T, cases []errCase) {
+	t.Helper()
+	for _, tt := range cases {
+		t.Run(tt.name, func(t *testing.T) {
+			ans := a.do(tt.method, tt.path, tt.token, tt.body)
+			if ans.status != tt.status {
+				t.Fatalf("status %d, want %d: %s", ans.status, tt.status, ans.raw)
+			}
+			if code := ans.errorCode(t); code != tt.code {
+				t.Errorf("code %q, want %q", code, tt.code)
+			}
+		})
+	}
+}
+
 func (a *api) principal(name string, roles ...string) (id, token string) {
 	a.t.Helper()
 	b, _ := json.Marshal(map[string]any{"name": name, "roles": roles})

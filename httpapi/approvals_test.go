@@ -57,11 +57,7 @@ func TestApprovalsOverHTTP(t *testing.T) {
 		t.Fatalf("pending list: %s", list.raw)
 	}
 	redeem := fmt.Sprintf(`{"tokens":[%q],"purpose":"payroll","approval_id":%q}`, high, id)
-	tests := []struct {
-		name, method, path, token, body string
-		status                          int
-		code                            string
-	}{
+	a.expectErrors(t, []errCase{
 		{"writer cannot list approvals", "GET", "/v1/approvals", writer, "", 403, "forbidden"},
 		{"bad status filter", "GET", "/v1/approvals?status=maybe", approver, "", 400, "invalid_status"},
 		{"unknown approval", "GET", "/v1/approvals/nope", approver, "", 404, "approval_not_found"},
@@ -72,18 +68,7 @@ func TestApprovalsOverHTTP(t *testing.T) {
 		{"malformed decision", "POST", "/v1/approvals/" + id + "/approve", approver, `{"reason":`, 400, "malformed_json"},
 		{"four eyes", "POST", "/v1/approvals/" + dualApproval + "/approve", dual, `{"reason":"mine"}`, 403, "four_eyes"},
 		{"redeem before approval", "POST", "/v1/detokenize", agent, redeem, 409, "approval_not_redeemable"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ans := a.do(tt.method, tt.path, tt.token, tt.body)
-			if ans.status != tt.status {
-				t.Fatalf("status %d, want %d: %s", ans.status, tt.status, ans.raw)
-			}
-			if code := ans.errorCode(t); code != tt.code {
-				t.Errorf("code %q, want %q", code, tt.code)
-			}
-		})
-	}
+	})
 	if got := a.do("GET", "/v1/approvals/"+id, agent, ""); got.status != 200 || got.body["status"] != "pending" || got.body["requester_id"] != agentID {
 		t.Fatalf("requester reads its approval: %s", got.raw)
 	}

@@ -19,11 +19,7 @@ func TestGrantsDetokenizeAudit(t *testing.T) {
 	salary, card := fields["salary"].(string), fields["card"].(string)
 
 	grant := fmt.Sprintf(`{"principal_id":%q,"collection":"staff","fields":["salary"],"purpose":"payroll","ttl":"1h","reveal":"plain","max_uses":5}`, agentID)
-	tests := []struct {
-		name, method, path, token, body string
-		status                          int
-		code                            string
-	}{
+	a.expectErrors(t, []errCase{
 		{"agent cannot create grants", "POST", "/v1/grants", agent, grant, 403, "forbidden"},
 		{"grant for a non-agent", "POST", "/v1/grants", adminToken, strings.Replace(grant, agentID, "nobody", 1), 400, "unknown_principal"},
 		{"grant with zero ttl", "POST", "/v1/grants", adminToken, strings.Replace(grant, `"1h"`, `"0s"`, 1), 400, "invalid_ttl"},
@@ -40,18 +36,7 @@ func TestGrantsDetokenizeAudit(t *testing.T) {
 		{"bad audit since", "GET", "/v1/audit?since=yesterday", auditor, "", 400, "invalid_since"},
 		{"bad grant state filter", "GET", "/v1/grants?state=dead", adminToken, "", 400, "invalid_state"},
 		{"revoke unknown grant", "DELETE", "/v1/grants/nope", adminToken, "", 404, "grant_not_found"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ans := a.do(tt.method, tt.path, tt.token, tt.body)
-			if ans.status != tt.status {
-				t.Fatalf("status %d, want %d: %s", ans.status, tt.status, ans.raw)
-			}
-			if code := ans.errorCode(t); code != tt.code {
-				t.Errorf("code %q, want %q", code, tt.code)
-			}
-		})
-	}
+	})
 
 	// No grant: denied, with a reason and no value.
 	ans := a.do("POST", "/v1/detokenize", agent, fmt.Sprintf(`{"tokens":[%q],"purpose":"payroll"}`, salary))

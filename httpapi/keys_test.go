@@ -34,11 +34,7 @@ func TestKeysOverHTTP(t *testing.T) {
 	retire := func(path string, id float64) string {
 		return fmt.Sprintf(`{"collection":"staff","key_id":%d}`, uint32(id))
 	}
-	tests := []struct {
-		name, method, path, token, body string
-		status                          int
-		code                            string
-	}{
+	a.expectErrors(t, []errCase{
 		{"agent cannot read keys", "GET", "/v1/keys", agent, "", 403, "forbidden"},
 		{"writer cannot rotate", "POST", "/v1/keys/rotate", writer, `{"target":"kek"}`, 403, "forbidden"},
 		{"bad target", "POST", "/v1/keys/rotate", operator, `{"target":"all"}`, 400, "invalid_target"},
@@ -50,18 +46,7 @@ func TestKeysOverHTTP(t *testing.T) {
 		{"disable a key in use", "POST", "/v1/keys/disable", operator, retire("disable", k1), 409, "key_in_use"},
 		{"destroy a key in use", "POST", "/v1/keys/destroy", operator, retire("destroy", k1), 409, "key_in_use"},
 		{"unknown job", "GET", "/v1/jobs/nope", operator, "", 404, "job_not_found"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ans := a.do(tt.method, tt.path, tt.token, tt.body)
-			if ans.status != tt.status {
-				t.Fatalf("status %d, want %d: %s", ans.status, tt.status, ans.raw)
-			}
-			if code := ans.errorCode(t); code != tt.code {
-				t.Errorf("code %q, want %q", code, tt.code)
-			}
-		})
-	}
+	})
 	job := a.do("POST", "/v1/keys/reencrypt", operator, `{"collection":"staff"}`)
 	id, _ := job.body["job_id"].(string)
 	if job.status != 202 || id == "" || job.header.Get("Location") != "/v1/jobs/"+id {

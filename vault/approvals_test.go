@@ -46,6 +46,27 @@ func (sc *approvalScene) redeem(as *Principal, id, purpose string, toks ...strin
 	return sc.svc.Detokenize(context.Background(), RequestMeta{Actor: as}, DetokenizeRequest{Tokens: toks, Purpose: purpose, ApprovalID: id})
 }
 
+// holdSSN grants the requester (the scene's agent unless the request
+// names another) its record A ssn, asks for it, and returns the token and
+// the approval id the held request got. approve decides it yes first.
+func (sc *approvalScene) holdSSN(req GrantRequest, approve bool) (ssn, id string, g *Grant) {
+	sc.t.Helper()
+	as := sc.agent
+	if req.PrincipalID == sc.both.ID {
+		as = sc.both
+	}
+	req.Fields, req.Reveal = []string{"ssn"}, RevealPlain
+	ssn = tokenOf(sc.t, sc.recA, "ssn")
+	g = sc.grant(req)
+	id = held(sc.t, sc.detok(as, "payroll", ssn))
+	if approve {
+		if _, err := sc.decide(sc.approver, id, true, "ok"); err != nil {
+			sc.t.Fatal(err)
+		}
+	}
+	return ssn, id, g
+}
+
 // held asserts every result is pending under one approval id and carries
 // no value, and returns that id.
 func held(t *testing.T, res []DetokenizeResult) string {
@@ -260,9 +281,7 @@ func TestApprovalRefusals(t *testing.T) {
 	t.Run("approver who is also the requester", func(t *testing.T) {
 		t.Parallel()
 		sc := newApprovalScene(t)
-		ssn := tokenOf(t, sc.recA, "ssn")
-		sc.grant(GrantRequest{PrincipalID: sc.both.ID, Fields: []string{"ssn"}, Reveal: RevealPlain})
-		id := held(t, sc.detok(sc.both, "payroll", ssn))
+		_, id, _ := sc.holdSSN(GrantRequest{PrincipalID: sc.both.ID}, false)
 		_, err := sc.decide(sc.both, id, true, "looks fine to me")
 		wantErr(t, err, ErrForbidden, "four_eyes")
 		if a, _ := sc.svc.GetApproval(ctx, sc.approver, id); a.Status != ApprovalPending {
@@ -273,9 +292,7 @@ func TestApprovalRefusals(t *testing.T) {
 	t.Run("denied reveals nothing", func(t *testing.T) {
 		t.Parallel()
 		sc := newApprovalScene(t)
-		ssn := tokenOf(t, sc.recA, "ssn")
-		sc.grant(GrantRequest{Fields: []string{"ssn"}, Reveal: RevealPlain})
-		id := held(t, sc.detok(sc.agent, "payroll", ssn))
+		ssn, id, _ := sc.holdSSN(GrantRequest{}, false)
 		if a, err := sc.decide(sc.approver, id, false, "no ticket"); err != nil || a.Status != ApprovalDenied {
 			t.Fatalf("deny: %+v %v", a, err)
 		}
@@ -297,9 +314,7 @@ func TestApprovalRefusals(t *testing.T) {
 	t.Run("undecided approval expires", func(t *testing.T) {
 		t.Parallel()
 		sc := newApprovalScene(t)
-		ssn := tokenOf(t, sc.recA, "ssn")
-		sc.grant(GrantRequest{Fields: []string{"ssn"}, Reveal: RevealPlain, TTL: "72h"})
-		id := held(t, sc.detok(sc.agent, "payroll", ssn))
+		_, id, _ := sc.holdSSN(GrantRequest{TTL: "72h"}, false)
 		sc.clock.advance(24*time.Hour - time.Second)
 		if a, _ := sc.svc.GetApproval(ctx, sc.approver, id); a.Status != ApprovalPending {
 			t.Fatalf("expired early: %+v", a)
@@ -325,12 +340,7 @@ func TestApprovalRefusals(t *testing.T) {
 	t.Run("approved but not redeemed in time", func(t *testing.T) {
 		t.Parallel()
 		sc := newApprovalScene(t)
-		ssn := tokenOf(t, sc.recA, "ssn")
-		sc.grant(GrantRequest{Fields: []string{"ssn"}, Reveal: RevealPlain})
-		id := held(t, sc.detok(sc.agent, "payroll", ssn))
-		if _, err := sc.decide(sc.approver, id, true, "ok"); err != nil {
-			t.Fatal(err)
-		}
+		ssn, id, _ := sc.holdSSN(GrantRequest{}, true)
 		sc.clock.advance(15 * time.Minute)
 		res, err := sc.redeem(sc.agent, id, "payroll", ssn)
 		if res != nil {
@@ -345,12 +355,7 @@ func TestApprovalRefusals(t *testing.T) {
 	t.Run("grant revoked between approval and redemption", func(t *testing.T) {
 		t.Parallel()
 		sc := newApprovalScene(t)
-		ssn := tokenOf(t, sc.recA, "ssn")
-		g := sc.grant(GrantRequest{Fields: []string{"ssn"}, Reveal: RevealPlain})
-		id := held(t, sc.detok(sc.agent, "payroll", ssn))
-		if _, err := sc.decide(sc.approver, id, true, "ok"); err != nil {
-			t.Fatal(err)
-		}
+		ssn, id, g := sc.holdSSN(GrantRequest{}, true)
 		if err := sc.svc.RevokeGrant(ctx, RequestMeta{}, g.ID); err != nil {
 			t.Fatal(err)
 		}
@@ -363,12 +368,7 @@ func TestApprovalRefusals(t *testing.T) {
 	t.Run("grant expired between approval and redemption", func(t *testing.T) {
 		t.Parallel()
 		sc := newApprovalScene(t)
-		ssn := tokenOf(t, sc.recA, "ssn")
-		sc.grant(GrantRequest{Fields: []string{"ssn"}, Reveal: RevealPlain, TTL: "10m"})
-		id := held(t, sc.detok(sc.agent, "payroll", ssn))
-		if _, err := sc.decide(sc.approver, id, true, "ok"); err != nil {
-			t.Fatal(err)
-		}
+		ssn, id, _ := sc.holdSSN(GrantRequest{TTL: "10m"}, true)
 		sc.clock.advance(10 * time.Minute)
 		res, err := sc.redeem(sc.agent, id, "payroll", ssn)
 		if err != nil || res[0].Status != StatusDenied || res[0].Value != nil {
@@ -379,12 +379,7 @@ func TestApprovalRefusals(t *testing.T) {
 	t.Run("approvals survive a restart", func(t *testing.T) {
 		t.Parallel()
 		sc := newApprovalScene(t)
-		ssn := tokenOf(t, sc.recA, "ssn")
-		sc.grant(GrantRequest{Fields: []string{"ssn"}, Reveal: RevealPlain})
-		id := held(t, sc.detok(sc.agent, "payroll", ssn))
-		if _, err := sc.decide(sc.approver, id, true, "ok"); err != nil {
-			t.Fatal(err)
-		}
+		ssn, id, _ := sc.holdSSN(GrantRequest{}, true)
 		sc.restart()
 		res, err := sc.redeem(sc.agent, id, "payroll", ssn)
 		if err != nil || res[0].Status != StatusOK || string(res[0].Value) != `"123-45-6789"` {
@@ -398,12 +393,7 @@ func TestApprovalRefusals(t *testing.T) {
 func TestApprovalRedeemRace(t *testing.T) {
 	t.Parallel()
 	sc := newApprovalScene(t)
-	ssn := tokenOf(t, sc.recA, "ssn")
-	sc.grant(GrantRequest{Fields: []string{"ssn"}, Reveal: RevealPlain})
-	id := held(t, sc.detok(sc.agent, "payroll", ssn))
-	if _, err := sc.decide(sc.approver, id, true, "ok"); err != nil {
-		t.Fatal(err)
-	}
+	ssn, id, _ := sc.holdSSN(GrantRequest{}, true)
 	wins := make(chan bool, 20)
 	for range 20 {
 		go func() {

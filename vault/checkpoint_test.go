@@ -131,13 +131,7 @@ func TestCompressedAuditEntries(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	e.mustCollection(payrollSchema)
-	agent, _, err := e.svc.CreatePrincipal(ctx, RequestMeta{}, "bot", []Role{RoleAgent})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.svc.CreateGrant(ctx, RequestMeta{}, GrantRequest{PrincipalID: agent.ID, Collection: "payroll", Fields: []string{"name"}, Purpose: "p", TTL: "1h", Reveal: RevealPlain}); err != nil {
-		t.Fatal(err)
-	}
+	agent := e.agentWithGrant(GrantRequest{Collection: "payroll", Fields: []string{"name"}, Purpose: "p"})
 	var toks []string
 	for tok := range e.fill(300) {
 		if strings.HasPrefix(tok, "tok_") {

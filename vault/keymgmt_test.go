@@ -34,6 +34,21 @@ var payrollSchema = Collection{Name: "payroll", Fields: []Field{
 	{Name: "team", Type: TypeString},
 }}
 
+// agentWithGrant creates an agent principal with a plain, 1h grant.
+func (e *env) agentWithGrant(req GrantRequest) *Principal {
+	e.t.Helper()
+	ctx := context.Background()
+	agent, _, err := e.svc.CreatePrincipal(ctx, RequestMeta{}, "bot", []Role{RoleAgent})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.PrincipalID, req.TTL, req.Reveal = agent.ID, "1h", RevealPlain
+	if _, err := e.svc.CreateGrant(ctx, RequestMeta{}, req); err != nil {
+		e.t.Fatal(err)
+	}
+	return agent
+}
+
 // fill stores n records and returns every token with its value.
 func (e *env) fill(n int) map[string]string {
 	e.t.Helper()
@@ -378,13 +393,7 @@ func TestRotationUnderLoad(t *testing.T) {
 	e := newEnvTuned(t, func(c *Config) { c.ReencryptBatch = 16 })
 	ctx := context.Background()
 	e.mustCollection(payrollSchema)
-	agent, _, err := e.svc.CreatePrincipal(ctx, RequestMeta{}, "bot", []Role{RoleAgent})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.svc.CreateGrant(ctx, RequestMeta{}, GrantRequest{PrincipalID: agent.ID, Collection: "payroll", Fields: []string{"name"}, Purpose: "p", TTL: "1h", Reveal: RevealPlain}); err != nil {
-		t.Fatal(err)
-	}
+	agent := e.agentWithGrant(GrantRequest{Collection: "payroll", Fields: []string{"name"}, Purpose: "p"})
 	want := e.fill(200)
 	var names []string
 	for tok := range want {
