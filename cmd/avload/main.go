@@ -119,11 +119,11 @@ func run(c config) (Result, error) {
 		if c.scenario == "batch" {
 			n, values = c.batch, c.batch
 		}
-		writer, err := setup(client, c)
+		coll, writer, err := setup(client, c)
 		if err != nil {
 			return Result{}, err
 		}
-		req = createRecords(c.url, writer, n)
+		req = createRecords(c.url, coll, writer, n)
 	case "detokenize":
 		agent, tokens, err := setupDetokenize(client, c)
 		if err != nil {
@@ -240,24 +240,23 @@ func post(client *http.Client, url, authHeader, auth string, body []byte, out an
 	return nil
 }
 
-// setup creates a fresh collection and writer principal.
-func setup(client *http.Client, c config) (string, error) {
+// setup creates a fresh collection and writer principal, and returns the
+// collection's name and the writer's token.
+func setup(client *http.Client, c config) (string, string, error) {
 	name := fmt.Sprintf("load_%d", time.Now().UnixNano())
 	schema := fmt.Sprintf(`{"name":%q,"fields":[{"name":"ref","type":"string"},{"name":"secret","type":"string","sensitive":true}]}`, name)
 	if err := post(client, c.url+"/v1/collections", "Authorization", c.token, []byte(schema), nil); err != nil {
-		return "", fmt.Errorf("create collection: %w", err)
+		return "", "", fmt.Errorf("create collection: %w", err)
 	}
 	var p struct{ Token string }
 	if err := post(client, c.url+"/v1/principals", "Authorization", c.token, []byte(`{"name":"avload-`+name+`","roles":["writer"]}`), &p); err != nil {
-		return "", fmt.Errorf("create writer: %w", err)
+		return "", "", fmt.Errorf("create writer: %w", err)
 	}
-	collectionName = name
-	return p.Token, nil
+	return name, p.Token, nil
 }
 
-var collectionName string
-
-func createRecords(base, token string, n int) request {
+// recordsBody is a create request of n records with one sensitive field.
+func recordsBody(n int) []byte {
 	var body bytes.Buffer
 	body.WriteString(`{"records":[`)
 	for i := range n {
@@ -267,8 +266,12 @@ func createRecords(base, token string, n int) request {
 		fmt.Fprintf(&body, `{"fields":{"ref":"r%d","secret":"value-%08d"}}`, i, i)
 	}
 	body.WriteString(`]}`)
-	payload := body.Bytes()
-	url := base + "/v1/collections/" + collectionName + "/records"
+	return body.Bytes()
+}
+
+func createRecords(base, coll, token string, n int) request {
+	payload := recordsBody(n)
+	url := base + "/v1/collections/" + coll + "/records"
 	return func(ctx context.Context, client *http.Client) error {
 		return post(client, url, "Authorization", token, payload, nil)
 	}
@@ -285,7 +288,7 @@ func transitEncrypt(addr, token string) request {
 // plain grant on their sensitive field, and returns the agent's token and
 // the records' tokens.
 func setupDetokenize(client *http.Client, c config) (string, []string, error) {
-	writer, err := setup(client, c)
+	coll, writer, err := setup(client, c)
 	if err != nil {
 		return "", nil, err
 	}
@@ -294,16 +297,7 @@ func setupDetokenize(client *http.Client, c config) (string, []string, error) {
 		var out struct {
 			Records []struct{ Fields map[string]any }
 		}
-		var body bytes.Buffer
-		body.WriteString(`{"records":[`)
-		for i := range 1000 {
-			if i > 0 {
-				body.WriteByte(',')
-			}
-			fmt.Fprintf(&body, `{"fields":{"ref":"r%d","secret":"value-%08d"}}`, i, i)
-		}
-		body.WriteString(`]}`)
-		if err := post(client, c.url+"/v1/collections/"+collectionName+"/records", "Authorization", writer, body.Bytes(), &out); err != nil {
+		if err := post(client, c.url+"/v1/collections/"+coll+"/records", "Authorization", writer, recordsBody(1000), &out); err != nil {
 			return "", nil, fmt.Errorf("store records: %w", err)
 		}
 		for _, r := range out.Records {
@@ -311,10 +305,10 @@ func setupDetokenize(client *http.Client, c config) (string, []string, error) {
 		}
 	}
 	var agent struct{ ID, Token string }
-	if err := post(client, c.url+"/v1/principals", "Authorization", c.token, []byte(`{"name":"avload-agent-`+collectionName+`","roles":["agent"]}`), &agent); err != nil {
+	if err := post(client, c.url+"/v1/principals", "Authorization", c.token, []byte(`{"name":"avload-agent-`+coll+`","roles":["agent"]}`), &agent); err != nil {
 		return "", nil, fmt.Errorf("create agent: %w", err)
 	}
-	grant := fmt.Sprintf(`{"principal_id":%q,"collection":%q,"fields":["secret"],"purpose":"load","ttl":"1h","reveal":"plain"}`, agent.ID, collectionName)
+	grant := fmt.Sprintf(`{"principal_id":%q,"collection":%q,"fields":["secret"],"purpose":"load","ttl":"1h","reveal":"plain"}`, agent.ID, coll)
 	if err := post(client, c.url+"/v1/grants", "Authorization", c.token, []byte(grant), nil); err != nil {
 		return "", nil, fmt.Errorf("create grant: %w", err)
 	}
