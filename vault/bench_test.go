@@ -4,9 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/agentvault/agentvault/tokenizer"
+	"github.com/dgraph-io/badger/v4"
+	"github.com/google/uuid"
 )
 
 var benchSchema = Collection{Name: "bench", Fields: []Field{
@@ -93,4 +97,52 @@ func BenchmarkLookupValue(b *testing.B) {
 		}
 		i++
 	}
+}
+
+// BenchmarkStoreFloorBatch is the storage floor under
+// BenchmarkCreateRecordsBatch: the same Badger writes a 1,000-record batch
+// makes (per record a record entry and a point token-index entry of the
+// stored sizes, plus one compressed audit entry naming the records),
+// through the same group-committed Store, with none of the vault's own
+// work (no parsing, encryption, tokens or hashing). values/s here bounds
+// what any change above the store can reach on this machine.
+func BenchmarkStoreFloorBatch(b *testing.B) {
+	store, err := OpenStore(b.TempDir(), StoreOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { store.Close() })
+	const n = 1000
+	coll := "load_1795565358222682303"
+	cipher := make([]byte, 45)
+	var seq atomic.Uint64
+	b.ReportAllocs()
+	b.SetParallelism(2) // four writers on two cores, like the load tool's batch rows
+	b.RunParallel(func(pb *testing.PB) {
+		ids := make([]string, n)
+		for pb.Next() {
+			err := store.Update(context.Background(), func(txn *badger.Txn) error {
+				for i := range n {
+					id, _ := uuid.NewV7()
+					ids[i] = id.String()
+					tok := tokenizer.Random()
+					if err := txn.Set(pointTokenKey(tok), tokenIndexValue(tok, coll, ids[i], "secret", cipher)); err != nil {
+						return err
+					}
+					sr := storedRecord{Created: time.Now(), Fields: []storedField{{Name: "ref", Value: json.RawMessage(`"r0"`)}, {Name: "secret", Token: tok}}}
+					if err := txn.Set(recordKey(coll, ids[i]), encodeRecord(&sr)); err != nil {
+						return err
+					}
+				}
+				s := seq.Add(1)
+				canon, _ := json.Marshal(AuditEntry{Seq: s, Action: "records.create", Collection: coll, Fields: []string{"ref", "secret"}, RecordIDs: ids})
+				return txn.Set(auditKey(s), storedEntry(canon))
+			})
+			if err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "values/s")
 }

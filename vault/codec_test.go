@@ -2,9 +2,13 @@ package vault
 
 import (
 	"bytes"
+	"encoding/json"
+	"errors"
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/agentvault/agentvault/tokenizer"
 )
 
 func TestRecordCodecRoundTrip(t *testing.T) {
@@ -91,4 +95,39 @@ func FuzzEntryJSON(f *testing.F) {
 			t.Fatalf("round trip of %d bytes: %v", len(b), err)
 		}
 	})
+}
+
+// FuzzParseValue holds parseValue's fast path for plain strings equal to
+// the general one (decode, then re-encode with json.Marshal): same result
+// bytes, same acceptance, for fields with and without a format.
+func FuzzParseValue(f *testing.F) {
+	for _, s := range []string{`"plain"`, `"123-45-6789"`, `"a\u00e9"`, `"<b>&"`, `"\""`, `" x "`, `"\ud800"`, "\"\xff\"", `"`, `""`, ` "pad" `, `12`} {
+		f.Add([]byte(s))
+	}
+	fields := []*Field{{Name: "s", Type: TypeString}, {Name: "ssn", Type: TypeString, Format: tokenizer.FormatSSN}}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		for _, fd := range fields {
+			got, err := parseValue(fd, raw)
+			want, wantErr := slowParseString(fd, raw)
+			if (err == nil) != (wantErr == nil) {
+				t.Fatalf("%s %q: err %v, general path err %v", fd.Name, raw, err, wantErr)
+			}
+			if err == nil && !bytes.Equal(got, want) {
+				t.Fatalf("%s %q: %q, general path %q", fd.Name, raw, got, want)
+			}
+		}
+	})
+}
+
+// slowParseString is parseValue for strings without the fast path.
+func slowParseString(f *Field, raw []byte) (json.RawMessage, error) {
+	raw = bytes.TrimSpace(raw)
+	var s string
+	if len(raw) == 0 || len(raw) > MaxValueBytes || raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
+		return nil, errors.New("not a string")
+	}
+	if f.Format != "" && tokenizer.CheckValue(f.Format, s) != nil {
+		return nil, errors.New("bad format")
+	}
+	return json.Marshal(s)
 }

@@ -108,14 +108,25 @@ func parseValue(f *Field, raw json.RawMessage) (json.RawMessage, error) {
 	}
 	switch f.Type {
 	case TypeString:
+		if raw[0] != '"' {
+			return nil, errors.New("must be a string")
+		}
+		plain := isPlainJSONString(raw)
 		var s string
-		if raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
+		if plain {
+			if f.Format != "" {
+				s = string(raw[1 : len(raw)-1])
+			}
+		} else if json.Unmarshal(raw, &s) != nil {
 			return nil, errors.New("must be a string")
 		}
 		if f.Format != "" {
 			if err := tokenizer.CheckValue(f.Format, s); err != nil {
 				return nil, &formatError{f.Format}
 			}
+		}
+		if plain {
+			return raw, nil
 		}
 		return json.Marshal(s)
 	case TypeNumber:
@@ -137,6 +148,23 @@ func parseValue(f *Field, raw json.RawMessage) (json.RawMessage, error) {
 	return nil, fmt.Errorf("unknown type %q", f.Type)
 }
 
+// isPlainJSONString reports whether raw is a JSON string literal that
+// json.Marshal would write back byte for byte: printable ASCII with no
+// escapes and none of the characters Marshal escapes for HTML. Most values
+// are, and they skip a decode and re-encode (FuzzParseValue holds the two
+// paths equal).
+func isPlainJSONString(raw []byte) bool {
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
+		return false
+	}
+	for _, c := range raw[1 : len(raw)-1] {
+		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return false
+		}
+	}
+	return true
+}
+
 // formatError reports a string that does not fit the field's format.
 type formatError struct{ format tokenizer.Format }
 
@@ -153,6 +181,7 @@ func canonical(f *Field, v json.RawMessage) []byte {
 }
 
 type preparedField struct {
+	name   string
 	field  *Field
 	value  json.RawMessage // plain JSON: kept only for non-sensitive fields and FPE shape
 	token  string
@@ -162,7 +191,7 @@ type preparedField struct {
 
 type preparedRecord struct {
 	id     string
-	fields map[string]*preparedField
+	fields []preparedField
 }
 
 // CreateRecords validates, encrypts and stores a batch of records
@@ -181,6 +210,11 @@ func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collectio
 	}
 	now := s.now()
 	recs := make([]preparedRecord, len(inputs))
+	nfields := 0
+	for _, in := range inputs {
+		nfields += len(in)
+	}
+	all := make([]preparedField, 0, nfields) // one allocation for the batch's fields
 	for i, in := range inputs {
 		if len(in) == 0 {
 			return nil, invalid("empty_record", "record %d has no fields", i)
@@ -189,7 +223,8 @@ func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collectio
 		if err != nil {
 			return nil, err
 		}
-		pr := preparedRecord{id: id.String(), fields: make(map[string]*preparedField, len(in))}
+		pr := preparedRecord{id: id.String()}
+		first := len(all)
 		for name, raw := range in {
 			f, ok := c.Field(name)
 			if !ok {
@@ -203,7 +238,8 @@ func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collectio
 			if err != nil {
 				return nil, invalid("wrong_type", "record %d: field %q %v", i, name, err)
 			}
-			pf := &preparedField{field: f}
+			all = append(all, preparedField{name: f.Name, field: f})
+			pf := &all[len(all)-1]
 			if !f.Sensitive {
 				pf.value = v
 			} else {
@@ -222,8 +258,8 @@ func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collectio
 					_ = json.Unmarshal(v, &pf.fpe) // a string: parseValue checked it
 				}
 			}
-			pr.fields[name] = pf
 		}
+		pr.fields = all[first:len(all):len(all)]
 		recs[i] = pr
 	}
 
@@ -234,9 +270,9 @@ func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collectio
 	for _, r := range recs {
 		e.RecordIDs = append(e.RecordIDs, r.id)
 		size += 160 + len(r.id)
-		for name, pf := range r.fields {
-			size += 3*len(name) + len(pf.value) + len(pf.cipher) + 2*len(pf.token) + 200
-			written[name] = true
+		for _, pf := range r.fields {
+			size += 3*len(pf.name) + len(pf.value) + len(pf.cipher) + 2*len(pf.token) + 200
+			written[pf.name] = true
 		}
 	}
 	for _, f := range c.Fields {
@@ -265,13 +301,14 @@ func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collectio
 		// Draw every format-preserving token before writing anything, so a
 		// token space that runs out rejects this batch alone.
 		for i := range recs {
-			for name, pf := range recs[i].fields {
+			for j := range recs[i].fields {
+				pf := &recs[i].fields[j]
 				if pf.field.Token != tokenizer.KindFormatPreserving {
 					continue
 				}
 				tok, err := s.freeFormatToken(txn, pf.field.Format, pf.fpe, taken)
 				if err != nil {
-					return reject(invalidf(err, "record %d: field %q", i, name))
+					return reject(invalidf(err, "record %d: field %q", i, pf.name))
 				}
 				pf.token = tok
 			}
@@ -279,14 +316,14 @@ func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collectio
 		for i := range recs {
 			r := &recs[i]
 			sr := storedRecord{Created: now, Fields: make([]storedField, 0, len(r.fields))}
-			for name, pf := range r.fields {
+			for _, pf := range r.fields {
 				if pf.field.Sensitive {
-					sr.Fields = append(sr.Fields, storedField{Name: name, Token: pf.token})
-					if err := txn.Set(tokenIndexKey(pf.token, c.Name, r.id, name), tokenIndexValue(pf.token, c.Name, r.id, name, pf.cipher)); err != nil {
+					sr.Fields = append(sr.Fields, storedField{Name: pf.name, Token: pf.token})
+					if err := txn.Set(tokenIndexKey(pf.token, c.Name, r.id, pf.name), tokenIndexValue(pf.token, c.Name, r.id, pf.name, pf.cipher)); err != nil {
 						return err
 					}
 				} else {
-					sr.Fields = append(sr.Fields, storedField{Name: name, Value: pf.value})
+					sr.Fields = append(sr.Fields, storedField{Name: pf.name, Value: pf.value})
 				}
 			}
 			if err := txn.Set(recordKey(c.Name, r.id), encodeRecord(&sr)); err != nil {
@@ -303,11 +340,11 @@ func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collectio
 	out := make([]Record, len(recs))
 	for i, r := range recs {
 		rec := Record{ID: r.id, Fields: make(map[string]json.RawMessage, len(r.fields)), CreatedAt: now}
-		for name, pf := range r.fields {
+		for _, pf := range r.fields {
 			if pf.field.Sensitive {
-				rec.Fields[name], _ = json.Marshal(pf.token)
+				rec.Fields[pf.name], _ = json.Marshal(pf.token)
 			} else {
-				rec.Fields[name] = pf.value
+				rec.Fields[pf.name] = pf.value
 			}
 		}
 		out[i] = rec
