@@ -1,12 +1,15 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/agentvault/agentvault/keys"
 	"github.com/agentvault/agentvault/vault"
@@ -70,11 +73,34 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
+	buf := jsonBufs.Get().(*bytes.Buffer)
+	defer putJSONBuf(buf)
+	buf.Reset()
+	if err := json.NewEncoder(buf).Encode(v); err != nil {
+		// Only a programming error (an unencodable type) gets here.
+		buf.Reset()
+		status = http.StatusInternalServerError
+		_ = json.NewEncoder(buf).Encode(errorBody{errorDetail{Code: "internal", Message: "internal error"}})
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	// The whole body is known: one write with a Content-Length, rather than
+	// a chunked body written in 4 KiB pieces.
+	h.Set("Content-Length", strconv.Itoa(buf.Len()))
 	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	_ = enc.Encode(v)
+	_, _ = w.Write(buf.Bytes())
+}
+
+// jsonBufs holds response buffers between requests.
+var jsonBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// putJSONBuf returns buf to the pool unless one large response grew it
+// past what is worth keeping.
+func putJSONBuf(buf *bytes.Buffer) {
+	if buf.Cap() <= 1<<20 {
+		jsonBufs.Put(buf)
+	}
 }
 
 // decode reads exactly one JSON object into dst, refusing unknown fields,

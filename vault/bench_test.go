@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -99,32 +101,50 @@ func BenchmarkLookupValue(b *testing.B) {
 	}
 }
 
-// BenchmarkStoreFloorBatch is the storage floor under
-// BenchmarkCreateRecordsBatch: the same Badger writes a 1,000-record batch
-// makes (per record a record entry and a point token-index entry of the
-// stored sizes, plus one compressed audit entry naming the records),
-// through the same group-committed Store, with none of the vault's own
-// work (no parsing, encryption, tokens or hashing). values/s here bounds
-// what any change above the store can reach on this machine.
-func BenchmarkStoreFloorBatch(b *testing.B) {
+// The StoreFloor benchmarks are the storage floor under record creation:
+// the Badger writes creates make (per record a record entry and a point
+// token-index entry of the stored sizes, plus audit entries of the stored
+// sizes), through the same group-committed Store, with none of the vault's
+// own work: no parsing, encryption, token drawing, hashing or HTTP. Their
+// rates and CPU per value bound what any change above the store can reach
+// on this machine; docs/BENCHMARKS.md sets them beside the load rows.
+
+// BenchmarkStoreFloorBatch writes what a 1,000-record batch writes: 1,000
+// records and one compressed audit entry naming them, from four writers.
+func BenchmarkStoreFloorBatch(b *testing.B) { storeFloor(b, 1000, false) }
+
+// BenchmarkStoreFloorSingle writes what single-record creates write, each
+// with its own audit entry, grouped 16 to a transaction (about what the
+// vault's single writer groups under the load tool's create rows).
+func BenchmarkStoreFloorSingle(b *testing.B) { storeFloor(b, 16, true) }
+
+func storeFloor(b *testing.B, perTxn int, entryPerRecord bool) {
 	store, err := OpenStore(b.TempDir(), StoreOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { store.Close() })
-	const n = 1000
-	coll := "load_1795565358222682303"
+	const coll = "load_1795565358222682303"
 	cipher := make([]byte, 45)
+	hash := strings.Repeat("0f", 32)
 	var seq atomic.Uint64
+	// An audit entry as the vault writes it for a create.
+	audit := func(ids []string) ([]byte, []byte) {
+		s := seq.Add(1)
+		canon, _ := json.Marshal(AuditEntry{Seq: s, Time: time.Now(), Actor: uuid.NewString(), Action: "records.create", Decision: DecisionOK,
+			Collection: coll, Fields: []string{"ref", "secret"}, RecordIDs: ids, RequestID: uuid.NewString(),
+			RemoteAddr: "127.0.0.1:54321", PrevHash: hash, Hash: hash})
+		return auditKey(s), storedEntry(canon)
+	}
 	b.ReportAllocs()
+	cpu0 := cpuTime()
 	b.SetParallelism(2) // four writers on two cores, like the load tool's batch rows
 	b.RunParallel(func(pb *testing.PB) {
-		ids := make([]string, n)
+		ids := make([]string, perTxn)
 		for pb.Next() {
 			err := store.Update(context.Background(), func(txn *badger.Txn) error {
-				for i := range n {
-					id, _ := uuid.NewV7()
-					ids[i] = id.String()
+				for i := range ids {
+					ids[i] = uuid.Must(uuid.NewV7()).String()
 					tok := tokenizer.Random()
 					if err := txn.Set(pointTokenKey(tok), tokenIndexValue(tok, coll, ids[i], "secret", cipher)); err != nil {
 						return err
@@ -133,10 +153,16 @@ func BenchmarkStoreFloorBatch(b *testing.B) {
 					if err := txn.Set(recordKey(coll, ids[i]), encodeRecord(&sr)); err != nil {
 						return err
 					}
+					if entryPerRecord {
+						if err := txn.Set(audit(ids[i : i+1])); err != nil {
+							return err
+						}
+					}
 				}
-				s := seq.Add(1)
-				canon, _ := json.Marshal(AuditEntry{Seq: s, Action: "records.create", Collection: coll, Fields: []string{"ref", "secret"}, RecordIDs: ids})
-				return txn.Set(auditKey(s), storedEntry(canon))
+				if entryPerRecord {
+					return nil
+				}
+				return txn.Set(audit(ids))
 			})
 			if err != nil {
 				b.Error(err)
@@ -144,5 +170,17 @@ func BenchmarkStoreFloorBatch(b *testing.B) {
 			}
 		}
 	})
-	b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "values/s")
+	values := float64(b.N * perTxn)
+	b.ReportMetric(values/b.Elapsed().Seconds(), "values/s")
+	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/values, "cpu-µs/value")
+}
+
+// cpuTime is this process's user and system CPU time (every goroutine,
+// Badger's flushes and compactions included).
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

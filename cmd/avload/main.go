@@ -12,6 +12,10 @@
 //     baseline the create scenario is compared with
 //   - detokenize: reveal -batch tokens per request under a grant (grant
 //     check, decryption and a durable, hash-chained audit entry each)
+//   - read:    read one stored record (tokens, nothing revealed) per
+//     request: the same HTTP, authentication and JSON path as create with
+//     no durable write, so the rate a write-free request reaches here
+//
 //
 // For agentvault scenarios it creates its own collection and writer
 // principal with the admin token. It only talks to the address it is given,
@@ -68,7 +72,7 @@ func main() {
 	var c config
 	flag.StringVar(&c.url, "url", "http://127.0.0.1:8080", "agentvault base URL (loopback)")
 	flag.StringVar(&c.token, "token", os.Getenv("AGENTVAULT_ADMIN_TOKEN"), "admin token (default $AGENTVAULT_ADMIN_TOKEN)")
-	flag.StringVar(&c.scenario, "scenario", "create", "create, batch or transit")
+	flag.StringVar(&c.scenario, "scenario", "create", "create, batch, detokenize, read or transit")
 	flag.StringVar(&c.vaultAddr, "vault-addr", os.Getenv("VAULT_ADDR"), "Vault address, for -scenario transit")
 	flag.StringVar(&c.vaultToken, "vault-token", os.Getenv("VAULT_TOKEN"), "Vault token, for -scenario transit")
 	flag.IntVar(&c.clients, "clients", 64, "concurrent clients")
@@ -124,6 +128,16 @@ func run(c config) (Result, error) {
 			return Result{}, err
 		}
 		req = createRecords(c.url, coll, writer, n)
+	case "read":
+		coll, writer, err := setup(client, c)
+		if err != nil {
+			return Result{}, err
+		}
+		ids, err := storeRecords(client, c.url, coll, writer)
+		if err != nil {
+			return Result{}, err
+		}
+		req = readRecords(c.url, coll, writer, ids)
 	case "detokenize":
 		agent, tokens, err := setupDetokenize(client, c)
 		if err != nil {
@@ -220,11 +234,25 @@ func post(client *http.Client, url, authHeader, auth string, body []byte, out an
 	if err != nil {
 		return err
 	}
+	return do(client, req, authHeader, auth, out)
+}
+
+func get(client *http.Client, url, authHeader, auth string, out any) error {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	return do(client, req, authHeader, auth, out)
+}
+
+func do(client *http.Client, req *http.Request, authHeader, auth string, out any) error {
 	if authHeader == "Authorization" {
 		auth = "Bearer " + auth
 	}
 	req.Header.Set(authHeader, auth)
-	req.Header.Set("Content-Type", "application/json")
+	if req.Body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		return err
@@ -232,7 +260,7 @@ func post(client *http.Client, url, authHeader, auth string, body []byte, out an
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s: %d %s", url, resp.StatusCode, strings.TrimSpace(string(b)))
+		return fmt.Errorf("%s %s: %d %s", req.Method, req.URL, resp.StatusCode, strings.TrimSpace(string(b)))
 	}
 	if out != nil {
 		return json.Unmarshal(b, out)
@@ -281,6 +309,27 @@ func transitEncrypt(addr, token string) request {
 	payload := []byte(`{"plaintext":"` + base64.StdEncoding.EncodeToString([]byte("value-0000000001")) + `"}`)
 	return func(ctx context.Context, client *http.Client) error {
 		return post(client, addr+"/v1/transit/encrypt/avload", "X-Vault-Token", token, payload, nil)
+	}
+}
+
+// storeRecords stores 1,000 records and returns their ids.
+func storeRecords(client *http.Client, base, coll, writer string) ([]string, error) {
+	var out struct{ Records []struct{ ID string } }
+	if err := post(client, base+"/v1/collections/"+coll+"/records", "Authorization", writer, recordsBody(1000), &out); err != nil {
+		return nil, fmt.Errorf("store records: %w", err)
+	}
+	ids := make([]string, len(out.Records))
+	for i, r := range out.Records {
+		ids[i] = r.ID
+	}
+	return ids, nil
+}
+
+func readRecords(base, coll, token string, ids []string) request {
+	var next atomic.Int64
+	return func(ctx context.Context, client *http.Client) error {
+		id := ids[int(next.Add(1))%len(ids)]
+		return get(client, base+"/v1/collections/"+coll+"/records/"+id, "Authorization", token, nil)
 	}
 }
 
