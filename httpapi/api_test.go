@@ -2,23 +2,16 @@ package httpapi_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/agentvault/agentvault/httpapi"
-	"github.com/agentvault/agentvault/keys"
-	"github.com/agentvault/agentvault/vault"
+	"github.com/agentvault/agentvault/internal/apitest"
 )
 
-const adminToken = "test-admin-token-0123456789"
+const adminToken = apitest.AdminToken
 
 type api struct {
 	t   *testing.T
@@ -28,26 +21,7 @@ type api struct {
 // newAPI runs the real handler over a real Badger and a local KEK.
 func newAPI(t *testing.T, maxBody int64) *api {
 	t.Helper()
-	dir := t.TempDir()
-	kek, err := keys.OpenLocalKEK(filepath.Join(dir, "kek.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := prometheus.NewRegistry()
-	store, err := vault.OpenStore(filepath.Join(dir, "db"), vault.StoreOptions{Registry: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := vault.New(vault.Config{Store: store, Keys: keys.NewManager(kek), Registry: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := svc.EnsureBootstrapAdmin(context.Background(), adminToken); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(httpapi.New(httpapi.Config{Service: svc, Registry: reg, MaxBodyBytes: maxBody}))
-	t.Cleanup(func() { srv.Close(); svc.Close(); store.Close() })
-	return &api{t: t, url: srv.URL}
+	return &api{t: t, url: apitest.Start(t, maxBody)}
 }
 
 type answer struct {

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentvault/agentvault/internal/apitest"
+	"github.com/agentvault/agentvault/internal/vaulttest"
+)
+
+// TestScenarios runs every scenario briefly against the real handler (and
+// the real dev Vault for transit): each must make requests, all of them
+// successful, and count values per request as it says.
+func TestScenarios(t *testing.T) {
+	url := apitest.Start(t, 0)
+	dv := vaulttest.Start(t)
+	tests := []struct {
+		scenario string
+		batch    int
+		values   int // values per request
+	}{
+		{"create", 0, 1},
+		{"batch", 50, 50},
+		{"read", 0, 1},
+		{"detokenize", 5, 5},
+		{"transit", 0, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.scenario, func(t *testing.T) {
+			res, err := run(config{
+				url: url, token: apitest.AdminToken, scenario: tc.scenario, batch: tc.batch,
+				vaultAddr: dv.Addr, vaultToken: dv.Token,
+				clients: 4, duration: 300 * time.Millisecond, serverPID: os.Getpid(),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Requests == 0 || res.Errors != 0 {
+				t.Fatalf("%d requests, %d errors (first: %s)", res.Requests, res.Errors, res.FirstErrorMsg)
+			}
+			if got, want := res.ValuesPerS, res.RequestsPerS*float64(tc.values); got != want {
+				t.Errorf("values/s = %v, want %v", got, want)
+			}
+			if res.P50Millis <= 0 || res.P99Millis < res.P50Millis {
+				t.Errorf("p50 %v ms, p99 %v ms", res.P50Millis, res.P99Millis)
+			}
+			if res.ClientCPUMicros <= 0 || res.ServerCPUMicros <= 0 {
+				t.Errorf("CPU per request: server %v µs, client %v µs", res.ServerCPUMicros, res.ClientCPUMicros)
+			}
+		})
+	}
+}
+
+func TestSetupErrors(t *testing.T) {
+	url := apitest.Start(t, 0)
+	tests := []struct {
+		name string
+		c    config
+		want string
+	}{
+		{"wrong admin token", config{url: url, token: "not-the-token", scenario: "create"}, "create collection"},
+		{"unknown scenario", config{url: url, token: apitest.AdminToken, scenario: "nope"}, "unknown scenario"},
+		{"transit without Vault", config{url: url, token: apitest.AdminToken, scenario: "transit"}, "-vault-addr"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.c.clients, tc.c.duration = 1, 50*time.Millisecond
+			_, err := run(tc.c)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
+			}
+		})
+	}
+}

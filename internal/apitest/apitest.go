@@ -1,0 +1,47 @@
+// Package apitest runs agentvault's real HTTP handler over a real Badger
+// store and a local development KEK, for tests of the API and of tools
+// that drive it.
+package apitest
+
+import (
+	"context"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/agentvault/agentvault/httpapi"
+	"github.com/agentvault/agentvault/keys"
+	"github.com/agentvault/agentvault/vault"
+)
+
+// AdminToken is the bootstrap admin's token on every test server.
+const AdminToken = "test-admin-token-0123456789"
+
+// Start serves the handler on a loopback port with a fresh data directory
+// and returns its base URL; maxBody 0 keeps the default body limit. It
+// stops when the test ends.
+func Start(t testing.TB, maxBody int64) string {
+	t.Helper()
+	dir := t.TempDir()
+	kek, err := keys.OpenLocalKEK(filepath.Join(dir, "kek.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	store, err := vault.OpenStore(filepath.Join(dir, "db"), vault.StoreOptions{Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := vault.New(vault.Config{Store: store, Keys: keys.NewManager(kek), Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.EnsureBootstrapAdmin(context.Background(), AdminToken); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(httpapi.New(httpapi.Config{Service: svc, Registry: reg, MaxBodyBytes: maxBody}))
+	t.Cleanup(func() { srv.Close(); svc.Close(); store.Close() })
+	return srv.URL
+}
