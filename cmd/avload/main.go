@@ -14,8 +14,7 @@
 //     check, decryption and a durable, hash-chained audit entry each)
 //   - read:    read one stored record (tokens, nothing revealed) per
 //     request: the same HTTP, authentication and JSON path as create with
-//     no durable write, so the rate a write-free request reaches here
-//
+//     no durable write, to show what a request that writes nothing costs
 //
 // For agentvault scenarios it creates its own collection and writer
 // principal with the admin token. It only talks to the address it is given,
