@@ -50,13 +50,14 @@ type server struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	url    string
+	http   *http.Client // http.DefaultClient unless a test sets one (TLS)
 	mu     sync.Mutex
 	stderr bytes.Buffer
 	exited chan struct{}
 	err    error
 }
 
-var listening = regexp.MustCompile(`"msg":"listening","addr":"([^"]+)"`)
+var listening = regexp.MustCompile(`"msg":"listening","addr":"([^"]+)","tls":(true|false)`)
 
 func start(t *testing.T, dataDir string, env []string, args ...string) *server {
 	t.Helper()
@@ -67,7 +68,7 @@ func start(t *testing.T, dataDir string, env []string, args ...string) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &server{t: t, cmd: cmd, exited: make(chan struct{})}
+	s := &server{t: t, cmd: cmd, exited: make(chan struct{}), http: http.DefaultClient}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +81,11 @@ func start(t *testing.T, dataDir string, env []string, args ...string) *server {
 			s.stderr.WriteString(line + "\n")
 			s.mu.Unlock()
 			if m := listening.FindStringSubmatch(line); m != nil {
-				addr <- m[1]
+				scheme := "http://"
+				if m[2] == "true" {
+					scheme = "https://"
+				}
+				addr <- scheme + m[1]
 			}
 		}
 		s.err = cmd.Wait()
@@ -89,7 +94,7 @@ func start(t *testing.T, dataDir string, env []string, args ...string) *server {
 	t.Cleanup(func() { s.kill() })
 	select {
 	case a := <-addr:
-		s.url = "http://" + a
+		s.url = a
 	case <-s.exited:
 		t.Fatalf("agentvault exited at start: %v\n%s", s.err, s.logs())
 	case <-time.After(30 * time.Second):
@@ -138,7 +143,7 @@ func (s *server) call(method, path, token string, body any) (int, map[string]any
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := s.http.Do(req)
 	if err != nil {
 		s.t.Fatalf("%s %s: %v", method, path, err)
 	}

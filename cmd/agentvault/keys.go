@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -26,13 +27,18 @@ const keysUsage = `usage: agentvault keys <command> [flags]
 
 Every command talks to a running server: --server (or AGENTVAULT_URL,
 default http://127.0.0.1:8080) with an operator token from --token (or
-AGENTVAULT_TOKEN).
+AGENTVAULT_TOKEN). For an https server with a private CA, --ca-file (or
+AGENTVAULT_CACERT); if it requires client certificates, --client-cert and
+--client-key (or AGENTVAULT_CLIENT_CERT, AGENTVAULT_CLIENT_KEY).
 `
 
 // client calls a running agentvault server.
 type client struct {
 	server, token string
 	http          *http.Client
+	// TLS: the CAs to trust (default: the system's) and, for a server
+	// that requires client certificates, this client's pair.
+	caFile, certFile, keyFile string
 }
 
 // apiError is the contract's error shape.
@@ -93,7 +99,36 @@ func clientFlags(fs *flag.FlagSet) *client {
 	}
 	fs.StringVar(&c.server, "server", server, "agentvault server URL (AGENTVAULT_URL)")
 	fs.StringVar(&c.token, "token", os.Getenv("AGENTVAULT_TOKEN"), "operator API token (AGENTVAULT_TOKEN); prefer the environment: flags show in the process list")
+	fs.StringVar(&c.caFile, "ca-file", os.Getenv("AGENTVAULT_CACERT"), "PEM CAs to trust for an https server (AGENTVAULT_CACERT; default: the system's)")
+	fs.StringVar(&c.certFile, "client-cert", os.Getenv("AGENTVAULT_CLIENT_CERT"), "PEM client certificate, for a server that requires one (AGENTVAULT_CLIENT_CERT)")
+	fs.StringVar(&c.keyFile, "client-key", os.Getenv("AGENTVAULT_CLIENT_KEY"), "PEM key of --client-cert (AGENTVAULT_CLIENT_KEY)")
 	return c
+}
+
+// setupTLS configures the client's TLS from its flags.
+func (c *client) setupTLS() error {
+	if c.caFile == "" && c.certFile == "" && c.keyFile == "" {
+		return nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.caFile != "" {
+		pool, err := loadCertPool(c.caFile)
+		if err != nil {
+			return fmt.Errorf("--ca-file: %w", err)
+		}
+		cfg.RootCAs = pool
+	}
+	if c.certFile != "" || c.keyFile != "" {
+		pair, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
+		if err != nil {
+			return fmt.Errorf("client certificate (--client-cert, --client-key): %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = cfg
+	c.http.Transport = tr
+	return nil
 }
 
 func keysCmd(args []string, stdout, stderr io.Writer) error {
@@ -114,6 +149,9 @@ func keysCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	if c.token == "" {
 		return errors.New("no token: set AGENTVAULT_TOKEN (or --token) to an operator's API token")
+	}
+	if err := c.setupTLS(); err != nil {
+		return err
 	}
 	switch args[0] {
 	case "status":

@@ -49,6 +49,7 @@ type serveFlags struct {
 	rotateKEKEvery  time.Duration
 	reencryptBatch  int
 	reencryptPause  time.Duration
+	tls             tlsFiles
 }
 
 func serve(args []string) error {
@@ -74,8 +75,14 @@ func serve(args []string) error {
 	fs.DurationVar(&f.rotateKEKEvery, "rotate-kek-every", 0, "rotate the KEK on this schedule and rewrap every keyset (0: never)")
 	fs.IntVar(&f.reencryptBatch, "reencrypt-batch", 256, "records per re-encryption transaction")
 	fs.DurationVar(&f.reencryptPause, "reencrypt-pause", 0, "rest between re-encryption batches, to leave more of the writer to live traffic")
+	fs.StringVar(&f.tls.cert, "tls-cert-file", "", "serve HTTPS with this PEM certificate (chain); re-read on SIGHUP")
+	fs.StringVar(&f.tls.key, "tls-key-file", "", "the PEM private key of --tls-cert-file; re-read on SIGHUP")
+	fs.StringVar(&f.tls.clientCA, "tls-client-ca-file", "", "require client certificates signed by these PEM CAs (mutual TLS, on top of API tokens); re-read on SIGHUP")
 	fs.StringVar(&f.cpuProfile, "cpu-profile", "", "write a CPU profile to this file until shutdown (for performance work)")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := f.tls.check(); err != nil {
 		return err
 	}
 	if f.publicURL != "" {
@@ -99,6 +106,11 @@ func serve(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP re-reads the TLS files; without TLS it is logged and ignored
+	// (its default would end the process).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer func() { signal.Stop(hup); close(hup) }()
 
 	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
@@ -165,6 +177,25 @@ func serve(args []string) error {
 		defer func() { cancel(); <-done }()
 	}
 
+	var certs *tlsReloader
+	if f.tls.enabled() {
+		if certs, err = newTLSReloader(f.tls, log, reg); err != nil {
+			return err
+		}
+	}
+	go func() {
+		for range hup {
+			switch {
+			case certs == nil:
+				log.Info("SIGHUP: no TLS files to reload")
+			default:
+				if err := certs.reload(); err != nil {
+					log.Error("SIGHUP: TLS reload failed; still serving the previous certificate", "err", err)
+				}
+			}
+		}
+	}()
+
 	api := httpapi.New(httpapi.Config{Service: svc, Logger: log, Registry: reg, MaxBodyBytes: f.maxBodyBytes})
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
@@ -178,8 +209,17 @@ func serve(args []string) error {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String(), "kms", f.kms, "data_dir", f.dataDir)
+	if certs != nil {
+		srv.TLSConfig = certs.serverConfig()
+		go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { errc <- srv.Serve(ln) }()
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "tls", certs != nil, "kms", f.kms, "data_dir", f.dataDir)
+	if certs == nil && !isLoopback(ln.Addr()) {
+		log.Warn("serving plain HTTP on a non-loopback address: API tokens and revealed values cross the network in the clear. " +
+			"Use --tls-cert-file and --tls-key-file, or keep agentvault on loopback behind a TLS-terminating proxy.")
+	}
 
 	select {
 	case err := <-errc:
