@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/agentvault/agentvault/internal/apitest"
@@ -21,7 +23,7 @@ type api struct {
 // newAPI runs the real handler over a real Badger and a local KEK.
 func newAPI(t *testing.T, maxBody int64) *api {
 	t.Helper()
-	return &api{t: t, url: apitest.Start(t, maxBody)}
+	return &api{t: t, url: apitest.Start(t, apitest.Options{MaxBodyBytes: maxBody})}
 }
 
 type answer struct {
@@ -306,4 +308,81 @@ func TestRecordLifecycle(t *testing.T) {
 	if ans := a.do("GET", "/v1/collections", agent, ""); ans.status != 200 || len(ans.body["collections"].([]any)) != 1 {
 		t.Fatalf("list collections: %s", ans.raw)
 	}
+}
+
+// TestAuthFailuresObserved: refused requests are counted by reason and
+// logged as warnings with route and remote address, and the log never
+// holds the token that was tried.
+func TestAuthFailuresObserved(t *testing.T) {
+	t.Parallel()
+	var logs syncBuffer
+	a := &api{t: t, url: apitest.Start(t, apitest.Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})}
+	_, writer := a.principal("app", "writer")
+	_, revoked := a.principal("gone", "writer")
+	revokedID := a.do("GET", "/v1/me", revoked, "").body["id"].(string)
+	a.do("DELETE", "/v1/principals/"+revokedID, adminToken, "")
+	const tried = "avt_TRIEDTOKENTHATDOESNOTEXIST0123456789"
+	steps := []struct {
+		token, method, path string
+		want                int
+	}{
+		{"", "GET", "/v1/collections", 401},
+		{tried, "GET", "/v1/collections", 401},
+		{tried, "POST", "/v1/detokenize", 401},
+		{revoked, "GET", "/v1/collections", 401},
+		{writer, "GET", "/v1/principals", 403},
+		{writer, "GET", "/v1/collections", 200},
+	}
+	for _, st := range steps {
+		if ans := a.do(st.method, st.path, st.token, ""); ans.status != st.want {
+			t.Fatalf("%s %s: %d, want %d", st.method, st.path, ans.status, st.want)
+		}
+	}
+	metrics := a.do("GET", "/metrics", "", "").raw
+	for _, want := range []string{
+		`agentvault_http_auth_failures_total{reason="missing_token"} 1`,
+		`agentvault_http_auth_failures_total{reason="invalid_token"} 3`,
+		`agentvault_http_auth_failures_total{reason="forbidden"} 1`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	out := logs.String()
+	if n := strings.Count(out, `"msg":"authentication failed: unknown or revoked API token"`); n != 3 {
+		t.Errorf("%d authentication-failure warnings, want 3:\n%s", n, out)
+	}
+	if !strings.Contains(out, `"route":"/v1/detokenize"`) || !strings.Contains(out, `"remote_addr":"127.0.0.1:`) {
+		t.Errorf("warnings lack route or remote address:\n%s", out)
+	}
+	if !strings.Contains(out, `"msg":"forbidden: principal lacks the role"`) || !strings.Contains(out, `"needs":"admin, auditor"`) {
+		t.Errorf("no forbidden warning naming the roles:\n%s", out)
+	}
+	// Not even a piece: no 8 characters in a row of any token tried.
+	for _, tok := range []string{tried, writer, revoked} {
+		body := strings.TrimPrefix(tok, "avt_")
+		for i := 0; i+8 <= len(body); i++ {
+			if strings.Contains(out, body[i:i+8]) {
+				t.Fatalf("log holds token material %q (from %q)", body[i:i+8], tok)
+			}
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

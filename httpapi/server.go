@@ -38,8 +38,9 @@ type Server struct {
 	log    *slog.Logger
 	router *mux.Router
 
-	requests *prometheus.CounterVec
-	latency  *prometheus.HistogramVec
+	requests     *prometheus.CounterVec
+	latency      *prometheus.HistogramVec
+	authFailures *prometheus.CounterVec
 }
 
 // New builds the API's handler.
@@ -64,8 +65,12 @@ func New(cfg Config) *Server {
 			Name: "agentvault_http_request_seconds", Help: "HTTP request latency by route and method.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
 		}, []string{"route", "method"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agentvault_http_auth_failures_total",
+			Help: "Requests refused by authentication or role checks: missing_token, invalid_token (unknown or revoked) or forbidden (wrong role).",
+		}, []string{"reason"}),
 	}
-	cfg.Registry.MustRegister(s.requests, s.latency)
+	cfg.Registry.MustRegister(s.requests, s.latency, s.authFailures)
 
 	r := mux.NewRouter()
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -193,10 +198,7 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		sw := &statusWriter{ResponseWriter: w}
 		r = r.WithContext(context.WithValue(r.Context(), keyState, st))
 		next.ServeHTTP(sw, r)
-		route := "unmatched"
-		if cur := mux.CurrentRoute(r); cur != nil {
-			route, _ = cur.GetPathTemplate()
-		}
+		route := routeOf(r)
 		elapsed := time.Since(start)
 		s.requests.WithLabelValues(route, r.Method, strconv.Itoa(sw.status)).Inc()
 		s.latency.WithLabelValues(route, r.Method).Observe(elapsed.Seconds())
@@ -206,6 +208,17 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		s.log.Debug("request", "request_id", id, "method", r.Method, "route", route,
 			"status", sw.status, "duration_ms", float64(elapsed.Microseconds())/1000, "principal_id", principalID(st.principal))
 	})
+}
+
+// routeOf is the request's route template (never the path, which may
+// hold ids), or "unmatched".
+func routeOf(r *http.Request) string {
+	if cur := mux.CurrentRoute(r); cur != nil {
+		if t, err := cur.GetPathTemplate(); err == nil {
+			return t
+		}
+	}
+	return "unmatched"
 }
 
 func principalID(p *vault.Principal) string {
@@ -222,17 +235,26 @@ func (s *Server) auth(h http.HandlerFunc, roles ...vault.Role) http.Handler {
 		authz := r.Header.Get("Authorization")
 		token, ok := strings.CutPrefix(authz, "Bearer ")
 		if !ok || token == "" {
+			s.authFailures.WithLabelValues("missing_token").Inc()
 			w.Header().Set("WWW-Authenticate", `Bearer realm="agentvault"`)
 			writeError(w, http.StatusUnauthorized, "unauthenticated", "send Authorization: Bearer <api token>")
 			return
 		}
 		p, err := s.svc.Authenticate(strings.TrimSpace(token))
 		if err != nil {
+			// Never the token itself, not even a prefix: a mistyped token
+			// is often one character away from a real one.
+			s.authFailures.WithLabelValues("invalid_token").Inc()
+			s.log.Warn("authentication failed: unknown or revoked API token", "request_id", requestID(r),
+				"method", r.Method, "route", routeOf(r), "remote_addr", r.RemoteAddr)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="agentvault", error="invalid_token"`)
 			writeError(w, http.StatusUnauthorized, "unauthenticated", "the API token is not valid or was revoked")
 			return
 		}
 		if len(roles) > 0 && !p.Has(vault.RoleAdmin) && !slices.ContainsFunc(roles, p.Has) {
+			s.authFailures.WithLabelValues("forbidden").Inc()
+			s.log.Warn("forbidden: principal lacks the role", "request_id", requestID(r), "method", r.Method, "route", routeOf(r),
+				"principal_id", p.ID, "principal", p.Name, "needs", joinRoles(roles), "remote_addr", r.RemoteAddr)
 			writeError(w, http.StatusForbidden, "forbidden", "this endpoint needs one of the roles "+joinRoles(roles))
 			return
 		}

@@ -14,7 +14,7 @@ import (
 // the real dev Vault for transit): each must make requests, all of them
 // successful, and count values per request as it says.
 func TestScenarios(t *testing.T) {
-	url := apitest.Start(t, 0)
+	url := apitest.Start(t, apitest.Options{})
 	dv := vaulttest.Start(t)
 	tests := []struct {
 		scenario string
@@ -54,7 +54,7 @@ func TestScenarios(t *testing.T) {
 }
 
 func TestSetupErrors(t *testing.T) {
-	url := apitest.Start(t, 0)
+	url := apitest.Start(t, apitest.Options{})
 	tests := []struct {
 		name string
 		c    config

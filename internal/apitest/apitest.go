@@ -5,6 +5,7 @@ package apitest
 
 import (
 	"context"
+	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
 	"testing"
@@ -19,10 +20,15 @@ import (
 // AdminToken is the bootstrap admin's token on every test server.
 const AdminToken = "test-admin-token-0123456789"
 
+// Options tune a test server; the zero value is the defaults.
+type Options struct {
+	MaxBodyBytes int64        // 0: the default body limit
+	Logger       *slog.Logger // nil: logs are discarded
+}
+
 // Start serves the handler on a loopback port with a fresh data directory
-// and returns its base URL; maxBody 0 keeps the default body limit. It
-// stops when the test ends.
-func Start(t testing.TB, maxBody int64) string {
+// and returns its base URL. It stops when the test ends.
+func Start(t testing.TB, o Options) string {
 	t.Helper()
 	dir := t.TempDir()
 	kek, err := keys.OpenLocalKEK(filepath.Join(dir, "kek.json"))
@@ -34,14 +40,14 @@ func Start(t testing.TB, maxBody int64) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := vault.New(vault.Config{Store: store, Keys: keys.NewManager(kek), Registry: reg})
+	svc, err := vault.New(vault.Config{Store: store, Keys: keys.NewManager(kek), Registry: reg, Logger: o.Logger})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := svc.EnsureBootstrapAdmin(context.Background(), AdminToken); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(httpapi.New(httpapi.Config{Service: svc, Registry: reg, MaxBodyBytes: maxBody}))
+	srv := httptest.NewServer(httpapi.New(httpapi.Config{Service: svc, Registry: reg, MaxBodyBytes: o.MaxBodyBytes, Logger: o.Logger}))
 	t.Cleanup(func() { srv.Close(); svc.Close(); store.Close() })
 	return srv.URL
 }
