@@ -211,6 +211,7 @@ func serve(args []string) error {
 	errc := make(chan error, 1)
 	if certs != nil {
 		srv.TLSConfig = certs.serverConfig()
+		srv.Handler = strictTransport(api)
 		go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	} else {
 		go func() { errc <- srv.Serve(ln) }()

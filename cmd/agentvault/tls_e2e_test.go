@@ -132,6 +132,9 @@ func TestTLS(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		io.Copy(io.Discard, resp.Body)
+		if hsts := resp.Header.Get("Strict-Transport-Security"); hsts != "max-age=31536000" {
+			t.Errorf("Strict-Transport-Security %q", hsts)
+		}
 		return resp.TLS.PeerCertificates[0].Subject.CommonName, nil
 	}
 	refused := []struct {
