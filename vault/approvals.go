@@ -2,6 +2,7 @@ package vault
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -56,6 +57,30 @@ type storedApproval struct {
 
 func approvalKey(id string) []byte { return []byte("ap/" + id) }
 
+// An open approval (pending, or approved and not yet redeemed) also has a
+// due key, "ad/<deadline, big-endian Unix ns><id>", so the expiry sweeper
+// reads only what has come due instead of every approval ever made.
+const approvalDuePrefix = "ad/"
+
+func approvalDueKey(deadline time.Time, id string) []byte {
+	k := binary.BigEndian.AppendUint64([]byte(approvalDuePrefix), uint64(deadline.UnixNano()))
+	return append(k, id...)
+}
+
+// approvalDueReady marks a database whose due keys are complete.
+var approvalDueReady = []byte("meta/approval-due-v1")
+
+// deadline is when an open approval expires; ok is false for a closed one.
+func (a *Approval) deadline() (time.Time, bool) {
+	switch {
+	case a.Status == ApprovalPending:
+		return a.ExpiresAt, true
+	case a.Status == ApprovalApproved && a.RedeemBy != nil:
+		return *a.RedeemBy, true
+	}
+	return time.Time{}, false
+}
+
 // effectiveStatus is the status the clock implies: an undecided approval
 // past its window, or an approved one past its redemption window, has
 // expired even before the sweeper records it.
@@ -84,12 +109,85 @@ func readApproval(txn *badger.Txn, id string) (*storedApproval, error) {
 	return &a, nil
 }
 
+// putApproval stores an approval and keeps its due key in step: the keys
+// of both deadlines it may have had are dropped and the current one, if
+// it is still open, is set.
 func putApproval(txn *badger.Txn, a *storedApproval) error {
 	b, err := json.Marshal(a)
 	if err != nil {
 		return err
 	}
-	return txn.Set(approvalKey(a.ID), b)
+	if err := txn.Set(approvalKey(a.ID), b); err != nil {
+		return err
+	}
+	if err := txn.Delete(approvalDueKey(a.ExpiresAt, a.ID)); err != nil {
+		return err
+	}
+	if a.RedeemBy != nil {
+		if err := txn.Delete(approvalDueKey(*a.RedeemBy, a.ID)); err != nil {
+			return err
+		}
+	}
+	if due, open := a.deadline(); open {
+		return txn.Set(approvalDueKey(due, a.ID), nil)
+	}
+	return nil
+}
+
+// initApprovalDue writes the due keys of every open approval, once, for a
+// database written before they existed. It runs before the writer starts.
+func initApprovalDue(store *Store) error {
+	txn := store.db.NewTransaction(true)
+	defer txn.Discard()
+	if _, err := txn.Get(approvalDueReady); err == nil {
+		return nil
+	} else if !errors.Is(err, badger.ErrKeyNotFound) {
+		return err
+	}
+	var due [][]byte
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("ap/"), PrefetchValues: true})
+	for it.Rewind(); it.Valid(); it.Next() {
+		var a storedApproval
+		if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &a) }); err != nil {
+			it.Close()
+			return fmt.Errorf("decode approval %s: %w", it.Item().Key(), err)
+		}
+		if d, open := a.deadline(); open {
+			due = append(due, approvalDueKey(d, a.ID))
+		}
+	}
+	it.Close()
+	for _, k := range due {
+		if err := txn.Set(k, nil); err != nil {
+			return err
+		}
+	}
+	if err := txn.Set(approvalDueReady, []byte{1}); err != nil {
+		return err
+	}
+	return txn.Commit()
+}
+
+// dueApprovals returns the ids of open approvals whose deadline is not
+// after now, reading only the due keys up to now.
+func (s *Service) dueApprovals(now time.Time) ([]string, error) {
+	var ids []string
+	err := s.store.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(approvalDuePrefix)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()[len(approvalDuePrefix):]
+			if len(k) < 8 {
+				return fmt.Errorf("approval due key %q: too short", it.Item().Key())
+			}
+			if int64(binary.BigEndian.Uint64(k)) > now.UnixNano() {
+				break // keys are in deadline order
+			}
+			ids = append(ids, string(k[8:]))
+		}
+		return nil
+	})
+	return ids, err
 }
 
 // GetApproval returns an approval. Approvers see any; an agent sees only
@@ -200,12 +298,7 @@ func (s *Service) DecideApproval(ctx context.Context, meta RequestMeta, id strin
 // redemption window has passed, each with an audit entry.
 func (s *Service) ExpireApprovals(ctx context.Context) (int, error) {
 	now := s.now()
-	var due []string
-	err := s.eachApproval(func(a *Approval) {
-		if a.Status != ApprovalExpired && a.effectiveStatus(now) == ApprovalExpired {
-			due = append(due, a.ID)
-		}
-	})
+	due, err := s.dueApprovals(now)
 	if err != nil {
 		return 0, err
 	}

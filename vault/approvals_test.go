@@ -2,12 +2,16 @@ package vault
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // approvalScene adds an approver, and a principal that is both agent and
@@ -482,5 +486,91 @@ func TestApprovalEvents(t *testing.T) {
 	raw, _ := json.Marshal(seen)
 	if strings.Contains(string(raw), "123-45-6789") || strings.Contains(string(raw), ssn) {
 		t.Fatal("an event holds the value or the token")
+	}
+}
+
+// dueKeys lists the approval due keys as "id@deadline offset from base".
+func dueKeys(t *testing.T, e *env, base time.Time) map[string]time.Duration {
+	t.Helper()
+	out := map[string]time.Duration{}
+	err := e.store.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(approvalDuePrefix)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()[len(approvalDuePrefix):]
+			out[string(k[8:])] = time.Unix(0, int64(binary.BigEndian.Uint64(k))).Sub(base)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestApprovalDueIndex: exactly the open approvals have due keys, at their
+// deadlines; the sweeper expires what they say is due; and a database from
+// before the keys existed gets them at start.
+func TestApprovalDueIndex(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	sc := newApprovalScene(t)
+	base := sc.clock.now()
+	ask := func(purpose string) (ssn, id string) {
+		ssn = tokenOf(t, sc.recA, "ssn")
+		sc.grant(GrantRequest{Fields: []string{"ssn"}, Reveal: RevealPlain, Purpose: purpose, TTL: "72h"})
+		return ssn, held(t, sc.detok(sc.agent, purpose, ssn))
+	}
+	_, pending := ask("pending")
+	_, approved := ask("approved")
+	_, denied := ask("denied")
+	ssn, redeemed := ask("redeemed")
+	for id, yes := range map[string]bool{approved: true, denied: false, redeemed: true} {
+		if _, err := sc.decide(sc.approver, id, yes, "ticket 7"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if res, err := sc.redeem(sc.agent, redeemed, "redeemed", ssn); err != nil || res[0].Status != StatusOK {
+		t.Fatalf("redeem: %+v %v", res, err)
+	}
+	want := map[string]time.Duration{pending: 24 * time.Hour, approved: 15 * time.Minute}
+	if got := dueKeys(t, sc.env, base); !reflect.DeepEqual(got, want) {
+		t.Fatalf("due keys %v, want %v", got, want)
+	}
+
+	sc.clock.advance(15 * time.Minute)
+	if n, err := sc.svc.ExpireApprovals(ctx); n != 1 || err != nil {
+		t.Fatalf("sweep at the redemption deadline expired %d, %v; want the approved one", n, err)
+	}
+	if a, _ := sc.svc.GetApproval(ctx, sc.approver, approved); a.Status != ApprovalExpired {
+		t.Fatalf("approved-unredeemed after its window: %s", a.Status)
+	}
+	want = map[string]time.Duration{pending: 24 * time.Hour}
+	if got := dueKeys(t, sc.env, base); !reflect.DeepEqual(got, want) {
+		t.Fatalf("due keys after the sweep %v, want %v", got, want)
+	}
+
+	// A database from before due keys: drop them and the marker, restart.
+	err := sc.store.db.Update(func(txn *badger.Txn) error {
+		for id, d := range dueKeys(t, sc.env, base) {
+			if err := txn.Delete(approvalDueKey(base.Add(d), id)); err != nil {
+				return err
+			}
+		}
+		return txn.Delete(approvalDueReady)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc.restart()
+	if got := dueKeys(t, sc.env, base); !reflect.DeepEqual(got, want) {
+		t.Fatalf("due keys rebuilt at start %v, want %v", got, want)
+	}
+	sc.clock.advance(24 * time.Hour)
+	if n, err := sc.svc.ExpireApprovals(ctx); n != 1 || err != nil {
+		t.Fatalf("sweep after the decision window expired %d, %v", n, err)
+	}
+	if got := dueKeys(t, sc.env, base); len(got) != 0 {
+		t.Fatalf("due keys left: %v", got)
 	}
 }

@@ -150,6 +150,9 @@ func New(cfg Config) (*Service, error) {
 	if err := initKeyCounts(s.store); err != nil {
 		return nil, fmt.Errorf("key usage counters: %w", err)
 	}
+	if err := initApprovalDue(s.store); err != nil {
+		return nil, fmt.Errorf("approval expiry index: %w", err)
+	}
 	w, err := newWriter(s.store)
 	if err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
