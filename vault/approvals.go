@@ -206,9 +206,27 @@ func (s *Service) GetApproval(ctx context.Context, actor *Principal, id string) 
 	return &out, nil
 }
 
-// eachApproval calls fn with every stored approval.
-func (s *Service) eachApproval(fn func(a *Approval)) error {
+// eachApproval calls fn with every stored approval, or with only the open
+// ones (pending, or approved and not yet redeemed, found through their due
+// keys), so the console's pending list does not grow with history.
+func (s *Service) eachApproval(openOnly bool, fn func(a *Approval)) error {
 	return s.store.View(func(txn *badger.Txn) error {
+		if openOnly {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(approvalDuePrefix)})
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				k := it.Item().Key()[len(approvalDuePrefix):]
+				if len(k) < 8 {
+					return fmt.Errorf("approval due key %q: too short", it.Item().Key())
+				}
+				a, err := readApproval(txn, string(k[8:]))
+				if err != nil {
+					return err
+				}
+				fn(&a.Approval)
+			}
+			return nil
+		}
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("ap/"), PrefetchValues: true})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -236,7 +254,9 @@ func (s *Service) ListApprovals(ctx context.Context, actor *Principal, status st
 	}
 	now := s.now()
 	out := []Approval{}
-	err := s.eachApproval(func(a *Approval) {
+	// A pending or approved approval is open, so its due key finds it.
+	open := status == ApprovalPending || status == ApprovalApproved
+	err := s.eachApproval(open, func(a *Approval) {
 		a.Status = a.effectiveStatus(now)
 		if canSeeApproval(actor, a) && (status == "" || a.Status == status) {
 			out = append(out, *a)

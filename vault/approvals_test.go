@@ -537,6 +537,30 @@ func TestApprovalDueIndex(t *testing.T) {
 	if got := dueKeys(t, sc.env, base); !reflect.DeepEqual(got, want) {
 		t.Fatalf("due keys %v, want %v", got, want)
 	}
+	// Listing by an open status reads the due keys; every listing agrees
+	// with the approvals' own statuses.
+	listed := func(status string) []string {
+		t.Helper()
+		as, err := sc.svc.ListApprovals(ctx, sc.approver, status)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, a := range as {
+			ids = append(ids, a.ID)
+		}
+		return ids
+	}
+	for status, ids := range map[string][]string{
+		ApprovalPending: {pending}, ApprovalApproved: {approved}, ApprovalDenied: {denied}, ApprovalRedeemed: {redeemed},
+	} {
+		if got := listed(status); !reflect.DeepEqual(got, ids) {
+			t.Errorf("%s approvals %v, want %v", status, got, ids)
+		}
+	}
+	if got := listed(""); len(got) != 4 {
+		t.Errorf("all approvals: %v", got)
+	}
 
 	sc.clock.advance(15 * time.Minute)
 	if n, err := sc.svc.ExpireApprovals(ctx); n != 1 || err != nil {
@@ -548,6 +572,12 @@ func TestApprovalDueIndex(t *testing.T) {
 	want = map[string]time.Duration{pending: 24 * time.Hour}
 	if got := dueKeys(t, sc.env, base); !reflect.DeepEqual(got, want) {
 		t.Fatalf("due keys after the sweep %v, want %v", got, want)
+	}
+	if got := listed(ApprovalApproved); len(got) != 0 {
+		t.Errorf("approved after the sweep: %v", got)
+	}
+	if got := listed(ApprovalExpired); !reflect.DeepEqual(got, []string{approved}) {
+		t.Errorf("expired after the sweep: %v", got)
 	}
 
 	// A database from before due keys: drop them and the marker, restart.
