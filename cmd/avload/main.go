@@ -16,6 +16,7 @@
 //     request: the same HTTP, authentication and JSON path as create with
 //     no durable write, to show what a request that writes nothing costs
 //
+// For an https server with a private CA, -ca-file (or AGENTVAULT_CACERT).
 // For agentvault scenarios it creates its own collection and writer
 // principal with the admin token. It only talks to the address it is given,
 // for a bounded time, and stops by itself.
@@ -24,6 +25,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"flag"
@@ -46,6 +49,7 @@ type config struct {
 	duration, warmup      time.Duration
 	jsonOut, mdOut        bool
 	serverPID             int
+	caFile                string // PEM CAs to trust for https (default: the system's)
 }
 
 // Result is one scenario's measurement.
@@ -80,6 +84,7 @@ func main() {
 	flag.DurationVar(&c.warmup, "warmup", 2*time.Second, "unmeasured run before measuring")
 	flag.BoolVar(&c.jsonOut, "json", false, "print the result as one JSON line")
 	flag.BoolVar(&c.mdOut, "md", false, "print the result as one Markdown table row (scenario | clients | batch | req/s | values/s | p50 | p99 | errors)")
+	flag.StringVar(&c.caFile, "ca-file", os.Getenv("AGENTVAULT_CACERT"), "PEM CAs to trust for an https -url or -vault-addr (AGENTVAULT_CACERT; default: the system's)")
 	flag.IntVar(&c.serverPID, "server-pid", 0, "pid of the server under test, to report its CPU time per request (Linux /proc)")
 	flag.Parse()
 	if c.duration > 10*time.Minute {
@@ -110,10 +115,19 @@ func main() {
 type request func(ctx context.Context, client *http.Client) error
 
 func run(c config) (Result, error) {
-	client := &http.Client{
-		Timeout:   30 * time.Second,
-		Transport: &http.Transport{MaxIdleConns: c.clients * 2, MaxIdleConnsPerHost: c.clients * 2, IdleConnTimeout: time.Minute},
+	tr := &http.Transport{MaxIdleConns: c.clients * 2, MaxIdleConnsPerHost: c.clients * 2, IdleConnTimeout: time.Minute}
+	if c.caFile != "" {
+		pem, err := os.ReadFile(c.caFile)
+		if err != nil {
+			return Result{}, fmt.Errorf("-ca-file: %w", err)
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return Result{}, fmt.Errorf("-ca-file %s: no PEM certificate", c.caFile)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 	}
+	client := &http.Client{Timeout: 30 * time.Second, Transport: tr}
 	var req request
 	values := 1
 	switch c.scenario {

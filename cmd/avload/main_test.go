@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -72,5 +73,28 @@ func TestSetupErrors(t *testing.T) {
 				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestTLS drives an https server: with -ca-file it trusts the server's
+// certificate, without it setup fails on the unknown authority.
+func TestTLS(t *testing.T) {
+	url, cert := apitest.StartTLS(t, apitest.Options{})
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, cert, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := config{url: url, token: apitest.AdminToken, scenario: "create", clients: 2, duration: 200 * time.Millisecond, caFile: ca}
+	res, err := run(c)
+	if err != nil || res.Requests == 0 || res.Errors != 0 {
+		t.Fatalf("over TLS with -ca-file: %+v, %v", res, err)
+	}
+	c.caFile = ""
+	if _, err := run(c); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("without -ca-file: %v, want a certificate error", err)
+	}
+	c.caFile = filepath.Join(t.TempDir(), "missing.pem")
+	if _, err := run(c); err == nil || !strings.Contains(err.Error(), "-ca-file") {
+		t.Fatalf("missing -ca-file: %v", err)
 	}
 }

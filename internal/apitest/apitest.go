@@ -5,7 +5,9 @@ package apitest
 
 import (
 	"context"
+	"encoding/pem"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"testing"
@@ -26,9 +28,27 @@ type Options struct {
 	Logger       *slog.Logger // nil: logs are discarded
 }
 
-// Start serves the handler on a loopback port with a fresh data directory
-// and returns its base URL. It stops when the test ends.
+// Start serves the handler over HTTP on a loopback port with a fresh data
+// directory and returns its base URL. It stops when the test ends.
 func Start(t testing.TB, o Options) string {
+	t.Helper()
+	srv := httptest.NewServer(handler(t, o))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// StartTLS is Start over HTTPS; it also returns the server's certificate
+// as PEM, for clients to trust.
+func StartTLS(t testing.TB, o Options) (url string, certPEM []byte) {
+	t.Helper()
+	srv := httptest.NewTLSServer(handler(t, o))
+	t.Cleanup(srv.Close)
+	return srv.URL, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+}
+
+// handler is the real API over a fresh store; the store and service close
+// when the test ends (after the server, whose cleanup runs first).
+func handler(t testing.TB, o Options) http.Handler {
 	t.Helper()
 	dir := t.TempDir()
 	kek, err := keys.OpenLocalKEK(filepath.Join(dir, "kek.json"))
@@ -44,10 +64,9 @@ func Start(t testing.TB, o Options) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { svc.Close(); store.Close() })
 	if _, err := svc.EnsureBootstrapAdmin(context.Background(), AdminToken); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(httpapi.New(httpapi.Config{Service: svc, Registry: reg, MaxBodyBytes: o.MaxBodyBytes, Logger: o.Logger}))
-	t.Cleanup(func() { srv.Close(); svc.Close(); store.Close() })
-	return srv.URL
+	return httpapi.New(httpapi.Config{Service: svc, Registry: reg, MaxBodyBytes: o.MaxBodyBytes, Logger: o.Logger})
 }
