@@ -2,15 +2,29 @@ package httpapi
 
 import (
 	"net/http"
+	"strconv"
 
 	"github.com/gorilla/mux"
 )
 
 func (s *Server) listApprovals(w http.ResponseWriter, r *http.Request) {
-	as, err := s.svc.ListApprovals(r.Context(), principal(r), r.URL.Query().Get("status"))
+	q := r.URL.Query()
+	limit := 0 // all
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			writeError(w, http.StatusBadRequest, "invalid_limit", "limit must be a positive number")
+			return
+		}
+		limit = n
+	}
+	as, err := s.svc.ListApprovals(r.Context(), principal(r), q.Get("status"))
 	if err != nil {
 		s.fail(w, r, err)
 		return
+	}
+	if limit > 0 && len(as) > limit {
+		as = as[:limit] // newest first: the most recent ones
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"approvals": as})
 }

@@ -56,10 +56,17 @@ func TestApprovalsOverHTTP(t *testing.T) {
 	if list.status != 200 || len(list.body["approvals"].([]any)) != 2 || strings.Contains(list.raw, "150000") {
 		t.Fatalf("pending list: %s", list.raw)
 	}
+	// limit keeps the newest: the dual principal asked last.
+	newest := a.do("GET", "/v1/approvals?limit=1", approver, "")
+	if got := newest.body["approvals"].([]any); newest.status != 200 || len(got) != 1 || got[0].(map[string]any)["id"] != dualApproval {
+		t.Fatalf("limit=1: %s", newest.raw)
+	}
 	redeem := fmt.Sprintf(`{"tokens":[%q],"purpose":"payroll","approval_id":%q}`, high, id)
 	a.expectErrors(t, []errCase{
 		{"writer cannot list approvals", "GET", "/v1/approvals", writer, "", 403, "forbidden"},
 		{"bad status filter", "GET", "/v1/approvals?status=maybe", approver, "", 400, "invalid_status"},
+		{"zero limit", "GET", "/v1/approvals?limit=0", approver, "", 400, "invalid_limit"},
+		{"limit not a number", "GET", "/v1/approvals?limit=ten", approver, "", 400, "invalid_limit"},
 		{"unknown approval", "GET", "/v1/approvals/nope", approver, "", 404, "approval_not_found"},
 		{"another agent cannot see it", "GET", "/v1/approvals/" + id, other, "", 404, "approval_not_found"},
 		{"an agent cannot approve", "POST", "/v1/approvals/" + id + "/approve", other, `{"reason":"sure"}`, 403, "forbidden"},

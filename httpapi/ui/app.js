@@ -293,7 +293,8 @@ async function decide(action) {
 async function loadDecided() {
   let list;
   try {
-    list = (await api('GET', '/v1/approvals')).approvals.filter((a) => a.status !== 'pending');
+    // The newest 200: the list is for review, the audit log has the rest.
+    list = (await api('GET', '/v1/approvals?limit=200')).approvals.filter((a) => a.status !== 'pending');
   } catch (e) { fail('Could not load decided approvals: ' + e.message); return; }
   const tbody = $('#decided-table tbody');
   tbody.replaceChildren();
