@@ -168,24 +168,35 @@ func initApprovalDue(store *Store) error {
 	return txn.Commit()
 }
 
+// eachDue calls fn with the deadline (Unix ns) and id of every open
+// approval, earliest deadline first, until fn returns false.
+func eachDue(txn *badger.Txn, fn func(deadline int64, id string) (more bool, err error)) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(approvalDuePrefix)})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		k := it.Item().Key()[len(approvalDuePrefix):]
+		if len(k) < 8 {
+			return fmt.Errorf("approval due key %q: too short", it.Item().Key())
+		}
+		if more, err := fn(int64(binary.BigEndian.Uint64(k)), string(k[8:])); err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
 // dueApprovals returns the ids of open approvals whose deadline is not
 // after now, reading only the due keys up to now.
 func (s *Service) dueApprovals(now time.Time) ([]string, error) {
 	var ids []string
 	err := s.store.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(approvalDuePrefix)})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			k := it.Item().Key()[len(approvalDuePrefix):]
-			if len(k) < 8 {
-				return fmt.Errorf("approval due key %q: too short", it.Item().Key())
+		return eachDue(txn, func(deadline int64, id string) (bool, error) {
+			if deadline > now.UnixNano() {
+				return false, nil
 			}
-			if int64(binary.BigEndian.Uint64(k)) > now.UnixNano() {
-				break // keys are in deadline order
-			}
-			ids = append(ids, string(k[8:]))
-		}
-		return nil
+			ids = append(ids, id)
+			return true, nil
+		})
 	})
 	return ids, err
 }
@@ -212,20 +223,14 @@ func (s *Service) GetApproval(ctx context.Context, actor *Principal, id string) 
 func (s *Service) eachApproval(openOnly bool, fn func(a *Approval)) error {
 	return s.store.View(func(txn *badger.Txn) error {
 		if openOnly {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(approvalDuePrefix)})
-			defer it.Close()
-			for it.Rewind(); it.Valid(); it.Next() {
-				k := it.Item().Key()[len(approvalDuePrefix):]
-				if len(k) < 8 {
-					return fmt.Errorf("approval due key %q: too short", it.Item().Key())
-				}
-				a, err := readApproval(txn, string(k[8:]))
+			return eachDue(txn, func(_ int64, id string) (bool, error) {
+				a, err := readApproval(txn, id)
 				if err != nil {
-					return err
+					return false, err
 				}
 				fn(&a.Approval)
-			}
-			return nil
+				return true, nil
+			})
 		}
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("ap/"), PrefetchValues: true})
 		defer it.Close()

@@ -2,7 +2,6 @@ package vault
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"reflect"
@@ -494,13 +493,10 @@ func dueKeys(t *testing.T, e *env, base time.Time) map[string]time.Duration {
 	t.Helper()
 	out := map[string]time.Duration{}
 	err := e.store.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(approvalDuePrefix)})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			k := it.Item().Key()[len(approvalDuePrefix):]
-			out[string(k[8:])] = time.Unix(0, int64(binary.BigEndian.Uint64(k))).Sub(base)
-		}
-		return nil
+		return eachDue(txn, func(deadline int64, id string) (bool, error) {
+			out[id] = time.Unix(0, deadline).Sub(base)
+			return true, nil
+		})
 	})
 	if err != nil {
 		t.Fatal(err)
