@@ -78,9 +78,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	buf.Reset()
 	if err := json.NewEncoder(buf).Encode(v); err != nil {
 		// Only a programming error (an unencodable type) gets here.
-		buf.Reset()
-		status = http.StatusInternalServerError
-		_ = json.NewEncoder(buf).Encode(errorBody{errorDetail{Code: "internal", Message: "internal error"}})
+		writeError(w, http.StatusInternalServerError, "internal", "internal error")
+		return
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")

@@ -488,7 +488,8 @@ func TestApprovalEvents(t *testing.T) {
 	}
 }
 
-// dueKeys lists the approval due keys as "id@deadline offset from base".
+// dueKeys maps the id of every approval with a due key to its deadline,
+// as an offset from base.
 func dueKeys(t *testing.T, e *env, base time.Time) map[string]time.Duration {
 	t.Helper()
 	out := map[string]time.Duration{}

@@ -181,7 +181,6 @@ func canonical(f *Field, v json.RawMessage) []byte {
 }
 
 type preparedField struct {
-	name   string
 	field  *Field
 	value  json.RawMessage // plain JSON: kept only for non-sensitive fields and FPE shape
 	token  string
@@ -238,7 +237,7 @@ func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collectio
 			if err != nil {
 				return nil, invalid("wrong_type", "record %d: field %q %v", i, name, err)
 			}
-			all = append(all, preparedField{name: f.Name, field: f})
+			all = append(all, preparedField{field: f})
 			pf := &all[len(all)-1]
 			if !f.Sensitive {
 				pf.value = v
@@ -271,8 +270,8 @@ func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collectio
 		e.RecordIDs = append(e.RecordIDs, r.id)
 		size += 160 + len(r.id)
 		for _, pf := range r.fields {
-			size += 3*len(pf.name) + len(pf.value) + len(pf.cipher) + 2*len(pf.token) + 200
-			written[pf.name] = true
+			size += 3*len(pf.field.Name) + len(pf.value) + len(pf.cipher) + 2*len(pf.token) + 200
+			written[pf.field.Name] = true
 		}
 	}
 	for _, f := range c.Fields {
@@ -308,7 +307,7 @@ func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collectio
 				}
 				tok, err := s.freeFormatToken(txn, pf.field.Format, pf.fpe, taken)
 				if err != nil {
-					return reject(invalidf(err, "record %d: field %q", i, pf.name))
+					return reject(invalidf(err, "record %d: field %q", i, pf.field.Name))
 				}
 				pf.token = tok
 			}
@@ -318,12 +317,12 @@ func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collectio
 			sr := storedRecord{Created: now, Fields: make([]storedField, 0, len(r.fields))}
 			for _, pf := range r.fields {
 				if pf.field.Sensitive {
-					sr.Fields = append(sr.Fields, storedField{Name: pf.name, Token: pf.token})
-					if err := txn.Set(tokenIndexKey(pf.token, c.Name, r.id, pf.name), tokenIndexValue(pf.token, c.Name, r.id, pf.name, pf.cipher)); err != nil {
+					sr.Fields = append(sr.Fields, storedField{Name: pf.field.Name, Token: pf.token})
+					if err := txn.Set(tokenIndexKey(pf.token, c.Name, r.id, pf.field.Name), tokenIndexValue(pf.token, c.Name, r.id, pf.field.Name, pf.cipher)); err != nil {
 						return err
 					}
 				} else {
-					sr.Fields = append(sr.Fields, storedField{Name: pf.name, Value: pf.value})
+					sr.Fields = append(sr.Fields, storedField{Name: pf.field.Name, Value: pf.value})
 				}
 			}
 			if err := txn.Set(recordKey(c.Name, r.id), encodeRecord(&sr)); err != nil {
@@ -342,9 +341,9 @@ func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collectio
 		rec := Record{ID: r.id, Fields: make(map[string]json.RawMessage, len(r.fields)), CreatedAt: now}
 		for _, pf := range r.fields {
 			if pf.field.Sensitive {
-				rec.Fields[pf.name], _ = json.Marshal(pf.token)
+				rec.Fields[pf.field.Name], _ = json.Marshal(pf.token)
 			} else {
-				rec.Fields[pf.name] = pf.value
+				rec.Fields[pf.field.Name] = pf.value
 			}
 		}
 		out[i] = rec
