@@ -33,8 +33,9 @@ echo "== fuzz (${FUZZTIME:=5s} per target)"
 for pkg in $(go list ./...); do
   dir=$(go list -f '{{.Dir}}' "$pkg")
   for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //'); do
-    go test "$pkg" -run='^$' -fuzz="^${target}\$" -fuzztime="$FUZZTIME" >/dev/null || {
-      echo "fuzz target $target in $pkg failed; rerun: go test $pkg -run='^$' -fuzz='^${target}\$'" >&2
+    out=$(go test "$pkg" -run='^$' -fuzz="^${target}\$" -fuzztime="$FUZZTIME" 2>&1) || {
+      echo "$out" | tail -40 >&2
+      echo "fuzz target $target in $pkg failed (a failing input, if one was found, is under $dir/testdata/fuzz/$target); rerun: go test $pkg -run='^$' -fuzz='^${target}\$'" >&2
       exit 1
     }
     echo "ok   $pkg $target"
