@@ -41,6 +41,7 @@ type Server struct {
 	requests     *prometheus.CounterVec
 	latency      *prometheus.HistogramVec
 	authFailures *prometheus.CounterVec
+	backupDone   prometheus.Gauge
 }
 
 // New builds the API's handler.
@@ -69,8 +70,12 @@ func New(cfg Config) *Server {
 			Name: "agentvault_http_auth_failures_total",
 			Help: "Requests refused by authentication or role checks: missing_token, invalid_token (unknown or revoked) or forbidden (wrong role).",
 		}, []string{"reason"}),
+		backupDone: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "agentvault_backup_last_success_timestamp_seconds",
+			Help: "When this process last finished streaming a backup (GET /v1/backup); 0 if it has not since it started.",
+		}),
 	}
-	cfg.Registry.MustRegister(s.requests, s.latency, s.authFailures)
+	cfg.Registry.MustRegister(s.requests, s.latency, s.authFailures, s.backupDone)
 
 	r := mux.NewRouter()
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -115,6 +120,7 @@ func New(cfg Config) *Server {
 	r.Handle("/v1/keys/destroy", s.auth(s.retireKey(true), vault.RoleOperator)).Methods(http.MethodPost)
 	r.Handle("/v1/jobs", s.auth(s.listJobs, vault.RoleOperator)).Methods(http.MethodGet)
 	r.Handle("/v1/jobs/{id}", s.auth(s.getJob, vault.RoleOperator)).Methods(http.MethodGet)
+	r.Handle("/v1/backup", s.auth(s.backup, vault.RoleOperator)).Methods(http.MethodGet)
 	ui := uiHandler()
 	r.PathPrefix("/ui/").Handler(ui).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently)).Methods(http.MethodGet)
@@ -128,6 +134,9 @@ func New(cfg Config) *Server {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v) // a deliberate abort: net/http drops the connection
+			}
 			s.log.Error("handler panic", "request_id", requestID(r), "panic", v)
 			writeError(w, http.StatusInternalServerError, "internal", "internal error")
 		}

@@ -51,17 +51,36 @@ type apiError struct {
 func (e *apiError) Error() string { return fmt.Sprintf("%s (%d %s)", e.Message, e.Status, e.Code) }
 
 func (c *client) call(method, path string, body, out any) error {
+	resp, err := c.request(method, path, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
+	if err != nil {
+		return err
+	}
+	if out != nil {
+		return json.Unmarshal(raw, out)
+	}
+	return nil
+}
+
+// request sends a request with the token and returns the response when
+// its status is 2xx; otherwise it reads the contract's error shape into
+// an *apiError.
+func (c *client) request(method, path string, body any) (*http.Response, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		rd = bytes.NewReader(b)
 	}
 	req, err := http.NewRequest(method, strings.TrimRight(c.server, "/")+path, rd)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	if body != nil {
@@ -69,26 +88,23 @@ func (c *client) call(method, path string, body, out any) error {
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach %s: %w", c.server, err)
+		return nil, fmt.Errorf("cannot reach %s: %w", c.server, err)
+	}
+	if resp.StatusCode < 300 {
+		return resp, nil
 	}
 	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if resp.StatusCode >= 300 {
-		var e struct {
-			Error struct{ Code, Message string }
-		}
-		if json.Unmarshal(raw, &e) == nil && e.Error.Code != "" {
-			return &apiError{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
-		}
-		return &apiError{Status: resp.StatusCode, Code: "http", Message: strings.TrimSpace(string(raw))}
+	var e struct {
+		Error struct{ Code, Message string }
 	}
-	if out != nil {
-		return json.Unmarshal(raw, out)
+	if json.Unmarshal(raw, &e) == nil && e.Error.Code != "" {
+		return nil, &apiError{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
 	}
-	return nil
+	return nil, &apiError{Status: resp.StatusCode, Code: "http", Message: strings.TrimSpace(string(raw))}
 }
 
 func clientFlags(fs *flag.FlagSet) *client {

@@ -3,6 +3,8 @@
 //	agentvault serve [flags]      run the server
 //	agentvault audit verify|export|pubkey --data-dir DIR
 //	agentvault keys status|rotate|reencrypt|disable|destroy
+//	agentvault backup --out FILE | --check FILE
+//	agentvault restore --data-dir DIR FILE
 //	agentvault version            print the version
 package main
 
@@ -26,6 +28,9 @@ usage:
   agentvault audit pubkey --data-dir DIR   print the checkpoint public key
   agentvault keys status|rotate|reencrypt|disable|destroy   key operations
                              against a running server (agentvault keys -h)
+  agentvault backup --out FILE   online backup from a running server
+  agentvault backup --check FILE check a backup file
+  agentvault restore --data-dir DIR FILE   restore into a new data directory
   agentvault version         print the version
 `
 
@@ -42,6 +47,10 @@ func main() {
 		err = audit(os.Args[2:])
 	case "keys":
 		err = keysCmd(os.Args[2:], os.Stdout, os.Stderr)
+	case "backup":
+		err = backupCmd(os.Args[2:], os.Stdout, os.Stderr)
+	case "restore":
+		err = restoreCmd(os.Args[2:], os.Stdout, os.Stderr)
 	case "version":
 		fmt.Println(version)
 	case "-h", "--help", "help":
