@@ -1,0 +1,156 @@
+package main
+
+import (
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/agentvault/agentvault/internal/vaulttest"
+)
+
+// TestBackupRestoreWithRealVault takes an online backup through the CLI
+// from the binary with its KEK in the real Vault while a writer keeps
+// writing, restores it into a new data directory, and starts a second
+// server there with the same Transit key: records read back with the same
+// tokens, the grant still reveals them, the audit chain verifies and names
+// the backup, and the restored server takes writes. Damaged files and an
+// occupied target are refused.
+func TestBackupRestoreWithRealVault(t *testing.T) {
+	t.Parallel()
+	v := vaulttest.Start(t)
+	env := append([]string{"VAULT_ADDR=" + v.Addr, "VAULT_TOKEN=" + v.Token}, adminEnv...)
+	vaultArgs := []string{"--kms", "vault", "--vault-key", "av-backup"}
+	dir := t.TempDir()
+	s := start(t, dir, env, vaultArgs...)
+	writer := setupCollection(s)
+	status, out := writeOne(s, writer, 0)
+	if status != 201 {
+		t.Fatalf("write: %d %v", status, out)
+	}
+	id, tokens := firstRecord(out)
+	agent, agentID := newAgent(s)
+	s.must(201, "POST", "/v1/grants", admin, map[string]any{"principal_id": agentID, "collection": "hr", "fields": []string{"name", "card"}, "purpose": "e2e", "ttl": "1h", "reveal": "plain"})
+	op := s.must(201, "POST", "/v1/principals", admin, map[string]any{"name": "ops", "roles": []string{"operator", "auditor"}})
+	operator := op["token"].(string)
+
+	// A writer keeps writing while the backup streams.
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 1; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if status, out := s.callQuiet("POST", "/v1/collections/hr/records", writer, map[string]any{"records": []map[string]any{{"fields": map[string]any{"dept": "during", "note": "x"}}}}); status != 201 {
+				t.Errorf("write during backup: %d %v", status, out)
+				return
+			}
+		}
+	}()
+	backup := filepath.Join(t.TempDir(), "vault.avbackup")
+	stdout, stderr, err := s.cli(operator, "backup", "--out", backup)
+	close(stop)
+	<-done
+	if err != nil || !strings.Contains(stdout, "vault-transit") || !strings.Contains(stdout, "recorded as audit entry") {
+		t.Fatalf("backup: %v\n%s%s", err, stdout, stderr)
+	}
+	if _, err := os.Stat(backup + ".partial"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("the partial file was left beside the backup")
+	}
+	if _, _, err := s.cli("", "backup", "--out", filepath.Join(t.TempDir(), "x")); err == nil {
+		t.Fatal("backup without a token succeeded")
+	}
+	if _, stderr, err := s.cli(writer, "backup", "--out", filepath.Join(t.TempDir(), "x")); err == nil || !strings.Contains(stderr, "403 forbidden") {
+		t.Fatalf("backup with a writer's token: %v %s", err, stderr)
+	}
+	logs := s.logs()
+
+	run := func(args ...string) (int, string) {
+		t.Helper()
+		out, err := exec.Command(avBinary, args...).CombinedOutput()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode(), string(out)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 0, string(out)
+	}
+	if code, out := run("backup", "--check", backup); code != 0 || !strings.Contains(out, "entries") {
+		t.Fatalf("backup --check: %d %s", code, out)
+	}
+	raw, err := os.ReadFile(backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := filepath.Join(t.TempDir(), "cut.avbackup")
+	os.WriteFile(cut, raw[:len(raw)-100], 0o600)
+	if code, out := run("backup", "--check", cut); code != 1 || !strings.Contains(out, "truncated or corrupt") {
+		t.Fatalf("backup --check of a cut file: %d %s", code, out)
+	}
+	if code, out := run("restore", "--data-dir", dir, backup); code != 1 || !strings.Contains(out, "already holds a database") {
+		t.Fatalf("restore over the live data directory: %d %s", code, out)
+	}
+	restored := t.TempDir()
+	if code, out := run("restore", "--data-dir", restored, cut); code != 1 || !strings.Contains(out, "nothing was restored") {
+		t.Fatalf("restore of a cut file: %d %s", code, out)
+	}
+	code, restoreOut := run("restore", "--data-dir", restored, backup)
+	if code != 0 || !strings.Contains(restoreOut, "the audit chain verifies") {
+		t.Fatalf("restore: %d %s", code, restoreOut)
+	}
+
+	// A second server on the restored copy, with the same Transit key.
+	r := start(t, restored, env, vaultArgs...)
+	got := r.must(200, "GET", "/v1/collections/hr/records/"+id, writer, nil)
+	for f, tok := range tokens {
+		if got["fields"].(map[string]any)[f] != tok {
+			t.Errorf("field %s after restore = %v, want %v", f, got["fields"].(map[string]any)[f], tok)
+		}
+	}
+	det := r.must(200, "POST", "/v1/detokenize", agent, map[string]any{"tokens": []any{tokens["name"], tokens["card"]}, "purpose": "e2e"})
+	res := det["results"].([]any)
+	if res[0].(map[string]any)["value"] != secrets[0] || res[1].(map[string]any)["value"] != secrets[1] {
+		t.Fatalf("detokenize on the restored server: %v", det)
+	}
+	if v := r.must(200, "GET", "/v1/audit/verify", operator, nil); v["ok"] != true {
+		t.Fatalf("restored audit: %v", v)
+	}
+	if l := r.must(200, "GET", "/v1/audit?action=backup.create", operator, nil); len(l["entries"].([]any)) != 1 {
+		t.Fatalf("the restored audit log does not record the backup: %v", l)
+	}
+	if status, out := writeOne(r, writer, 9); status != 201 {
+		t.Fatalf("write on the restored server: %d %v", status, out)
+	}
+	s.stop()
+	r.stop()
+	assertNoSecrets(t, restored, logs, r.logs(), restoreOut)
+}
+
+// TestBackupCLIRefusesABrokenTransfer: a server that cuts the stream short
+// leaves no backup file, only an error.
+func TestBackupCLIRefusesABrokenTransfer(t *testing.T) {
+	t.Parallel()
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("agentvault-backup 1\n{\"format\":1}\n\x1f\x8b\x08\x00\x00\x00\x00\x00"))
+	}))
+	defer ts.Close()
+	out := filepath.Join(t.TempDir(), "b.avbackup")
+	cmd := exec.Command(avBinary, "backup", "--out", out, "--server", ts.URL)
+	cmd.Env = append(os.Environ(), "AGENTVAULT_TOKEN=x")
+	msg, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(msg), "does not check") {
+		t.Fatalf("backup of a cut stream: %v %s", err, msg)
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(out)); len(ents) != 0 {
+		t.Fatalf("a broken transfer left %v", ents)
+	}
+}
