@@ -101,7 +101,12 @@ func (b *Backup) WriteTo(w io.Writer) (int64, error) {
 	if b.store.closed {
 		return cw.n, fmt.Errorf("%w: store closed", ErrUnavailable)
 	}
-	if _, err := b.store.db.Backup(zw, 0); err != nil {
+	// Two readers rather than Badger's default eight: a backup shares the
+	// machine with live traffic.
+	stream := b.store.db.NewStream()
+	stream.NumGo = 2
+	stream.LogPrefix = "backup"
+	if _, err := stream.Backup(zw, 0); err != nil {
 		return cw.n, fmt.Errorf("backup: %w", err)
 	}
 	return cw.n, zw.Close()

@@ -231,6 +231,10 @@ func serve(args []string) error {
 	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
+		// Requests still running (a long backup, say) are cut off so the
+		// database can be synced and closed now, not when they end.
+		log.Warn("shutdown timeout: closing the connections still open", "err", err)
+		srv.Close()
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
