@@ -184,6 +184,18 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
   echo "$syncs"
   echo '```'
   echo
+  echo "## Backup and restore"
+  echo
+  echo "\`BenchmarkBackup\` (below) on a vault of 100,000 records with one sensitive field each: an online"
+  echo "backup to a synced file (\`online\`), a restore of it into a new directory with the audit chain"
+  echo "verified (\`restore\`), and, in the same run, a plain copy of the stopped database's files with"
+  echo "fsync (\`copy-files\`): what a backup costs without the online path (stop, copy, start). records/s is"
+  echo "per whole vault:"
+  echo
+  echo '```'
+  grep '^BenchmarkBackup' "$work/gobench.txt" || true
+  echo '```'
+  echo
   echo "## Go benchmarks"
   echo
   echo '```'

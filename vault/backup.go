@@ -58,7 +58,9 @@ type Backup struct {
 // the backup to stream. If the entry cannot be written there is no backup:
 // a copy of the whole vault leaves only with a record of who took it.
 func (s *Service) BeginBackup(ctx context.Context, meta RequestMeta) (*Backup, error) {
-	info, err := s.keys.KEK().Describe(ctx)
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	info, err := s.keys.KEK().Describe(dctx)
+	cancel()
 	if err != nil {
 		// The backup does not need the KEK; the header then names only the
 		// provider. A backup during a KMS outage is worth more than the
