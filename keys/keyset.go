@@ -139,6 +139,14 @@ func (k *kekCall) wrapErr(op string, tinkErr error) error {
 	return fmt.Errorf("%s: %w", op, tinkErr)
 }
 
+// CheckUnwrap reports whether a stored keyset unwraps under the KEK. An
+// error that is not ErrKMSUnavailable means the KEK answered and refused:
+// the keyset was wrapped by another KEK, or by a version it no longer has.
+func (m *Manager) CheckUnwrap(wrapped []byte, scope string) error {
+	_, err := m.unwrap(wrapped, scope)
+	return err
+}
+
 // OpenDataKey unwraps a stored data keyset.
 func (m *Manager) OpenDataKey(wrapped []byte, scope string) (*DataKey, error) {
 	h, err := m.unwrap(wrapped, scope)

@@ -322,6 +322,51 @@ func (s *Service) wrappedKeysets() ([]wrappedBlob, error) {
 	return out, err
 }
 
+// ErrWrongKEK reports that the KEK unwraps none of the stored keysets.
+var ErrWrongKEK = errors.New("the KEK unwraps none of the stored keysets")
+
+// CheckKEK tries the KEK on the stored keysets at start, so a vault opened
+// with the wrong KEK (a restored backup without its development KEK file,
+// another Transit key) is refused loudly rather than answering 503 on
+// every call. It stops at the first keyset that unwraps. It returns nil
+// for an empty vault, an ErrKMSUnavailable error if the provider cannot be
+// reached, ErrWrongKEK if every keyset is refused, and otherwise the
+// scopes that are refused while others unwrap (a KEK version retired too
+// early).
+func (s *Service) CheckKEK(ctx context.Context) (refused []string, err error) {
+	blobs, err := s.wrappedKeysets()
+	if err != nil {
+		return nil, err
+	}
+	for i, b := range blobs {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		err := s.keys.CheckUnwrap(b.blob, b.scope)
+		switch {
+		case err == nil:
+			if len(refused) > 0 {
+				// Earlier keysets were refused: look at the rest too, so
+				// the caller can name every unreadable one.
+				for _, r := range blobs[i+1:] {
+					if e := s.keys.CheckUnwrap(r.blob, r.scope); e != nil && !errors.Is(e, keys.ErrKMSUnavailable) {
+						refused = append(refused, r.scope)
+					}
+				}
+			}
+			return refused, nil
+		case errors.Is(err, keys.ErrKMSUnavailable):
+			return nil, err
+		default:
+			refused = append(refused, b.scope)
+		}
+	}
+	if len(refused) > 0 {
+		return refused, fmt.Errorf("%w (%d refused)", ErrWrongKEK, len(refused))
+	}
+	return nil, nil
+}
+
 // RotateResult says what a rotation did.
 type RotateResult struct {
 	Target     string        `json:"target"`

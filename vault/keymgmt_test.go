@@ -548,3 +548,93 @@ func TestDestroyedKeyUnrecoverable(t *testing.T) {
 	}
 	e.checkAll(want)
 }
+
+// outageKEK is a fault-injection KEK: while down, every call fails as an
+// unreachable provider would.
+type outageKEK struct {
+	keys.KEK
+	down atomic.Bool
+}
+
+func (k *outageKEK) Decrypt(ct, ad []byte) ([]byte, error) {
+	if k.down.Load() {
+		return nil, fmt.Errorf("%w: injected outage", keys.ErrKMSUnavailable)
+	}
+	return k.KEK.Decrypt(ct, ad)
+}
+
+// TestCheckKEK: the start-up check passes with the right KEK, names the
+// wrong one, tells an outage apart, and names single keysets that no
+// longer unwrap while the rest do.
+func TestCheckKEK(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t)
+	if refused, err := e.svc.CheckKEK(ctx); err != nil || refused != nil {
+		t.Fatalf("fresh vault: %v %v", refused, err)
+	}
+	e.mustCollection(peopleSchema)
+	blobs, err := e.svc.wrappedKeysets()
+	if err != nil || len(blobs) < 2 {
+		t.Fatalf("keysets: %d %v", len(blobs), err)
+	}
+	if refused, err := e.svc.CheckKEK(ctx); err != nil || refused != nil {
+		t.Fatalf("right KEK: %v %v", refused, err)
+	}
+
+	// Another KEK: every keyset is refused.
+	e.close()
+	kekFile := filepath.Join(e.dir, "dev-kek.json")
+	if err := os.Rename(kekFile, kekFile+".aside"); err != nil {
+		t.Fatal(err)
+	}
+	e.open() // creates a new development KEK
+	all, err := e.svc.wrappedKeysets() // the clean shutdown added the checkpoint signing key
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused, err := e.svc.CheckKEK(ctx)
+	if !errors.Is(err, ErrWrongKEK) || len(refused) != len(all) || errors.Is(err, keys.ErrKMSUnavailable) {
+		t.Fatalf("wrong KEK: %v %v", refused, err)
+	}
+	e.close()
+	if err := os.Rename(kekFile+".aside", kekFile); err != nil {
+		t.Fatal(err)
+	}
+
+	// The first keyset in storage no longer unwraps (as if wrapped by a
+	// retired KEK version); the check goes on and names only that one.
+	e.open()
+	first := all[0]
+	err = e.store.Update(ctx, func(txn *badger.Txn) error {
+		bad := append([]byte{}, first.blob...)
+		bad[len(bad)-1] ^= 1
+		return txn.Set([]byte(first.key), bad)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if refused, err := e.svc.CheckKEK(ctx); err != nil || len(refused) != 1 || refused[0] != first.scope {
+		t.Fatalf("one bad keyset: %v %v", refused, err)
+	}
+
+	// The provider is down: an outage, not a wrong KEK.
+	e.close()
+	local, err := keys.OpenLocalKEK(kekFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kek := &outageKEK{KEK: local}
+	kek.down.Store(true)
+	e.store, err = OpenStore(filepath.Join(e.dir, "db"), StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.svc, err = New(Config{Store: e.store, Keys: keys.NewManager(kek)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if refused, err := e.svc.CheckKEK(ctx); !errors.Is(err, keys.ErrKMSUnavailable) || refused != nil {
+		t.Fatalf("outage: %v %v", refused, err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/agentvault/agentvault/internal/vaulttest"
 )
@@ -108,6 +109,12 @@ func TestBackupRestoreWithRealVault(t *testing.T) {
 		t.Fatalf("restore: %d %s", code, restoreOut)
 	}
 
+	// Another Transit key cannot read the restored keysets: the server
+	// refuses to start instead of answering 503 to every call.
+	if out, err := serveFails(restored, env, "--kms", "vault", "--vault-key", "av-other"); err == nil || !strings.Contains(out, "the KEK unwraps none of the stored keysets") {
+		t.Fatalf("start on the restored copy with another Transit key: %v\n%s", err, out)
+	}
+
 	// A second server on the restored copy, with the same Transit key.
 	r := start(t, restored, env, vaultArgs...)
 	got := r.must(200, "GET", "/v1/collections/hr/records/"+id, writer, nil)
@@ -152,5 +159,79 @@ func TestBackupCLIRefusesABrokenTransfer(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(filepath.Dir(out)); len(ents) != 0 {
 		t.Fatalf("a broken transfer left %v", ents)
+	}
+}
+
+// serveFails runs the server expecting it to refuse to start, and returns
+// its output.
+func serveFails(dataDir string, env []string, args ...string) (string, error) {
+	cmd := exec.Command(avBinary, append([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	done := make(chan struct{})
+	timer := time.AfterFunc(30*time.Second, func() { cmd.Process.Kill(); close(done) })
+	out, err := cmd.CombinedOutput()
+	if !timer.Stop() {
+		<-done
+		return string(out), nil // it did not refuse: it kept running
+	}
+	return string(out), err
+}
+
+// TestRestoreNeedsItsKEK: a vault on the development KEK, backed up and
+// restored without dev-kek.json, is refused at start (and no new KEK file
+// is left beside it); with the file copied over, it reads and reveals.
+func TestRestoreNeedsItsKEK(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := start(t, dir, adminEnv)
+	writer := setupCollection(s)
+	status, out := writeOne(s, writer, 0)
+	if status != 201 {
+		t.Fatalf("write: %d %v", status, out)
+	}
+	id, tokens := firstRecord(out)
+	agent, agentID := newAgent(s)
+	s.must(201, "POST", "/v1/grants", admin, map[string]any{"principal_id": agentID, "collection": "hr", "fields": []string{"name"}, "purpose": "e2e", "ttl": "1h", "reveal": "plain"})
+	op := s.must(201, "POST", "/v1/principals", admin, map[string]any{"name": "ops", "roles": []string{"operator"}})
+	backup := filepath.Join(t.TempDir(), "b.avbackup")
+	if stdout, stderr, err := s.cli(op["token"].(string), "backup", "--out", backup); err != nil || !strings.Contains(stdout, "(local, version 1") {
+		t.Fatalf("backup: %v\n%s%s", err, stdout, stderr)
+	}
+	s.stop()
+
+	restored := t.TempDir()
+	out2, err := exec.Command(avBinary, "restore", "--data-dir", restored, backup).CombinedOutput()
+	if err != nil || !strings.Contains(string(out2), "copy dev-kek.json") {
+		t.Fatalf("restore: %v\n%s", err, out2)
+	}
+	msg, err := serveFails(restored, adminEnv)
+	if err == nil || !strings.Contains(msg, "the KEK unwraps none of the stored keysets") || !strings.Contains(msg, "copy dev-kek.json") {
+		t.Fatalf("start without the KEK file: %v\n%s", err, msg)
+	}
+	if _, err := os.Stat(filepath.Join(restored, "dev-kek.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a refused start left a new KEK file behind: %v", err)
+	}
+
+	copyFile(t, filepath.Join(dir, "dev-kek.json"), filepath.Join(restored, "dev-kek.json"))
+	r := start(t, restored, adminEnv)
+	got := r.must(200, "GET", "/v1/collections/hr/records/"+id, writer, nil)
+	if got["fields"].(map[string]any)["name"] != tokens["name"] {
+		t.Fatalf("restored record: %v", got)
+	}
+	det := r.must(200, "POST", "/v1/detokenize", agent, map[string]any{"tokens": []any{tokens["name"]}, "purpose": "e2e"})
+	if det["results"].([]any)[0].(map[string]any)["value"] != secrets[0] {
+		t.Fatalf("detokenize after restore: %v", det)
+	}
+	r.stop()
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

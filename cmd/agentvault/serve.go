@@ -115,6 +115,8 @@ func serve(args []string) error {
 	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	_, statErr := os.Stat(devKEKPath(f))
+	kekCreated := f.kms == "local" && errors.Is(statErr, os.ErrNotExist)
 	kek, err := openKEK(ctx, f, log)
 	if err != nil {
 		return err
@@ -161,6 +163,22 @@ func serve(args []string) error {
 		return err
 	}
 	defer svc.Close() // runs before the store closes
+	switch refused, err := svc.CheckKEK(ctx); {
+	case errors.Is(err, vault.ErrWrongKEK):
+		if kekCreated {
+			// Do not leave a fresh KEK beside data it cannot read.
+			os.Remove(devKEKPath(f))
+		}
+		return fmt.Errorf("%w in %s: this database's keysets were wrapped by another KEK. "+
+			"Restored from a backup? With the development KEK, copy dev-kek.json from the old data directory; "+
+			"with Vault, point --vault-key/--vault-mount at the Transit key the backup names (agentvault backup --check FILE)", err, f.dataDir)
+	case errors.Is(err, keys.ErrKMSUnavailable):
+		log.Warn("KEK provider unreachable at start: keysets unwrap once it answers (see /readyz)", "err", err)
+	case err != nil:
+		return err
+	case len(refused) > 0:
+		log.Error("stored keysets that do not unwrap under the KEK: was a KEK version retired while they still used it?", "scopes", refused)
+	}
 	generated, err := svc.EnsureBootstrapAdmin(ctx, os.Getenv("AGENTVAULT_ADMIN_TOKEN"))
 	if err != nil {
 		return err
@@ -244,10 +262,12 @@ func serve(args []string) error {
 	return nil
 }
 
+func devKEKPath(f serveFlags) string { return filepath.Join(f.dataDir, "dev-kek.json") }
+
 func openKEK(ctx context.Context, f serveFlags, log *slog.Logger) (keys.KEK, error) {
 	switch f.kms {
 	case "local":
-		path := filepath.Join(f.dataDir, "dev-kek.json")
+		path := devKEKPath(f)
 		k, err := keys.OpenLocalKEK(path)
 		if err != nil {
 			return nil, err
