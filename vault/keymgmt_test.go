@@ -588,7 +588,7 @@ func TestCheckKEK(t *testing.T) {
 	if err := os.Rename(kekFile, kekFile+".aside"); err != nil {
 		t.Fatal(err)
 	}
-	e.open() // creates a new development KEK
+	e.open()                           // creates a new development KEK
 	all, err := e.svc.wrappedKeysets() // the clean shutdown added the checkpoint signing key
 	if err != nil {
 		t.Fatal(err)
