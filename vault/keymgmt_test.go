@@ -588,8 +588,10 @@ func TestCheckKEK(t *testing.T) {
 	if err := os.Rename(kekFile, kekFile+".aside"); err != nil {
 		t.Fatal(err)
 	}
-	e.open()                           // creates a new development KEK
-	all, err := e.svc.wrappedKeysets() // the clean shutdown added the checkpoint signing key
+	// Opening creates a new development KEK. The clean shutdown added the
+	// checkpoint signing key to the keysets.
+	e.open()
+	all, err := e.svc.wrappedKeysets()
 	if err != nil {
 		t.Fatal(err)
 	}
