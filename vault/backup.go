@@ -238,7 +238,7 @@ func RestoreBackup(ctx context.Context, path, dbDir string, o StoreOptions) (*Re
 			os.RemoveAll(tmp)
 		}
 	}()
-	if err := load(f, tmp, o); err != nil {
+	if err := load(f, tmp, res.Header, o); err != nil {
 		return nil, err
 	}
 	store, err := OpenStore(tmp, StoreOptions{Logger: o.Logger, ReadOnly: true})
@@ -268,8 +268,10 @@ func RestoreBackup(ctx context.Context, path, dbDir string, o StoreOptions) (*Re
 	return res, nil
 }
 
-// load reads a checked backup into a new database in dir.
-func load(r io.Reader, dir string, o StoreOptions) error {
+// load reads a checked backup into a new database in dir and appends an
+// audit entry that says so: the restored log ends where the snapshot
+// did, and the next entry explains the gap.
+func load(r io.Reader, dir string, h BackupHeader, o StoreOptions) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	if _, err := readBackupHeader(br); err != nil {
 		return err
@@ -287,9 +289,22 @@ func load(r io.Reader, dir string, o StoreOptions) error {
 		store.Close()
 		return fmt.Errorf("load backup: %w", err)
 	}
-	if err := store.db.Sync(); err != nil {
+	w, err := newWriter(store)
+	if err != nil {
 		store.Close()
 		return err
+	}
+	e := &AuditEntry{
+		Time: time.Now().UTC(), Actor: actorID(nil), Action: "backup.restore", Decision: DecisionOK,
+		Fields: []string{}, RecordIDs: []string{}, Target: "database",
+		Reason: fmt.Sprintf("restored offline from the backup recorded as entry %d (taken %s); what the source wrote after it is not in this copy",
+			h.AuditSeq, h.CreatedAt.UTC().Format(time.RFC3339)),
+	}
+	err = w.apply(&mutation{entry: e, size: 1024})
+	w.close()
+	if err != nil {
+		store.Close()
+		return fmt.Errorf("record the restore in the audit log: %w", err)
 	}
 	return store.Close()
 }

@@ -160,6 +160,12 @@ func TestBackupRestore(t *testing.T) {
 	if err != nil || !vr.OK {
 		t.Fatalf("restored audit: %+v %v", vr, err)
 	}
+	// The restored log ends with the restore, naming the backup.
+	last, _, err := r.svc.ListAudit(ctx, AuditFilter{Newest: true, Limit: 1})
+	if err != nil || len(last) != 1 || last[0].Action != "backup.restore" || last[0].Seq != res.Audit.Entries ||
+		!strings.Contains(last[0].Reason, fmt.Sprintf("entry %d ", h.AuditSeq)) {
+		t.Fatalf("last restored audit entry: %+v %v", last, err)
+	}
 	// The restored vault takes writes (versions continue past the loaded
 	// ones, or these would be hidden) and keeps them across a restart.
 	after, err := r.svc.CreateRecords(ctx, RequestMeta{}, "people", []map[string]json.RawMessage{fields("note", "AFTER-RESTORE")})

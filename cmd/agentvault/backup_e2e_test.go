@@ -131,8 +131,10 @@ func TestBackupRestoreWithRealVault(t *testing.T) {
 	if v := r.must(200, "GET", "/v1/audit/verify", operator, nil); v["ok"] != true {
 		t.Fatalf("restored audit: %v", v)
 	}
-	if l := r.must(200, "GET", "/v1/audit?action=backup.create", operator, nil); len(l["entries"].([]any)) != 1 {
-		t.Fatalf("the restored audit log does not record the backup: %v", l)
+	for _, action := range []string{"backup.create", "backup.restore"} {
+		if l := r.must(200, "GET", "/v1/audit?action="+action, operator, nil); len(l["entries"].([]any)) != 1 {
+			t.Fatalf("the restored audit log does not hold one %s entry: %v", action, l)
+		}
 	}
 	if status, out := writeOne(r, writer, 9); status != 201 {
 		t.Fatalf("write on the restored server: %d %v", status, out)
