@@ -26,25 +26,32 @@ func openEnvAt(t *testing.T, dir string) *env {
 	return e
 }
 
-// takeBackup writes a backup of e to a file and returns its path.
+// takeBackup writes a backup of e to a new file and returns its path.
 func takeBackup(t *testing.T, e *env) (string, BackupHeader) {
 	t.Helper()
-	b, err := e.svc.BeginBackup(context.Background(), RequestMeta{RequestID: "backup-test"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	path := filepath.Join(t.TempDir(), "vault.avbackup")
+	return path, writeBackupFile(t, e.svc, path)
+}
+
+// writeBackupFile takes a backup into path, synced.
+func writeBackupFile(tb testing.TB, svc *Service, path string) BackupHeader {
+	tb.Helper()
+	b, err := svc.BeginBackup(context.Background(), RequestMeta{RequestID: "backup-test"})
+	if err != nil {
+		tb.Fatal(err)
+	}
 	f, err := os.Create(path)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
+	defer f.Close()
 	if _, err := b.WriteTo(f); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
+	if err := f.Sync(); err != nil {
+		tb.Fatal(err)
 	}
-	return path, b.Header
+	return b.Header
 }
 
 // backupBody is a backup's decompressed Badger stream.

@@ -264,23 +264,7 @@ func BenchmarkBackup(b *testing.B) {
 	}
 	dir := b.TempDir()
 	backupFile := filepath.Join(dir, "bench.avbackup")
-	backup := func() {
-		bk, err := e.svc.BeginBackup(context.Background(), RequestMeta{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		f, err := os.Create(backupFile)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := bk.WriteTo(f); err != nil {
-			b.Fatal(err)
-		}
-		if err := f.Sync(); err != nil {
-			b.Fatal(err)
-		}
-		f.Close()
-	}
+	backup := func() { writeBackupFile(b, e.svc, backupFile) }
 	perVault := func(b *testing.B) {
 		b.ReportMetric(float64(b.N*records)/b.Elapsed().Seconds(), "records/s")
 	}

@@ -28,14 +28,7 @@ func TestBackupRestoreWithRealVault(t *testing.T) {
 	vaultArgs := []string{"--kms", "vault", "--vault-key", "av-backup"}
 	dir := t.TempDir()
 	s := start(t, dir, env, vaultArgs...)
-	writer := setupCollection(s)
-	status, out := writeOne(s, writer, 0)
-	if status != 201 {
-		t.Fatalf("write: %d %v", status, out)
-	}
-	id, tokens := firstRecord(out)
-	agent, agentID := newAgent(s)
-	s.must(201, "POST", "/v1/grants", admin, map[string]any{"principal_id": agentID, "collection": "hr", "fields": []string{"name", "card"}, "purpose": "e2e", "ttl": "1h", "reveal": "plain"})
+	writer, id, tokens, agent := seedRevealable(s, "name", "card")
 	op := s.must(201, "POST", "/v1/principals", admin, map[string]any{"name": "ops", "roles": []string{"operator", "auditor"}})
 	operator := op["token"].(string)
 
@@ -186,14 +179,7 @@ func TestRestoreNeedsItsKEK(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	s := start(t, dir, adminEnv)
-	writer := setupCollection(s)
-	status, out := writeOne(s, writer, 0)
-	if status != 201 {
-		t.Fatalf("write: %d %v", status, out)
-	}
-	id, tokens := firstRecord(out)
-	agent, agentID := newAgent(s)
-	s.must(201, "POST", "/v1/grants", admin, map[string]any{"principal_id": agentID, "collection": "hr", "fields": []string{"name"}, "purpose": "e2e", "ttl": "1h", "reveal": "plain"})
+	writer, id, tokens, agent := seedRevealable(s, "name")
 	op := s.must(201, "POST", "/v1/principals", admin, map[string]any{"name": "ops", "roles": []string{"operator"}})
 	backup := filepath.Join(t.TempDir(), "b.avbackup")
 	if stdout, stderr, err := s.cli(op["token"].(string), "backup", "--out", backup); err != nil || !strings.Contains(stdout, "(local, version 1") {

@@ -191,6 +191,21 @@ func newAgent(s *server) (token, id string) {
 	return p["token"].(string), p["id"].(string)
 }
 
+// seedRevealable sets up the hr collection, stores one record, and grants
+// a new agent plain reveals of fields (purpose "e2e").
+func seedRevealable(s *server, fields ...string) (writer, id string, tokens map[string]any, agent string) {
+	s.t.Helper()
+	writer = setupCollection(s)
+	status, out := writeOne(s, writer, 0)
+	if status != 201 {
+		s.t.Fatalf("write: %d %v", status, out)
+	}
+	id, tokens = firstRecord(out)
+	agent, agentID := newAgent(s)
+	s.must(201, "POST", "/v1/grants", admin, map[string]any{"principal_id": agentID, "collection": "hr", "fields": fields, "purpose": "e2e", "ttl": "1h", "reveal": "plain"})
+	return writer, id, tokens, agent
+}
+
 func firstRecord(out map[string]any) (string, map[string]any) {
 	r := out["records"].([]any)[0].(map[string]any)
 	return r["id"].(string), r["fields"].(map[string]any)
@@ -232,14 +247,7 @@ func TestVaultTransitKMS(t *testing.T) {
 	env := append([]string{"VAULT_ADDR=" + v.Addr, "VAULT_TOKEN=" + v.Token}, adminEnv...)
 	s := start(t, dir, env, "--kms", "vault", "--vault-key", "av-e2e")
 	s.must(200, "GET", "/readyz", "", nil)
-	writer := setupCollection(s)
-	status, out := writeOne(s, writer, 0)
-	if status != 201 {
-		t.Fatalf("write: %d %v", status, out)
-	}
-	id, tokens := firstRecord(out)
-	agent, agentID := newAgent(s)
-	s.must(201, "POST", "/v1/grants", admin, map[string]any{"principal_id": agentID, "collection": "hr", "fields": []string{"name", "card"}, "purpose": "e2e", "ttl": "1h", "reveal": "plain"})
+	writer, id, tokens, agent := seedRevealable(s, "name", "card")
 	reveal := func() {
 		t.Helper()
 		out := s.must(200, "POST", "/v1/detokenize", agent, map[string]any{"tokens": []any{tokens["name"], tokens["card"]}, "purpose": "e2e"})
@@ -280,7 +288,7 @@ func TestVaultTransitKMS(t *testing.T) {
 	if status, out := writeOne(s, writer, 2); status != 201 {
 		t.Fatalf("write to a loaded collection with Vault down = %d %v; the DEK should be cached", status, out)
 	}
-	status, out = s.call("POST", "/v1/collections", admin, map[string]any{"name": "new", "fields": []map[string]any{{"name": "a", "type": "string", "sensitive": true}}})
+	status, out := s.call("POST", "/v1/collections", admin, map[string]any{"name": "new", "fields": []map[string]any{{"name": "a", "type": "string", "sensitive": true}}})
 	if status != 503 || out["error"].(map[string]any)["code"] != "kms_unavailable" {
 		t.Fatalf("create collection with Vault down = %d %v, want 503 kms_unavailable", status, out)
 	}
