@@ -338,6 +338,7 @@ func (s *Service) CheckKEK(ctx context.Context) (refused []string, err error) {
 	if err != nil {
 		return nil, err
 	}
+	var first error
 	for i, b := range blobs {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -358,11 +359,16 @@ func (s *Service) CheckKEK(ctx context.Context) (refused []string, err error) {
 		case errors.Is(err, keys.ErrKMSUnavailable):
 			return nil, err
 		default:
+			if first == nil {
+				first = err
+			}
 			refused = append(refused, b.scope)
 		}
 	}
 	if len(refused) > 0 {
-		return refused, fmt.Errorf("%w (%d refused)", ErrWrongKEK, len(refused))
+		// The first refusal says why (a wrong key, or a Vault token that
+		// may not decrypt); it carries no key material.
+		return refused, fmt.Errorf("%w (%d refused; first: %v)", ErrWrongKEK, len(refused), first)
 	}
 	return nil, nil
 }
