@@ -328,8 +328,9 @@ var ErrWrongKEK = errors.New("the KEK unwraps none of the stored keysets")
 // CheckKEK tries the KEK on the stored keysets at start, so a vault opened
 // with the wrong KEK (a restored backup without its development KEK file,
 // another Transit key) is refused loudly rather than answering 503 on
-// every call. It stops at the first keyset that unwraps. It returns nil
-// for an empty vault, an ErrKMSUnavailable error if the provider cannot be
+// every call. The usual case costs one unwrap: it stops at the first
+// keyset that unwraps if none before it was refused. It returns nil for an
+// empty vault, an ErrKMSUnavailable error if the provider cannot be
 // reached, ErrWrongKEK if every keyset is refused, and otherwise the
 // scopes that are refused while others unwrap (a KEK version retired too
 // early).
@@ -338,26 +339,24 @@ func (s *Service) CheckKEK(ctx context.Context) (refused []string, err error) {
 	if err != nil {
 		return nil, err
 	}
-	var first error
-	for i, b := range blobs {
+	var (
+		first     error // why the first refused keyset was refused
+		unwrapped bool
+	)
+	for _, b := range blobs {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
 		err := s.keys.CheckUnwrap(b.blob, b.scope)
 		switch {
+		case err == nil && len(refused) == 0:
+			return nil, nil
 		case err == nil:
-			if len(refused) > 0 {
-				// Earlier keysets were refused: look at the rest too, so
-				// the caller can name every unreadable one.
-				for _, r := range blobs[i+1:] {
-					if e := s.keys.CheckUnwrap(r.blob, r.scope); e != nil && !errors.Is(e, keys.ErrKMSUnavailable) {
-						refused = append(refused, r.scope)
-					}
-				}
-			}
-			return refused, nil
+			unwrapped = true // go on, to name every refused keyset
 		case errors.Is(err, keys.ErrKMSUnavailable):
-			return nil, err
+			if !unwrapped {
+				return nil, err
+			}
 		default:
 			if first == nil {
 				first = err
@@ -365,12 +364,12 @@ func (s *Service) CheckKEK(ctx context.Context) (refused []string, err error) {
 			refused = append(refused, b.scope)
 		}
 	}
-	if len(refused) > 0 {
+	if len(refused) > 0 && !unwrapped {
 		// The first refusal says why (a wrong key, or a Vault token that
 		// may not decrypt); it carries no key material.
 		return refused, fmt.Errorf("%w (%d refused; first: %v)", ErrWrongKEK, len(refused), first)
 	}
-	return nil, nil
+	return refused, nil
 }
 
 // RotateResult says what a rotation did.

@@ -66,19 +66,7 @@ func TestBackupRestoreWithRealVault(t *testing.T) {
 	}
 	logs := s.logs()
 
-	run := func(args ...string) (int, string) {
-		t.Helper()
-		out, err := exec.Command(avBinary, args...).CombinedOutput()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return ee.ExitCode(), string(out)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return 0, string(out)
-	}
-	if code, out := run("backup", "--check", backup); code != 0 || !strings.Contains(out, "entries") {
+	if code, out := runCLI(t, "backup", "--check", backup); code != 0 || !strings.Contains(out, "entries") {
 		t.Fatalf("backup --check: %d %s", code, out)
 	}
 	raw, err := os.ReadFile(backup)
@@ -87,17 +75,17 @@ func TestBackupRestoreWithRealVault(t *testing.T) {
 	}
 	cut := filepath.Join(t.TempDir(), "cut.avbackup")
 	os.WriteFile(cut, raw[:len(raw)-100], 0o600)
-	if code, out := run("backup", "--check", cut); code != 1 || !strings.Contains(out, "truncated or corrupt") {
+	if code, out := runCLI(t, "backup", "--check", cut); code != 1 || !strings.Contains(out, "truncated or corrupt") {
 		t.Fatalf("backup --check of a cut file: %d %s", code, out)
 	}
-	if code, out := run("restore", "--data-dir", dir, backup); code != 1 || !strings.Contains(out, "already holds a database") {
+	if code, out := runCLI(t, "restore", "--data-dir", dir, backup); code != 1 || !strings.Contains(out, "already holds a database") {
 		t.Fatalf("restore over the live data directory: %d %s", code, out)
 	}
 	restored := t.TempDir()
-	if code, out := run("restore", "--data-dir", restored, cut); code != 1 || !strings.Contains(out, "nothing was restored") {
+	if code, out := runCLI(t, "restore", "--data-dir", restored, cut); code != 1 || !strings.Contains(out, "nothing was restored") {
 		t.Fatalf("restore of a cut file: %d %s", code, out)
 	}
-	code, restoreOut := run("restore", "--data-dir", restored, backup)
+	code, restoreOut := runCLI(t, "restore", "--data-dir", restored, backup)
 	if code != 0 || !strings.Contains(restoreOut, "the audit chain verifies") {
 		t.Fatalf("restore: %d %s", code, restoreOut)
 	}
@@ -188,9 +176,8 @@ func TestRestoreNeedsItsKEK(t *testing.T) {
 	s.stop()
 
 	restored := t.TempDir()
-	out2, err := exec.Command(avBinary, "restore", "--data-dir", restored, backup).CombinedOutput()
-	if err != nil || !strings.Contains(string(out2), "copy dev-kek.json") {
-		t.Fatalf("restore: %v\n%s", err, out2)
+	if code, out := runCLI(t, "restore", "--data-dir", restored, backup); code != 0 || !strings.Contains(out, "copy dev-kek.json") {
+		t.Fatalf("restore: exit %d\n%s", code, out)
 	}
 	msg, err := serveFails(restored, adminEnv)
 	if err == nil || !strings.Contains(msg, "the KEK unwraps none of the stored keysets") || !strings.Contains(msg, "copy dev-kek.json") {

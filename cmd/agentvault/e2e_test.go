@@ -460,22 +460,10 @@ func TestAuditVerifyCLI(t *testing.T) {
 		}
 	}
 	s.stop()
-	run := func(args ...string) (int, string) {
-		cmd := exec.Command(avBinary, args...)
-		out, err := cmd.CombinedOutput()
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return ee.ExitCode(), string(out)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return 0, string(out)
-	}
-	if code, out := run("audit", "verify", "--data-dir", dir); code != 0 || !strings.Contains(out, `"ok": true`) {
+	if code, out := runCLI(t, "audit", "verify", "--data-dir", dir); code != 0 || !strings.Contains(out, `"ok": true`) {
 		t.Fatalf("verify clean log: exit %d\n%s", code, out)
 	}
-	code, out := run("audit", "export", "--data-dir", dir)
+	code, out := runCLI(t, "audit", "export", "--data-dir", dir)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if code != 0 || len(lines) < 8 {
 		t.Fatalf("export: exit %d, %d lines", code, len(lines))
@@ -493,18 +481,18 @@ func TestAuditVerifyCLI(t *testing.T) {
 		t.Fatal("export has no signed checkpoint (one is made at every clean shutdown)")
 	}
 	// An outside auditor checks the export with the public key alone.
-	code, pub := run("audit", "pubkey", "--data-dir", dir)
+	code, pub := runCLI(t, "audit", "pubkey", "--data-dir", dir)
 	if code != 0 || !strings.Contains(pub, "Ed25519") {
 		t.Fatalf("pubkey: exit %d %s", code, pub)
 	}
 	exportFile, pubFile := filepath.Join(t.TempDir(), "audit.jsonl"), filepath.Join(t.TempDir(), "pub.json")
 	os.WriteFile(exportFile, []byte(out), 0o600)
 	os.WriteFile(pubFile, []byte(pub), 0o600)
-	if code, res := run("audit", "verify", "--export", exportFile, "--pubkey", pubFile); code != 0 || !strings.Contains(res, `"checkpoints": 1`) {
+	if code, res := runCLI(t, "audit", "verify", "--export", exportFile, "--pubkey", pubFile); code != 0 || !strings.Contains(res, `"checkpoints": 1`) {
 		t.Fatalf("verify export: exit %d\n%s", code, res)
 	}
 	os.WriteFile(exportFile, []byte(strings.Join(lines[:2], "\n")+"\n"+lines[len(lines)-1]+"\n"), 0o600)
-	if code, res := run("audit", "verify", "--export", exportFile, "--pubkey", pubFile); code == 0 || !strings.Contains(res, "cut off") {
+	if code, res := runCLI(t, "audit", "verify", "--export", exportFile, "--pubkey", pubFile); code == 0 || !strings.Contains(res, "cut off") {
 		t.Fatalf("verify truncated export: exit %d\n%s", code, res)
 	}
 
@@ -512,7 +500,7 @@ func TestAuditVerifyCLI(t *testing.T) {
 	if err := tamperAuditEntry(filepath.Join(dir, "db"), 4); err != nil {
 		t.Fatal(err)
 	}
-	code, out = run("audit", "verify", "--data-dir", dir)
+	code, out = runCLI(t, "audit", "verify", "--data-dir", dir)
 	if code == 0 || !strings.Contains(out, `"first_bad_seq": 4`) || !strings.Contains(out, "entry 4") {
 		t.Fatalf("verify tampered log: exit %d\n%s", code, out)
 	}
@@ -523,6 +511,21 @@ func TestAuditVerifyCLI(t *testing.T) {
 	if v["ok"] != false || v["first_bad_seq"] != float64(4) {
 		t.Fatalf("GET /v1/audit/verify after tampering: %v", v)
 	}
+}
+
+// runCLI runs an offline agentvault command and returns its exit code
+// and combined output.
+func runCLI(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	out, err := exec.Command(avBinary, args...).CombinedOutput()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode(), string(out)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return 0, string(out)
 }
 
 // tamperAuditEntry rewrites one stored audit entry's actor, keeping its

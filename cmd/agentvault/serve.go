@@ -203,13 +203,10 @@ func serve(args []string) error {
 	}
 	go func() {
 		for range hup {
-			switch {
-			case certs == nil:
+			if certs == nil {
 				log.Info("SIGHUP: no TLS files to reload")
-			default:
-				if err := certs.reload(); err != nil {
-					log.Error("SIGHUP: TLS reload failed; still serving the previous certificate", "err", err)
-				}
+			} else if err := certs.reload(); err != nil {
+				log.Error("SIGHUP: TLS reload failed; still serving the previous certificate", "err", err)
 			}
 		}
 	}()
