@@ -52,7 +52,37 @@ type Approval struct {
 
 type storedApproval struct {
 	Approval
+	// TokenHashes are the request's tokens in order, to check that a
+	// redemption is the same request.
 	TokenHashes []string `json:"token_hashes"`
+	// Items are what the approver is shown and decides: each held token,
+	// at the record and under the grant it would be revealed from. A
+	// redemption reveals these and nothing else. Approvals stored before
+	// items existed have none, so they reveal nothing.
+	Items []approvedItem `json:"items"`
+}
+
+// approvedItem is one value an approval covers.
+type approvedItem struct {
+	TokenHash  string `json:"token_hash"`
+	GrantID    string `json:"grant_id"`
+	Collection string `json:"collection"`
+	RecordID   string `json:"record_id"`
+	Field      string `json:"field"`
+}
+
+// covering returns the item of a that covers the token with this hash, or
+// nil (also when a is nil).
+func (a *storedApproval) covering(tokenHash string) *approvedItem {
+	if a == nil {
+		return nil
+	}
+	for i := range a.Items {
+		if a.Items[i].TokenHash == tokenHash {
+			return &a.Items[i]
+		}
+	}
+	return nil
 }
 
 func approvalKey(id string) []byte { return []byte("ap/" + id) }
@@ -276,18 +306,19 @@ func (s *Service) ListApprovals(ctx context.Context, actor *Principal, status st
 // request can be redeemed once, by the requester, within the redemption
 // window.
 func (s *Service) DecideApproval(ctx context.Context, meta RequestMeta, id string, approve bool, reason string) (*Approval, error) {
-	if reason == "" || len(reason) > 1000 {
-		return nil, invalid("invalid_reason", "a reason is required, at most 1000 characters")
+	if err := checkReason(reason); err != nil {
+		return nil, err
 	}
 	action, status := "approval.deny", ApprovalDenied
 	if approve {
 		action, status = "approval.approve", ApprovalApproved
 	}
-	now := s.now()
 	e := s.newEntry(meta, action)
 	e.ApprovalID, e.Reason = id, reason
 	var out Approval
 	err := s.writer.apply(&mutation{entry: e, size: 4096, prepare: func(txn *badger.Txn) error {
+		now := s.now()
+		e.Time = now
 		a, err := readApproval(txn, id)
 		if err != nil {
 			return reject(err)
@@ -333,6 +364,7 @@ func (s *Service) ExpireApprovals(ctx context.Context) (int, error) {
 		e.ApprovalID = id
 		var expired Approval
 		err := s.writer.apply(&mutation{entry: e, size: 4096, prepare: func(txn *badger.Txn) error {
+			now := s.now()
 			a, err := readApproval(txn, id)
 			if err != nil {
 				return reject(err)
@@ -358,8 +390,9 @@ func (s *Service) ExpireApprovals(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// newApproval builds the approval a held request creates.
-func (s *Service) newApproval(meta RequestMeta, purpose string, items []detokItem, rules []string, now time.Time) *storedApproval {
+// newApproval builds the approval a held request opens: it covers the
+// held items, each at its place and under its grant.
+func (s *Service) newApproval(meta RequestMeta, purpose string, plan *detokPlan, rules []string, now time.Time) *storedApproval {
 	a := &storedApproval{Approval: Approval{
 		ID: uuid.NewString(), Status: ApprovalPending, RequesterID: actorID(meta.Actor), Purpose: purpose,
 		Rules: rules, CreatedAt: now, ExpiresAt: now.Add(s.cfg.ApprovalWindow),
@@ -367,14 +400,19 @@ func (s *Service) newApproval(meta RequestMeta, purpose string, items []detokIte
 	if meta.Actor != nil {
 		a.RequesterName = meta.Actor.Name
 	}
-	cols, fields, recs, grants := map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}
-	for _, it := range items {
-		a.TokenHashes = append(a.TokenHashes, it.dec.TokenHash)
-		if it.grant != nil {
-			cols[it.ref.Collection], fields[it.ref.Field], recs[it.ref.RecordID], grants[it.grant.ID] = true, true, true, true
-			a.TokenCount++
-		}
+	for _, j := range plan.at {
+		a.TokenHashes = append(a.TokenHashes, plan.items[j].dec.TokenHash)
 	}
+	cols, fields, recs, grants := map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}
+	for _, it := range plan.items {
+		if it.grant == nil || !it.held {
+			continue
+		}
+		a.Items = append(a.Items, approvedItem{TokenHash: it.dec.TokenHash, GrantID: it.grant.ID,
+			Collection: it.ref.Collection, RecordID: it.ref.RecordID, Field: it.ref.Field})
+		cols[it.ref.Collection], fields[it.ref.Field], recs[it.ref.RecordID], grants[it.grant.ID] = true, true, true, true
+	}
+	a.TokenCount = len(a.Items)
 	a.Collection, a.Fields, a.RecordIDs, a.GrantIDs = joinKeys(cols), sortedKeys(fields), sortedKeys(recs), sortedKeys(grants)
 	a.RecordCount = len(a.RecordIDs)
 	return a

@@ -601,3 +601,18 @@ func TestApprovalDueIndex(t *testing.T) {
 		t.Fatalf("due keys left: %v", got)
 	}
 }
+
+// TestApprovalReasonIsPrintable: a reason is shown in the console and the
+// audit log, so characters that change how a line reads are refused.
+func TestApprovalReasonIsPrintable(t *testing.T) {
+	t.Parallel()
+	sc := newApprovalScene(t)
+	_, id, _ := sc.holdSSN(GrantRequest{}, false)
+	for _, reason := range []string{"ok\ndecided_by: admin", "ticket \u202e7-RH", "ok\u2028", "ok\x00", "ok\u200b", "bad \xff utf-8"} {
+		_, err := sc.decide(sc.approver, id, true, reason)
+		wantErr(t, err, ErrInvalid, "invalid_reason")
+	}
+	if a, err := sc.decide(sc.approver, id, true, "Ticket HR-7 — approved by Zoë"); err != nil || a.Status != ApprovalApproved {
+		t.Fatalf("a printable reason in any script: %+v, %v", a, err)
+	}
+}

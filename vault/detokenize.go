@@ -53,222 +53,388 @@ const (
 	reasonGrantGone = "the grant was revoked, expired or used up"
 )
 
+// detokItem is one distinct token of a request and what is decided for it.
 type detokItem struct {
+	token string
 	ref   TokenRef
 	grant *Grant
 	value json.RawMessage
-	rule  string // the approval rule this reveal trips, if any
-	dec   TokenDecision
+	rule  string // the approval rule a fresh reveal trips, if any
+	// approved: the redeemed approval covers this token, at this place and
+	// under this grant, so a person has already decided its rules.
+	approved bool
+	// held: the token waits for the approval this request opens.
+	held bool
+	dec  TokenDecision
+}
+
+// detokPlan is a request's distinct tokens (each resolved, checked and
+// decrypted once, however often the request repeats it) and, for each
+// position of the request, which of them it holds.
+type detokPlan struct {
+	items []detokItem
+	at    []int
 }
 
 // Detokenize reveals what the agent's live grants allow, and nothing else.
 //
 // If revealing any value would trip an approval rule (a field that always
 // needs approval, a number above its field's approval_above, more values
-// than a grant's approval_over), the whole request is held: every token
-// that could be revealed answers pending_approval with one approval id,
-// and no grant use is spent. Once a different person approves, the agent
-// sends the same tokens and purpose again with approval_id, once, within
-// the redemption window; grants are checked again then.
+// than a grant's approval_over), the request is held: every token that
+// could be revealed answers pending_approval with one approval id, and no
+// grant use is spent. The approval covers exactly those tokens, each at the
+// record and under the grant the approver is shown. Once a different
+// person approves, the agent sends the same tokens and purpose again with
+// approval_id, once, within the redemption window: the covered tokens are
+// revealed under the same grants (checked again then), and every other
+// token of the request is decided as in a fresh request, rules and all.
+//
+// The cost of a request is bounded by its size and the agent's grants, not
+// by the data: repeated tokens are resolved once, and a deterministic
+// token shared by many records is looked up only where a grant could let
+// the agent see it.
 //
 // The decision for every token is written to the audit log, with the
 // grants' use counts and the approval's state, in one durable transaction
 // before anything is returned: if that write fails, the request fails and
-// reveals nothing.
+// reveals nothing. Grants and the approval are checked against the clock
+// read inside that transaction.
 func (s *Service) Detokenize(ctx context.Context, meta RequestMeta, req DetokenizeRequest) ([]DetokenizeResult, error) {
-	switch {
-	case len(req.Tokens) == 0:
-		return nil, invalid("empty_tokens", "tokens must hold at least one token")
-	case len(req.Tokens) > MaxDetokenizeTokens:
-		return nil, &Error{Kind: ErrTooLarge, Code: "too_many_tokens", Message: "a request holds at most " + strconv.Itoa(MaxDetokenizeTokens) + " tokens"}
-	case req.Purpose == "" || len(req.Purpose) > MaxPurposeLen:
-		return nil, invalid("invalid_purpose", "purpose is required, at most %d characters", MaxPurposeLen)
+	if err := req.validate(); err != nil {
+		return nil, err
 	}
 	hasher, err := s.tokenHasher()
 	if err != nil {
 		return nil, err
 	}
-	now := s.now()
-	agentID := actorID(meta.Actor)
-	s.gmu.RLock()
-	mine := make([]*Grant, len(s.byAgent[agentID]))
-	for i, g := range s.byAgent[agentID] {
-		cp := *g
-		mine[i] = &cp
+	plan, err := newDetokPlan(req.Tokens, hasher)
+	if err != nil {
+		return nil, err
 	}
-	s.gmu.RUnlock()
-
-	items := make([]detokItem, len(req.Tokens))
+	mine := s.agentGrants(actorID(meta.Actor))
 	var approval *storedApproval
 	err = s.store.View(func(txn *badger.Txn) error {
+		now := s.now()
 		if req.ApprovalID != "" {
 			var err error
 			if approval, err = readApproval(txn, req.ApprovalID); err != nil {
 				return err
 			}
+			if err := checkRedemption(approval, meta, req, plan, now); err != nil {
+				return err
+			}
 		}
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
-		defer it.Close()
-		for i, tok := range req.Tokens {
-			item := &items[i]
-			h, err := hasher.Compute([]byte(tok), 16)
-			if err != nil {
-				return err
-			}
-			item.dec.TokenHash = hex.EncodeToString(h)
-			var refs []TokenRef
-			if _, err := tokenizer.ParseToken(tok); err == nil {
-				if refs, err = resolveToken(txn, it, tok); err != nil {
-					return err
-				}
-			}
-			if len(refs) == 0 {
-				item.dec.Decision = StatusNotFound
-				continue
-			}
-			ref, g, reason := pickGrant(mine, refs, req.Purpose, now)
-			item.ref = ref
-			item.dec.Collection, item.dec.Field, item.dec.RecordID = ref.Collection, ref.Field, ref.RecordID
-			if g == nil {
-				item.dec.Decision, item.dec.Reason = StatusDenied, reason
-				continue
-			}
-			v, err := s.decryptField(ref)
-			if errors.Is(err, keys.ErrDecrypt) {
-				s.log.Error("stored ciphertext failed its integrity check", "collection", ref.Collection, "record_id", ref.RecordID, "field", ref.Field)
-				item.dec.Decision, item.dec.Reason = StatusDenied, "the stored value failed its integrity check"
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			c, err := s.collection(ref.Collection)
-			if err != nil {
-				return err
-			}
-			if fd, ok := c.Field(ref.Field); ok {
-				item.rule = approvalRule(fd, v)
-			}
-			item.grant, item.value = g, v
-			item.dec.GrantID = g.ID
-		}
-		return nil
+		return s.resolveItems(txn, plan, mine, req.Purpose, approval, now)
 	})
 	if err != nil {
 		return nil, err
 	}
-	// A grant's approval_over counts the values one request would reveal
-	// under it.
-	perGrant := map[string]int{}
-	for i := range items {
-		if items[i].grant != nil {
-			perGrant[items[i].grant.ID]++
+	plan.countPerGrant()
+	created, spent, err := s.commitDetokenize(meta, req, plan, approval)
+	if err != nil {
+		return nil, err
+	}
+	if created != nil && s.cfg.OnApproval != nil {
+		s.cfg.OnApproval("approval.requested", created.Approval)
+	}
+	s.gmu.Lock()
+	for id, g := range spent {
+		if cur, ok := s.grants[id]; ok && g.Uses > cur.Uses {
+			cur.Uses = g.Uses
 		}
 	}
-	for i := range items {
-		if g := items[i].grant; g != nil && items[i].rule == "" && g.ApprovalOver != nil && perGrant[g.ID] > *g.ApprovalOver {
-			items[i].rule = fmt.Sprintf("grant %s allows at most %d values per request without approval", g.ID, *g.ApprovalOver)
+	s.gmu.Unlock()
+	return s.detokenizeResults(req.Tokens, plan, created), nil
+}
+
+func (req *DetokenizeRequest) validate() error {
+	switch {
+	case len(req.Tokens) == 0:
+		return invalid("empty_tokens", "tokens must hold at least one token")
+	case len(req.Tokens) > MaxDetokenizeTokens:
+		return &Error{Kind: ErrTooLarge, Code: "too_many_tokens", Message: "a request holds at most " + strconv.Itoa(MaxDetokenizeTokens) + " tokens"}
+	}
+	return checkPurpose(req.Purpose)
+}
+
+// agentGrants copies the agent's grants, oldest first.
+func (s *Service) agentGrants(agentID string) []*Grant {
+	s.gmu.RLock()
+	defer s.gmu.RUnlock()
+	mine := make([]*Grant, len(s.byAgent[agentID]))
+	for i, g := range s.byAgent[agentID] {
+		cp := *g
+		mine[i] = &cp
+	}
+	return mine
+}
+
+// newDetokPlan folds repeated tokens into one item each and computes each
+// distinct token's keyed hash (the form tokens take in the audit log).
+func newDetokPlan(tokens []string, hasher *keys.IndexKey) (*detokPlan, error) {
+	p := &detokPlan{at: make([]int, len(tokens))}
+	seen := make(map[string]int, len(tokens))
+	for i, tok := range tokens {
+		j, ok := seen[tok]
+		if !ok {
+			h, err := hasher.Compute([]byte(tok), 16)
+			if err != nil {
+				return nil, err
+			}
+			j = len(p.items)
+			seen[tok] = j
+			p.items = append(p.items, detokItem{token: tok, dec: TokenDecision{TokenHash: hex.EncodeToString(h)}})
+		}
+		p.at[i] = j
+	}
+	return p, nil
+}
+
+// resolveItems finds each distinct token's place and the grant that lets
+// the agent see it, then decrypts what a grant covers and notes the
+// approval rule its value trips.
+func (s *Service) resolveItems(txn *badger.Txn, plan *detokPlan, mine []*Grant, purpose string, approval *storedApproval, now time.Time) error {
+	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
+	defer it.Close()
+	for i := range plan.items {
+		item := &plan.items[i]
+		if _, err := tokenizer.ParseToken(item.token); err != nil {
+			item.dec.Decision = StatusNotFound
+			continue
+		}
+		var ref TokenRef
+		var g *Grant
+		var reason string
+		var err error
+		if covered := approval.covering(item.dec.TokenHash); covered != nil {
+			ref, g, reason, err = resolveApproved(txn, item.token, covered, mine, now)
+			item.approved = g != nil
+		} else {
+			ref, g, reason, err = resolveForAgent(txn, it, item.token, mine, purpose, now)
+		}
+		if err != nil {
+			return err
+		}
+		if ref.Collection == "" {
+			item.dec.Decision = StatusNotFound
+			continue
+		}
+		item.ref = ref
+		item.dec.Collection, item.dec.Field, item.dec.RecordID = ref.Collection, ref.Field, ref.RecordID
+		if g == nil {
+			item.dec.Decision, item.dec.Reason = StatusDenied, reason
+			continue
+		}
+		if err := s.openItem(item, g); err != nil {
+			return err
 		}
 	}
-	if approval != nil {
-		if err := checkRedemption(approval, meta, req, items, now); err != nil {
-			return nil, err
+	return nil
+}
+
+// openItem decrypts a covered item's value and notes the approval rule a
+// fresh reveal of it trips.
+func (s *Service) openItem(item *detokItem, g *Grant) error {
+	v, err := s.decryptField(item.ref)
+	if errors.Is(err, keys.ErrDecrypt) {
+		s.log.Error("stored ciphertext failed its integrity check", "collection", item.ref.Collection, "record_id", item.ref.RecordID, "field", item.ref.Field)
+		item.approved = false
+		item.dec.Decision, item.dec.Reason = StatusDenied, "the stored value failed its integrity check"
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	c, err := s.collection(item.ref.Collection)
+	if err != nil {
+		return err
+	}
+	if fd, ok := c.Field(item.ref.Field); ok && !item.approved {
+		item.rule = approvalRule(fd, v)
+	}
+	item.grant, item.value = g, v
+	item.dec.GrantID = g.ID
+	return nil
+}
+
+// resolveApproved finds an approved token at the place the approver was
+// shown, under the grant it was approved under, if that grant is still
+// live. A token that no longer stands for that place is not found.
+func resolveApproved(txn *badger.Txn, token string, covered *approvedItem, mine []*Grant, now time.Time) (TokenRef, *Grant, string, error) {
+	ref, ok, err := lookupAt(txn, token, covered.Collection, covered.RecordID, covered.Field)
+	if err != nil || !ok {
+		return TokenRef{}, nil, "", err
+	}
+	for _, g := range mine {
+		if g.ID == covered.GrantID {
+			if g.state(now) != GrantLive {
+				break
+			}
+			return ref, g, "", nil
 		}
 	}
-	var rules []string
-	if approval == nil {
-		for _, it := range items {
-			if it.grant != nil && it.rule != "" && !slices.Contains(rules, it.rule) {
-				rules = append(rules, it.rule)
+	return ref, nil, reasonGrantGone, nil
+}
+
+// resolveForAgent finds where a token's value lives and the agent's oldest
+// live grant that covers it for the purpose. Without a grant it says which
+// part was missing. A ref with no collection means the token stands for
+// nothing.
+//
+// A deterministic token may stand for many records; only the first is
+// read, plus one point lookup per record a record-scoped grant names, so
+// no request scans records the agent cannot see.
+func resolveForAgent(txn *badger.Txn, it *badger.Iterator, token string, mine []*Grant, purpose string, now time.Time) (TokenRef, *Grant, string, error) {
+	if !isShared(token) {
+		ref, ok, err := lookupPoint(txn, token)
+		if err != nil || !ok {
+			return TokenRef{}, nil, "", err
+		}
+		g, reason := pickGrant(mine, ref, purpose, now)
+		return ref, g, reason, nil
+	}
+	first, ok, err := firstShared(it, token)
+	if err != nil || !ok {
+		return TokenRef{}, nil, "", err
+	}
+	reason := reasonNoGrant
+	for _, g := range mine {
+		r := grantRefusal(g, first, purpose, now)
+		if r == "" {
+			return first, g, "", nil
+		}
+		if r == reasonRecord {
+			// A live, record-scoped grant on the token's field: look for
+			// the token in each record it names.
+			for _, id := range g.RecordIDs {
+				ref, ok, err := lookupAt(txn, token, first.Collection, id, first.Field)
+				if err != nil {
+					return TokenRef{}, nil, "", err
+				}
+				if ok {
+					return ref, g, "", nil
+				}
 			}
 		}
+		reason = moreSpecific(reason, r)
 	}
-	hold := len(rules) > 0
+	return first, nil, reason, nil
+}
 
+// grantRefusal says why g does not let its agent see ref for purpose, or
+// "" when it does.
+func grantRefusal(g *Grant, ref TokenRef, purpose string, now time.Time) string {
+	switch {
+	case g.Collection != ref.Collection || !slices.Contains(g.Fields, ref.Field):
+		return reasonNoGrant
+	case g.Purpose != purpose:
+		return reasonPurpose
+	}
+	if st := g.state(now); st != GrantLive {
+		return "the grant for this field is " + st
+	}
+	if g.RecordIDs != nil && !slices.Contains(g.RecordIDs, ref.RecordID) {
+		return reasonRecord
+	}
+	return ""
+}
+
+// moreSpecific keeps the more telling of two refusals: any other reason
+// over the purpose, the purpose over no grant at all.
+func moreSpecific(reason, r string) string {
+	switch {
+	case r == reasonNoGrant:
+		return reason
+	case r == reasonPurpose && reason != reasonNoGrant:
+		return reason
+	}
+	return r
+}
+
+// pickGrant finds the agent's oldest live grant covering ref for purpose.
+// Without one it says which part was missing.
+func pickGrant(mine []*Grant, ref TokenRef, purpose string, now time.Time) (*Grant, string) {
+	reason := reasonNoGrant
+	for _, g := range mine {
+		r := grantRefusal(g, ref, purpose, now)
+		if r == "" {
+			return g, ""
+		}
+		reason = moreSpecific(reason, r)
+	}
+	return nil, reason
+}
+
+// countPerGrant applies each grant's approval_over: it counts the distinct
+// values one request would reveal under the grant without an approval.
+func (p *detokPlan) countPerGrant() {
+	perGrant := map[string]int{}
+	for i := range p.items {
+		if it := &p.items[i]; it.grant != nil && !it.approved {
+			perGrant[it.grant.ID]++
+		}
+	}
+	for i := range p.items {
+		it := &p.items[i]
+		if g := it.grant; g != nil && !it.approved && it.rule == "" && g.ApprovalOver != nil && perGrant[g.ID] > *g.ApprovalOver {
+			it.rule = fmt.Sprintf("grant %s allows at most %d values per request without approval", g.ID, *g.ApprovalOver)
+		}
+	}
+}
+
+// commitDetokenize decides the request in the single writer, against the
+// stored grants and approval and the clock read there: it redeems the
+// approval, drops items whose grant has ended, holds the fresh items if
+// any trips a rule (opening an approval for them), spends one use of each
+// grant that reveals, and writes the audit entry. It returns the approval
+// opened, if any, and the grants whose use was spent.
+func (s *Service) commitDetokenize(meta RequestMeta, req DetokenizeRequest, plan *detokPlan, approval *storedApproval) (*storedApproval, map[string]*Grant, error) {
 	e := s.newEntry(meta, "detokenize")
 	e.Purpose = req.Purpose
-	updated := map[string]*Grant{}
 	var created *storedApproval
-	err = s.writer.apply(&mutation{entry: e, size: 1024 + 256*len(items), prepare: func(txn *badger.Txn) error {
+	var spent map[string]*Grant
+	err := s.writer.apply(&mutation{entry: e, size: 1024 + 256*len(req.Tokens), prepare: func(txn *badger.Txn) error {
+		now := s.now()
+		e.Time = now
 		if approval != nil {
-			// Redeem exactly once: of two racing redemptions one finds it
-			// already redeemed.
-			a, err := readApproval(txn, approval.ID)
-			if err != nil {
-				return reject(err)
-			}
-			if st := a.effectiveStatus(now); st != ApprovalApproved {
-				return reject(conflict("approval_not_redeemable", "approval %q is %s", a.ID, st))
-			}
-			a.Status, a.RedeemedAt = ApprovalRedeemed, &now
-			if err := putApproval(txn, a); err != nil {
+			if err := redeemApproval(txn, approval.ID, now); err != nil {
 				return err
 			}
-			e.ApprovalID = a.ID
+			e.ApprovalID = approval.ID
 		}
-		// Decide each grant against its stored state, in the single
-		// writer: of requests racing for a grant's last use, one wins.
-		for i := range items {
-			g := items[i].grant
-			if g == nil {
-				continue
-			}
-			stored, seen := updated[g.ID]
-			if !seen {
-				var err error
-				stored, err = readGrant(txn, g.ID)
-				if err != nil {
-					var skip errSkip
-					if !errors.As(err, &skip) {
-						return err
-					}
-					stored = &Grant{ID: g.ID, RevokedAt: &now}
-				}
-				if stored.state(now) == GrantLive {
-					if !hold {
-						stored.Uses++ // a held request reveals nothing and spends nothing
-					}
-					updated[g.ID] = stored
-				} else {
-					updated[g.ID], stored = nil, nil
-				}
-			}
-			if stored == nil {
-				items[i].grant, items[i].value = nil, nil
-				items[i].dec.Decision, items[i].dec.Reason = StatusDenied, reasonGrantGone
+		stored, err := recheckGrants(txn, plan, now)
+		if err != nil {
+			return err
+		}
+		rules := plan.holdFresh()
+		spent = map[string]*Grant{}
+		for i := range plan.items {
+			if it := &plan.items[i]; it.grant != nil && !it.held {
+				spent[it.grant.ID] = stored[it.grant.ID]
 			}
 		}
-		if hold {
-			var held []detokItem
-			for _, it := range items {
-				if it.grant != nil {
-					held = append(held, it)
-				}
+		for _, g := range spent {
+			g.Uses++
+			b, err := json.Marshal(g)
+			if err != nil {
+				return err
 			}
-			if len(held) > 0 {
-				created = s.newApproval(meta, req.Purpose, items, rules, now)
-				if err := putApproval(txn, created); err != nil {
-					return err
-				}
-				e.ApprovalID = created.ID
-			}
-		} else {
-			for _, g := range updated {
-				if g == nil {
-					continue
-				}
-				b, err := json.Marshal(g)
-				if err != nil {
-					return err
-				}
-				if err := txn.Set(grantKey(g.ID), b); err != nil {
-					return err
-				}
+			if err := txn.Set(grantKey(g.ID), b); err != nil {
+				return err
 			}
 		}
-		fillDetokenizeEntry(e, items, created != nil)
+		if len(rules) > 0 {
+			created = s.newApproval(meta, req.Purpose, plan, rules, now)
+			if err := putApproval(txn, created); err != nil {
+				return err
+			}
+		}
+		fillDetokenizeEntry(e, plan)
 		switch {
+		case created != nil && approval != nil:
+			e.Reason = "approval redeemed; approval " + created.ID + " requested for the rest: " + strings.Join(rules, "; ")
 		case created != nil:
+			e.ApprovalID = created.ID
 			e.Reason = "approval requested: " + strings.Join(rules, "; ")
 		case approval != nil && e.Reason != "":
 			e.Reason = "approval redeemed; " + e.Reason
@@ -277,27 +443,85 @@ func (s *Service) Detokenize(ctx context.Context, meta RequestMeta, req Detokeni
 		}
 		return nil
 	}})
+	return created, spent, err
+}
+
+// redeemApproval marks an approval redeemed, exactly once: of two racing
+// redemptions one finds it already redeemed.
+func redeemApproval(txn *badger.Txn, id string, now time.Time) error {
+	a, err := readApproval(txn, id)
 	if err != nil {
-		return nil, err
+		return reject(err)
 	}
-	if created != nil && s.cfg.OnApproval != nil {
-		s.cfg.OnApproval("approval.requested", created.Approval)
+	if st := a.effectiveStatus(now); st != ApprovalApproved {
+		return reject(conflict("approval_not_redeemable", "approval %q is %s", a.ID, st))
 	}
-	if !hold {
-		s.gmu.Lock()
-		for id, g := range updated {
-			if cur, ok := s.grants[id]; ok && g != nil && g.Uses > cur.Uses {
-				cur.Uses = g.Uses
+	a.Status, a.RedeemedAt = ApprovalRedeemed, &now
+	return putApproval(txn, a)
+}
+
+// recheckGrants reads each grant the plan uses as stored, in the single
+// writer, so of requests racing for a grant's last use one wins; items
+// whose grant has ended since are denied. It returns the live grants.
+func recheckGrants(txn *badger.Txn, plan *detokPlan, now time.Time) (map[string]*Grant, error) {
+	live := map[string]*Grant{}
+	ended := map[string]bool{}
+	for i := range plan.items {
+		it := &plan.items[i]
+		if it.grant == nil {
+			continue
+		}
+		id := it.grant.ID
+		if _, ok := live[id]; !ok && !ended[id] {
+			g, err := readGrant(txn, id)
+			var skip errSkip
+			switch {
+			case errors.As(err, &skip):
+				ended[id] = true
+			case err != nil:
+				return nil, err
+			case g.state(now) != GrantLive:
+				ended[id] = true
+			default:
+				live[id] = g
 			}
 		}
-		s.gmu.Unlock()
+		if ended[id] {
+			it.grant, it.value, it.approved = nil, nil, false
+			it.dec.Decision, it.dec.Reason, it.dec.GrantID = StatusDenied, reasonGrantGone, ""
+		}
 	}
+	return live, nil
+}
 
-	out := make([]DetokenizeResult, len(items))
-	for i, item := range items {
-		r := DetokenizeResult{Token: req.Tokens[i], Status: item.dec.Decision, Reason: item.dec.Reason}
+// holdFresh holds every fresh item a grant covers if any of them trips an
+// approval rule, and returns the rules tripped. Approved items are never
+// held: a person has decided them.
+func (p *detokPlan) holdFresh() []string {
+	var rules []string
+	for _, it := range p.items {
+		if it.grant != nil && !it.approved && it.rule != "" && !slices.Contains(rules, it.rule) {
+			rules = append(rules, it.rule)
+		}
+	}
+	if len(rules) > 0 {
+		for i := range p.items {
+			if it := &p.items[i]; it.grant != nil && !it.approved {
+				it.held = true
+			}
+		}
+	}
+	return rules
+}
+
+// detokenizeResults answers each token of the request, in its order.
+func (s *Service) detokenizeResults(tokens []string, plan *detokPlan, created *storedApproval) []DetokenizeResult {
+	out := make([]DetokenizeResult, len(tokens))
+	for i, j := range plan.at {
+		item := &plan.items[j]
+		r := DetokenizeResult{Token: tokens[i], Status: item.dec.Decision, Reason: item.dec.Reason}
 		switch {
-		case item.grant != nil && created != nil:
+		case item.grant != nil && item.held:
 			r.Status, r.ApprovalID, r.Reason = StatusPending, created.ID, item.rule
 		case item.grant != nil && item.grant.Reveal == RevealMasked:
 			r.Status, r.Value = StatusMasked, s.maskValue(item.ref, item.value)
@@ -306,25 +530,27 @@ func (s *Service) Detokenize(ctx context.Context, meta RequestMeta, req Detokeni
 		}
 		out[i] = r
 	}
-	return out, nil
+	return out
 }
 
 // checkRedemption checks that a request presenting an approval id is the
-// approved request: same agent, same purpose, same tokens, approved and
-// within its redemption window.
-func checkRedemption(a *storedApproval, meta RequestMeta, req DetokenizeRequest, items []detokItem, now time.Time) error {
+// approved request: same agent, same purpose, same tokens in the same
+// order, approved and within its redemption window. Which of the tokens
+// the approval covers is decided per token, by resolveApproved.
+func checkRedemption(a *storedApproval, meta RequestMeta, req DetokenizeRequest, plan *detokPlan, now time.Time) error {
+	mismatch := &Error{Kind: ErrForbidden, Code: "approval_mismatch", Message: "the tokens differ from the approved request"}
 	if actorID(meta.Actor) != a.RequesterID {
 		return &Error{Kind: ErrForbidden, Code: "not_requester", Message: "only the agent that made the request can redeem its approval"}
 	}
 	if req.Purpose != a.Purpose {
 		return &Error{Kind: ErrForbidden, Code: "approval_mismatch", Message: "the purpose differs from the approved request"}
 	}
-	if len(items) != len(a.TokenHashes) {
-		return &Error{Kind: ErrForbidden, Code: "approval_mismatch", Message: "the tokens differ from the approved request"}
+	if len(plan.at) != len(a.TokenHashes) {
+		return mismatch
 	}
-	for i := range items {
-		if items[i].dec.TokenHash != a.TokenHashes[i] {
-			return &Error{Kind: ErrForbidden, Code: "approval_mismatch", Message: "the tokens differ from the approved request"}
+	for i, j := range plan.at {
+		if plan.items[j].dec.TokenHash != a.TokenHashes[i] {
+			return mismatch
 		}
 	}
 	if st := a.effectiveStatus(now); st != ApprovalApproved {
@@ -333,24 +559,29 @@ func checkRedemption(a *storedApproval, meta RequestMeta, req DetokenizeRequest,
 	return nil
 }
 
-// fillDetokenizeEntry records every token's decision and the request's
-// overall decision in the audit entry.
-func fillDetokenizeEntry(e *AuditEntry, items []detokItem, held bool) {
-	allowed, denied := 0, 0
+// fillDetokenizeEntry records every token's decision, in request order,
+// and the request's overall decision in the audit entry.
+func fillDetokenizeEntry(e *AuditEntry, plan *detokPlan) {
+	allowed, pending, denied := 0, 0, 0
 	cols, fields, recs, grants := map[string]bool{}, map[string]bool{}, map[string]bool{}, []string{}
-	e.Tokens = make([]TokenDecision, len(items))
-	for i := range items {
-		d := items[i].dec
-		if items[i].grant != nil && held {
-			d.Decision, d.Reason = DecisionPending, items[i].rule
-			allowed++
-		} else if items[i].grant != nil {
+	e.Tokens = make([]TokenDecision, len(plan.at))
+	for i, j := range plan.at {
+		item := &plan.items[j]
+		d := item.dec
+		switch {
+		case item.grant != nil && item.held:
+			d.Decision, d.Reason = DecisionPending, item.rule
+			pending++
+		case item.grant != nil:
 			d.Decision = DecisionAllowed
+			if item.approved {
+				d.Reason = "approved"
+			}
 			allowed++
 			if !slices.Contains(grants, d.GrantID) {
 				grants = append(grants, d.GrantID)
 			}
-		} else {
+		default:
 			denied++
 		}
 		if d.Collection != "" {
@@ -361,9 +592,9 @@ func fillDetokenizeEntry(e *AuditEntry, items []detokItem, held bool) {
 		e.Tokens[i] = d
 	}
 	switch {
-	case held:
+	case pending > 0 && allowed == 0:
 		e.Decision = DecisionPending
-	case denied == 0:
+	case denied == 0 && pending == 0:
 		e.Decision = DecisionAllowed
 	case allowed == 0:
 		e.Decision = DecisionDenied
@@ -401,36 +632,6 @@ func joinList(s []string) string {
 		out += v
 	}
 	return out
-}
-
-// pickGrant finds, for any of the token's records, the oldest live grant
-// covering collection, field, record and purpose. Without one it says
-// which part was missing.
-func pickGrant(mine []*Grant, refs []TokenRef, purpose string, now time.Time) (TokenRef, *Grant, string) {
-	reason := reasonNoGrant
-	for _, ref := range refs {
-		for _, g := range mine {
-			if g.Collection != ref.Collection || !slices.Contains(g.Fields, ref.Field) {
-				continue
-			}
-			if g.Purpose != purpose {
-				if reason == reasonNoGrant {
-					reason = reasonPurpose
-				}
-				continue
-			}
-			if len(g.RecordIDs) > 0 && !slices.Contains(g.RecordIDs, ref.RecordID) {
-				reason = reasonRecord
-				continue
-			}
-			if st := g.state(now); st != GrantLive {
-				reason = "the grant for this field is " + st
-				continue
-			}
-			return ref, g, ""
-		}
-	}
-	return refs[0], nil, reason
 }
 
 // approvalRule names the field rule that revealing v trips, or "". The

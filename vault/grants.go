@@ -80,7 +80,6 @@ type GrantRequest struct {
 // Limits on a grant's scope.
 const (
 	MaxGrantRecords = 1000
-	MaxPurposeLen   = 200
 )
 
 func grantKey(id string) []byte { return []byte("g/" + id) }
@@ -117,6 +116,9 @@ func (s *Service) CreateGrant(ctx context.Context, meta RequestMeta, req GrantRe
 			return nil, invalid("invalid_fields", "field %q is not sensitive: it is readable without a grant", f)
 		}
 	}
+	if req.RecordIDs != nil && len(req.RecordIDs) == 0 {
+		return nil, invalid("invalid_record_ids", "record_ids is empty: leave it out to cover every record, or name at least one")
+	}
 	if len(req.RecordIDs) > MaxGrantRecords {
 		return nil, invalid("invalid_record_ids", "a grant names at most %d records", MaxGrantRecords)
 	}
@@ -125,8 +127,8 @@ func (s *Service) CreateGrant(ctx context.Context, meta RequestMeta, req GrantRe
 			return nil, invalid("invalid_record_ids", "record id %q is not a record id", id)
 		}
 	}
-	if req.Purpose == "" || len(req.Purpose) > MaxPurposeLen {
-		return nil, invalid("invalid_purpose", "purpose is required, at most %d characters", MaxPurposeLen)
+	if err := checkPurpose(req.Purpose); err != nil {
+		return nil, err
 	}
 	var expires time.Time
 	switch {

@@ -110,6 +110,12 @@ func TestGrantValidation(t *testing.T) {
 		{"bad reveal", GrantRequest{Fields: []string{"name"}, Reveal: "partly"}, "invalid_reveal"},
 		{"bad record id", GrantRequest{Fields: []string{"name"}, RecordIDs: []string{"x"}}, "invalid_record_ids"},
 		{"negative approval_over", GrantRequest{Fields: []string{"name"}, ApprovalOver: &neg}, "invalid_approval_over"},
+		// An empty allow-list would allow nothing; absent means every record.
+		{"empty record ids", GrantRequest{Fields: []string{"name"}, RecordIDs: []string{}}, "invalid_record_ids"},
+		{"purpose with a bidi override", GrantRequest{Fields: []string{"name"}, Purpose: "payroll\u202egnikcart"}, "invalid_purpose"},
+		{"purpose with a newline", GrantRequest{Fields: []string{"name"}, Purpose: "payroll\nallowed: everything"}, "invalid_purpose"},
+		{"purpose with a zero-width joiner", GrantRequest{Fields: []string{"name"}, Purpose: "pay\u200droll"}, "invalid_purpose"},
+		{"purpose not UTF-8", GrantRequest{Fields: []string{"name"}, Purpose: "pay\xffroll"}, "invalid_purpose"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

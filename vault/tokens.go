@@ -96,3 +96,62 @@ func (s *Service) lookupValue(token string) (TokenRef, json.RawMessage, error) {
 	})
 	return ref, val, err
 }
+
+// lookupPoint reads a random or format-preserving token's place and
+// ciphertext: one point lookup.
+func lookupPoint(txn *badger.Txn, token string) (TokenRef, bool, error) {
+	item, err := txn.Get(pointTokenKey(token))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return TokenRef{}, false, nil
+	}
+	if err != nil {
+		return TokenRef{}, false, err
+	}
+	var ref TokenRef
+	err = item.Value(func(v []byte) (err error) { ref, err = decodePointRef(v); return err })
+	return ref, err == nil, err
+}
+
+// firstShared reads the first place a deterministic token stands for: one
+// seek, however many records share the value. A deterministic token is
+// computed from its field's name and the value under its collection's key,
+// so every place it stands for is in that one collection and field.
+func firstShared(it *badger.Iterator, token string) (TokenRef, bool, error) {
+	prefix := tokenIndexPrefix(token)
+	it.Seek(prefix)
+	if !it.ValidForPrefix(prefix) {
+		return TokenRef{}, false, nil
+	}
+	ref, ok := sharedKeyRef(it.Item().Key())
+	if !ok {
+		return TokenRef{}, false, errCorruptRecord
+	}
+	var err error
+	ref.cipher, err = it.Item().ValueCopy(nil)
+	return ref, err == nil, err
+}
+
+// lookupAt reads the token's value at one named place: a point lookup for
+// every kind of token. It reports false when the token does not stand for
+// that place (any more).
+func lookupAt(txn *badger.Txn, token, collection, id, field string) (TokenRef, bool, error) {
+	if !isShared(token) {
+		ref, ok, err := lookupPoint(txn, token)
+		if err != nil || !ok || ref.Collection != collection || ref.RecordID != id || ref.Field != field {
+			return TokenRef{}, false, err
+		}
+		return ref, true, nil
+	}
+	item, err := txn.Get(tokenIndexKey(token, collection, id, field))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return TokenRef{}, false, nil
+	}
+	if err != nil {
+		return TokenRef{}, false, err
+	}
+	ref := TokenRef{Collection: collection, RecordID: id, Field: field}
+	if ref.cipher, err = item.ValueCopy(nil); err != nil {
+		return TokenRef{}, false, err
+	}
+	return ref, true, nil
+}
