@@ -27,12 +27,34 @@ const (
 	// SSA never issues and that is not an ITIN either, so a token cannot be
 	// a real number. Nothing of the value is kept.
 	FormatSSN Format = "ssn"
-	// FormatEmail: an email address. The token keeps the domain (so mail
+	// FormatEmail: an email address in ASCII (an internationalised domain
+	// in its xn-- form), its domain at most MaxEmailDomain characters so
+	// the token fits MaxTokenLength. The token keeps the domain (so mail
 	// routing and per-domain counts still work) and replaces the local part
 	// with 16 random lowercase base32 characters (80 bits); the local
 	// part's length is not kept.
 	FormatEmail Format = "email"
 )
+
+// MaxEmailDomain bounds an email value's domain: its token is 16
+// characters, "@" and the domain, and every token a vault hands out must
+// be one ParseToken accepts.
+const MaxEmailDomain = MaxTokenLength - 17
+
+// Rule says, for a person, what values a format takes.
+func (f Format) Rule() string {
+	switch f {
+	case FormatCard:
+		return "13 to 19 digits, spaces or dashes allowed between them"
+	case FormatDigits:
+		return "1 to 64 digits"
+	case FormatSSN:
+		return "NNN-NN-NNNN or NNNNNNNNN"
+	case FormatEmail:
+		return fmt.Sprintf("an ASCII address (an internationalised domain in its xn-- form) whose domain has at most %d characters", MaxEmailDomain)
+	}
+	return ""
+}
 
 // ErrBadValue reports a value that does not fit the field's format. Its
 // text never contains the value.
@@ -80,8 +102,13 @@ func CheckValue(f Format, value string) error {
 		}
 	case FormatEmail:
 		at := strings.LastIndexByte(value, '@')
-		if at < 1 || at == len(value)-1 || len(value) > 254 || strings.ContainsAny(value, " \t\r\n") || strings.IndexByte(value[at+1:], '.') < 0 {
+		if at < 1 || at == len(value)-1 || len(value) > 254 || len(value)-at-1 > MaxEmailDomain || strings.IndexByte(value[at+1:], '.') < 0 {
 			return ErrBadValue
+		}
+		for i := 0; i < len(value); i++ {
+			if value[i] <= ' ' || value[i] > '~' {
+				return ErrBadValue
+			}
 		}
 	default:
 		return fmt.Errorf("unknown format %q", f)

@@ -262,7 +262,7 @@ func FuzzParseToken(f *testing.F) {
 }
 
 func FuzzFormatPreserving(f *testing.F) {
-	for _, s := range []string{"4111111111111111", "4111 1111 1111 1234", "123-45-6789", "a@b.c", "12345"} {
+	for _, s := range []string{"4111111111111111", "4111 1111 1111 1234", "123-45-6789", "a@b.c", "12345", "x@bücher.de", "x@" + strings.Repeat("d", 120) + ".com"} {
 		for _, fm := range Formats {
 			f.Add(string(fm), s)
 		}
@@ -275,6 +275,10 @@ func FuzzFormatPreserving(f *testing.F) {
 		tok, err := FormatPreserving(fm, value)
 		if err != nil {
 			t.Fatalf("FormatPreserving(%s, %q) after CheckValue passed: %v", fm, value, err)
+		}
+		// Every token handed out must be one a client can present again.
+		if _, err := ParseToken(tok); err != nil {
+			t.Fatalf("%s token %q for an accepted value is not a parseable token", fm, tok)
 		}
 		switch fm {
 		case FormatCard:

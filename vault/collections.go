@@ -1,6 +1,7 @@
 package vault
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -40,6 +41,36 @@ type Field struct {
 	// ApprovalAbove makes a reveal wait for a human when the (numeric)
 	// value is strictly above it.
 	ApprovalAbove *float64 `json:"approval_above,omitempty"`
+
+	// inexactThreshold is set when approval_above was written as a number
+	// no float64 holds exactly (it would have been rounded).
+	inexactThreshold bool
+}
+
+// UnmarshalJSON reads a field, noting an approval_above that a float64
+// would round: normalize refuses it, since a rounded threshold can let a
+// value just above the one written pass without approval.
+func (f *Field) UnmarshalJSON(b []byte) error {
+	type plain Field
+	var raw struct {
+		plain
+		ApprovalAbove json.RawMessage `json:"approval_above,omitempty"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields() // as the API decodes every body
+	if err := dec.Decode(&raw); err != nil {
+		return err
+	}
+	*f = Field(raw.plain)
+	if len(raw.ApprovalAbove) > 0 && string(raw.ApprovalAbove) != "null" {
+		var n json.Number
+		if err := json.Unmarshal(raw.ApprovalAbove, &n); err != nil {
+			return err
+		}
+		x, exact := exactNumber(n.String())
+		f.ApprovalAbove, f.inexactThreshold = &x, !exact
+	}
+	return nil
 }
 
 // Collection is a named schema of records.
@@ -138,6 +169,9 @@ func (f *Field) normalize() error {
 	}
 	if f.Approval != "" && f.Approval != "always" {
 		return invalid("invalid_field", "field %q: approval must be \"always\" or absent", f.Name)
+	}
+	if f.inexactThreshold {
+		return invalid("invalid_field", "field %q: approval_above must be a number a 64-bit float holds exactly (at most 15 significant digits)", f.Name)
 	}
 	if f.ApprovalAbove != nil && f.Type != TypeNumber {
 		return invalid("invalid_field", "field %q: approval_above applies only to number fields", f.Name)

@@ -635,14 +635,16 @@ func joinList(s []string) string {
 }
 
 // approvalRule names the field rule that revealing v trips, or "". The
-// threshold compares the decrypted value, strictly above.
+// threshold compares the decrypted value, strictly above; both are exact
+// float64 values, and a value that is not (stored before numbers were
+// checked) trips the rule.
 func approvalRule(f *Field, v json.RawMessage) string {
 	if f.Approval == "always" {
 		return fmt.Sprintf("field %s always needs approval", f.Name)
 	}
 	if f.ApprovalAbove != nil {
-		x, err := strconv.ParseFloat(string(v), 64)
-		if err != nil || x > *f.ApprovalAbove {
+		x, exact := exactNumber(string(v))
+		if !exact || x > *f.ApprovalAbove {
 			return fmt.Sprintf("field %s is above %s", f.Name, strconv.FormatFloat(*f.ApprovalAbove, 'g', -1, 64))
 		}
 	}

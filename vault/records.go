@@ -134,8 +134,8 @@ func parseValue(f *Field, raw json.RawMessage) (json.RawMessage, error) {
 		if (raw[0] != '-' && (raw[0] < '0' || raw[0] > '9')) || json.Unmarshal(raw, &n) != nil {
 			return nil, errors.New("must be a number")
 		}
-		if _, err := strconv.ParseFloat(n.String(), 64); err != nil {
-			return nil, errors.New("must be a finite number")
+		if _, exact := exactNumber(n.String()); !exact {
+			return nil, errInexactNumber
 		}
 		return json.RawMessage(n.String()), nil
 	case TypeBoolean:
@@ -165,16 +165,26 @@ func isPlainJSONString(raw []byte) bool {
 	return true
 }
 
+// errInexactNumber reports a number that a float64 would round.
+var errInexactNumber = errors.New("must be a number a 64-bit float holds exactly (at most 15 significant digits, within ±1.7e308); store longer numbers as strings")
+
 // formatError reports a string that does not fit the field's format.
 type formatError struct{ format tokenizer.Format }
 
-func (e *formatError) Error() string { return "must be a valid " + string(e.format) }
+func (e *formatError) Error() string {
+	return "must be a valid " + string(e.format) + " (" + e.format.Rule() + ")"
+}
 
 // canonical is the deterministic-token input for a value: numbers are
-// normalised so 1 and 1.0 share a token.
+// normalised so 1, 1.0, 1e0 (and -0 and 0) share a token. Stored numbers
+// are exact float64 values (see exactNumber), so two numbers share a
+// token exactly when they are equal.
 func canonical(f *Field, v json.RawMessage) []byte {
 	if f.Type == TypeNumber {
 		x, _ := strconv.ParseFloat(string(v), 64)
+		if x == 0 {
+			x = 0 // -0 and 0 are one value
+		}
 		return []byte(strconv.FormatFloat(x, 'g', -1, 64))
 	}
 	return v
@@ -231,7 +241,7 @@ func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collectio
 			}
 			v, err := parseValue(f, raw)
 			var fe *formatError
-			if errors.As(err, &fe) {
+			if errors.As(err, &fe) || errors.Is(err, errInexactNumber) {
 				return nil, invalid("invalid_value", "record %d: field %q %v", i, name, err)
 			}
 			if err != nil {
