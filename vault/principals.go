@@ -127,15 +127,36 @@ func (s *Service) putPrincipal(p *Principal, oldHash []byte, e *AuditEntry) erro
 		return err
 	}
 	err = s.writer.apply(&mutation{entry: e, size: len(b) + 256, prepare: func(txn *badger.Txn) error {
+		// Two principals never share a token hash: a new principal or a
+		// new token must not find its hash taken.
+		_, err := txn.Get(principalKey(p.ID))
+		newHash := errors.Is(err, badger.ErrKeyNotFound) || (oldHash != nil && !slices.Equal(oldHash, p.TokenHash))
+		if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		if !newHash {
+			return s.setPrincipal(txn, p, b)
+		}
+		switch item, err := txn.Get(tokenHashKey(p.TokenHash)); {
+		case errors.Is(err, badger.ErrKeyNotFound):
+		case err != nil:
+			return err
+		default:
+			if err := item.Value(func(id []byte) error {
+				if string(id) != p.ID {
+					return reject(conflict("token_taken", "the token belongs to another principal"))
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
 		if oldHash != nil && !slices.Equal(oldHash, p.TokenHash) {
 			if err := txn.Delete(tokenHashKey(oldHash)); err != nil {
 				return err
 			}
 		}
-		if err := txn.Set(principalKey(p.ID), b); err != nil {
-			return err
-		}
-		return txn.Set(tokenHashKey(p.TokenHash), []byte(p.ID))
+		return s.setPrincipal(txn, p, b)
 	}})
 	if err != nil {
 		return fmt.Errorf("store principal: %w", err)
@@ -149,6 +170,14 @@ func (s *Service) putPrincipal(p *Principal, oldHash []byte, e *AuditEntry) erro
 	s.byHash[string(p.TokenHash)] = &cp
 	s.pmu.Unlock()
 	return nil
+}
+
+// setPrincipal writes a principal and its token-hash index entry.
+func (s *Service) setPrincipal(txn *badger.Txn, p *Principal, stored []byte) error {
+	if err := txn.Set(principalKey(p.ID), stored); err != nil {
+		return err
+	}
+	return txn.Set(tokenHashKey(p.TokenHash), []byte(p.ID))
 }
 
 // ListPrincipals returns every principal, revoked ones included.
@@ -242,10 +271,22 @@ func (s *Service) EnsureBootstrapAdmin(ctx context.Context, token string) (strin
 		generated = token
 	}
 	h := hashToken(token)
-	if boot != nil {
-		if subtle.ConstantTimeCompare(boot.TokenHash, h) == 1 {
-			return generated, nil
+	if boot != nil && subtle.ConstantTimeCompare(boot.TokenHash, h) == 1 {
+		return generated, nil
+	}
+	// A token never comes back: not one of a revoked principal (the
+	// bootstrap admin revoked, then the same variable on the next start),
+	// and not one another principal holds.
+	s.pmu.RLock()
+	holder, taken := s.byHash[string(h)]
+	s.pmu.RUnlock()
+	if taken {
+		if !holder.Active() {
+			return "", fmt.Errorf("AGENTVAULT_ADMIN_TOKEN is the token of principal %s (%s), which was revoked: a revoked token never works again; set a new token to create a new bootstrap admin", holder.ID, holder.Name)
 		}
+		return "", fmt.Errorf("AGENTVAULT_ADMIN_TOKEN is the token of principal %s (%s); give the bootstrap admin a token of its own", holder.ID, holder.Name)
+	}
+	if boot != nil {
 		old := boot.TokenHash
 		boot.TokenHash = h
 		e := s.newEntry(RequestMeta{}, "principal.bootstrap_token_replaced")
@@ -278,6 +319,15 @@ func (s *Service) loadPrincipals() error {
 			p := sp.Principal
 			p.TokenHash = sp.TokenHash
 			s.byID[p.ID] = &p
+			// Databases written before hashes were kept unique may hold two
+			// principals for one token; a revoked one wins, so the token
+			// stays revoked whatever the order.
+			if other, dup := s.byHash[string(p.TokenHash)]; dup {
+				s.log.Error("two principals share one token hash; the token authenticates neither while one is revoked", "principal_id", p.ID, "other_principal_id", other.ID)
+				if !other.Active() {
+					continue
+				}
+			}
 			s.byHash[string(p.TokenHash)] = &p
 		}
 		return nil

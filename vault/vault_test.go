@@ -651,3 +651,52 @@ func TestGroupCommit(t *testing.T) {
 	}
 	t.Logf("%d transactions, %d fsyncs, %d of them covering more than 4", txns, syncs, grouped)
 }
+
+// TestRevokedBootstrapAdminStaysRevoked is the review's reproduction: the
+// bootstrap admin revoked, the next start with the same
+// AGENTVAULT_ADMIN_TOKEN must not bring it back.
+func TestRevokedBootstrapAdminStaysRevoked(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	const envToken = "env-admin-token-0123456789"
+	if _, err := e.svc.EnsureBootstrapAdmin(ctx, envToken); err != nil {
+		t.Fatal(err)
+	}
+	boot, _ := e.svc.Authenticate(envToken)
+	other, otherTok, err := e.svc.CreatePrincipal(ctx, RequestMeta{Actor: boot}, "second-admin", []Role{RoleAdmin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.RevokePrincipal(ctx, RequestMeta{Actor: other}, boot.ID); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		e.restart()
+		_, err := e.svc.EnsureBootstrapAdmin(ctx, envToken)
+		if err == nil || !strings.Contains(err.Error(), "revoked") || strings.Contains(err.Error(), envToken) {
+			t.Fatalf("start with a revoked admin's token: %v", err)
+		}
+		if _, err := e.svc.Authenticate(envToken); !errors.Is(err, ErrUnauthenticated) {
+			t.Fatal("the revoked bootstrap token authenticates again")
+		}
+	}
+	// Another principal's token is refused too; a new token makes a new
+	// bootstrap admin, and no two principals ever share a hash.
+	if _, err := e.svc.EnsureBootstrapAdmin(ctx, otherTok); err == nil {
+		t.Fatal("AGENTVAULT_ADMIN_TOKEN set to another principal's token was taken")
+	}
+	if _, err := e.svc.EnsureBootstrapAdmin(ctx, "a-brand-new-admin-token-42"); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]string{}
+	for _, p := range e.svc.ListPrincipals(ctx) {
+		e.svc.pmu.RLock()
+		h := string(e.svc.byID[p.ID].TokenHash)
+		e.svc.pmu.RUnlock()
+		if id, dup := seen[h]; dup {
+			t.Fatalf("principals %s and %s share a token hash", id, p.ID)
+		}
+		seen[h] = p.ID
+	}
+}
