@@ -3,6 +3,9 @@ package tokenizer
 import (
 	"strings"
 	"unicode"
+	"unicode/utf8"
+
+	"github.com/rivo/uniseg"
 )
 
 // Mask is how a value is shown to a grant that reveals masked values only.
@@ -33,26 +36,31 @@ func (m Mask) Apply(value string) string {
 		if len(value) > 256 {
 			return fullMask
 		}
-		rs := []rune(value)
+		clusters := graphemes(value)
 		shown := 0
-		for _, r := range rs {
-			if isLetterOrDigit(r) {
+		for _, c := range clusters {
+			if !isSeparator(c) {
 				shown++
 			}
 		}
 		if shown <= 4 {
 			return fullMask
 		}
-		// Letters and digits in any script are hidden, one '*' each, so
-		// the shape stays and only the last four show.
+		// Every character but separators is hidden whole, one '*' per
+		// user-perceived character (a letter with its combining marks, a
+		// numeral of any kind, a symbol), so the shape stays and only the
+		// last four show.
 		hide := shown - 4
-		for i := 0; i < len(rs) && hide > 0; i++ {
-			if isLetterOrDigit(rs[i]) {
-				rs[i] = '*'
+		var b strings.Builder
+		for _, c := range clusters {
+			if hide > 0 && !isSeparator(c) {
+				b.WriteByte('*')
 				hide--
+			} else {
+				b.WriteString(c)
 			}
 		}
-		return string(rs)
+		return b.String()
 	case MaskEmail:
 		at := strings.LastIndexByte(value, '@')
 		if at < 1 || at == len(value)-1 || value[0] >= 0x80 {
@@ -63,4 +71,22 @@ func (m Mask) Apply(value string) string {
 	return fullMask
 }
 
-func isLetterOrDigit(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) }
+// graphemes splits s into user-perceived characters (Unicode grapheme
+// clusters).
+func graphemes(s string) []string {
+	var out []string
+	state := -1
+	for s != "" {
+		var c string
+		c, s, _, state = uniseg.FirstGraphemeClusterInString(s, state)
+		out = append(out, c)
+	}
+	return out
+}
+
+// isSeparator reports whether a character is a lone space or punctuation
+// mark: the only characters last4 leaves in place.
+func isSeparator(c string) bool {
+	r, n := utf8.DecodeRuneInString(c)
+	return n == len(c) && r != utf8.RuneError && (unicode.Is(unicode.Zs, r) || unicode.IsPunct(r))
+}

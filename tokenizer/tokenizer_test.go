@@ -156,6 +156,13 @@ func TestMask(t *testing.T) {
 		{MaskLast4, "123-45-6789", "***-**-6789"},
 		{MaskLast4, "1234", fullMask},
 		{MaskLast4, "", fullMask},
+		// Whole characters: marks go with their letter, numerals of every
+		// kind are hidden.
+		{MaskLast4, "नमस्ते दुनिया", "***ते दुनिया"},
+		{MaskLast4, "Jose\u0301 Garci\u0301a", "**** **rci\u0301a"},
+		{MaskLast4, "ⅫⅪⅩ-1234", "***-1234"},
+		{MaskLast4, "²³¹⁴-5678", "****-5678"},
+		{MaskLast4, "٣٤٥٦٧٨", "**٥٦٧٨"},
 		{MaskEmail, "jane@example.com", "j***@example.com"},
 		{MaskEmail, "not-an-email", fullMask},
 		{MaskEmail, "@example.com", fullMask},
@@ -298,7 +305,7 @@ func FuzzFormatPreserving(f *testing.F) {
 }
 
 func FuzzMask(f *testing.F) {
-	for _, s := range []string{"4111 1111 1111 1234", "jane@example.com", "", "é@x", "ab"} {
+	for _, s := range []string{"4111 1111 1111 1234", "jane@example.com", "", "é@x", "ab", "नमस्ते दुनिया", "ⅫⅪⅩ-1234", "e\u0301e\u0301e\u0301e\u0301e\u0301"} {
 		f.Add(s)
 	}
 	// What each mask may show: last4 at most four letters or digits, in
@@ -310,13 +317,23 @@ func FuzzMask(f *testing.F) {
 			t.Fatalf("full mask of %q = %q", value, got)
 		}
 		if got := MaskLast4.Apply(value); got != fullMask {
+			// One character out for each in; each either a '*' hiding
+			// one, a separator, or one of the last four, unchanged.
+			in, out := graphemes(value), graphemes(got)
+			if len(in) != len(out) {
+				t.Fatalf("last4 of %q = %q: %d characters for %d", value, got, len(out), len(in))
+			}
 			shown := 0
-			for _, r := range got {
-				if isLetterOrDigit(r) {
+			for i := range in {
+				switch {
+				case out[i] == in[i] && isSeparator(in[i]):
+				case out[i] == in[i]:
 					shown++
+				case out[i] != "*":
+					t.Fatalf("last4 of %q = %q: character %d changed into %q", value, got, i, out[i])
 				}
 			}
-			if len([]rune(got)) != len([]rune(value)) || shown > 4 {
+			if shown > 4 {
 				t.Fatalf("last4 of %q = %q: %d characters shown", value, got, shown)
 			}
 		}
