@@ -41,11 +41,16 @@ const (
 	// HeaderSignature is "t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>",
 	// computed with Tink's HMAC (no key-id prefix).
 	HeaderSignature = "X-Agentvault-Signature"
-	HeaderEvent     = "X-Agentvault-Event"
-	HeaderDelivery  = "X-Agentvault-Delivery"
+	// HeaderEvent and HeaderDelivery repeat the body's type and id for
+	// routing. They are not signed: a receiver relies on the body's
+	// fields, which are (Receiver checks that the headers agree).
+	HeaderEvent    = "X-Agentvault-Event"
+	HeaderDelivery = "X-Agentvault-Delivery"
 )
 
-// Event is one webhook body. Data never holds a value or a token.
+// Event is one webhook body, every field of it signed. ID is the same on
+// every retry of one event: receivers deduplicate on it. Data never holds
+// a value or a token.
 type Event struct {
 	ID   string    `json:"id"`
 	Type string    `json:"type"`
@@ -82,13 +87,17 @@ type Webhook struct {
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
 	deliveries *prometheus.CounterVec
+	// dest is the URL's scheme and host, all that is ever logged of it:
+	// paths and queries (Slack-style URLs) and user-info hold secrets.
+	dest string
 }
 
 // NewWebhook checks the configuration and starts the sender.
 func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("webhook URL %q: want an absolute http(s) URL", cfg.URL)
+		// The URL itself is not repeated: webhook URLs often carry a secret.
+		return nil, errors.New("webhook URL: want an absolute http(s) URL")
 	}
 	if len(cfg.Secret) < 16 {
 		return nil, errors.New("webhook secret: at least 16 bytes")
@@ -103,6 +112,12 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 	if cfg.Client == nil {
 		cfg.Client = &http.Client{Timeout: 10 * time.Second}
 	}
+	// Never follow a redirect: it would resend the signed body to wherever
+	// the receiver points (another host, plain http, an internal address).
+	// A 3xx is a failed delivery.
+	client := *cfg.Client
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	cfg.Client = &client
 	if cfg.Attempts <= 0 {
 		cfg.Attempts = 8
 	}
@@ -122,6 +137,7 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 		cfg:   cfg,
 		mac:   m,
 		queue: make(chan Event, cfg.QueueSize),
+		dest:  u.Scheme + "://" + u.Host,
 
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "agentvault_webhook_deliveries_total",
@@ -193,13 +209,13 @@ func (w *Webhook) deliver(ev Event) {
 		var perm permanentError
 		if attempt >= w.cfg.Attempts || errors.As(err, &perm) {
 			w.deliveries.WithLabelValues("failed").Inc()
-			w.cfg.Logger.Error("webhook delivery failed: giving up", "event", ev.Type, "delivery", ev.ID, "attempts", attempt, "err", err)
+			w.cfg.Logger.Error("webhook delivery failed: giving up", "event", ev.Type, "delivery", ev.ID, "destination", w.dest, "attempts", attempt, "err", err)
 			return
 		}
 		w.deliveries.WithLabelValues("retry").Inc()
 		// Full jitter around the exponential delay.
 		wait := delay/2 + rand.N(delay/2+1)
-		w.cfg.Logger.Warn("webhook delivery failed: will retry", "event", ev.Type, "delivery", ev.ID, "attempt", attempt, "retry_in", wait, "err", err)
+		w.cfg.Logger.Warn("webhook delivery failed: will retry", "event", ev.Type, "delivery", ev.ID, "destination", w.dest, "attempt", attempt, "retry_in", wait, "err", err)
 		select {
 		case <-w.ctx.Done():
 			w.cfg.Logger.Warn("webhook event not delivered before shutdown", "event", ev.Type, "delivery", ev.ID)
@@ -228,13 +244,20 @@ func (w *Webhook) post(ev Event, body []byte) error {
 	req.Header.Set(HeaderSignature, sig)
 	resp, err := w.cfg.Client.Do(req)
 	if err != nil {
-		return err
+		// *url.Error repeats the whole URL; keep only its cause.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("POST %s: %w", w.dest, err)
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	switch {
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
 		return nil
+	case resp.StatusCode >= 300 && resp.StatusCode < 400:
+		return permanentError{fmt.Errorf("receiver answered %d (a redirect, not followed)", resp.StatusCode)}
 	case resp.StatusCode == http.StatusRequestTimeout || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
 		return fmt.Errorf("receiver answered %d", resp.StatusCode)
 	default:
@@ -298,9 +321,11 @@ func Sign(secret []byte, t time.Time, body []byte) (string, error) {
 	return sign(m, t, body)
 }
 
-// Verify checks a signature header against body, as a receiver would: the
-// MAC must match (compared in constant time) and the timestamp be within
-// tolerance of now, which bounds replays.
+// Verify checks a signature header against body: the MAC must match
+// (compared in constant time) and the timestamp be within tolerance of
+// now. It keeps no state, so the same signed body verifies again within
+// the tolerance: receivers that act on events use a Receiver, which also
+// rejects replays.
 func Verify(secret []byte, header string, body []byte, now time.Time, tolerance time.Duration) error {
 	var ts, sig string
 	for part := range strings.SplitSeq(header, ",") {
