@@ -8,7 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -29,7 +31,10 @@ Every command talks to a running server: --server (or AGENTVAULT_URL,
 default http://127.0.0.1:8080) with an operator token from --token (or
 AGENTVAULT_TOKEN). For an https server with a private CA, --ca-file (or
 AGENTVAULT_CACERT); if it requires client certificates, --client-cert and
---client-key (or AGENTVAULT_CLIENT_CERT, AGENTVAULT_CLIENT_KEY).
+--client-key (or AGENTVAULT_CLIENT_CERT, AGENTVAULT_CLIENT_KEY). The token
+goes over plain http only to a loopback address, unless --insecure-http
+(or AGENTVAULT_INSECURE_HTTP=1) says the network is trusted; redirects are
+never followed with it.
 `
 
 // client calls a running agentvault server.
@@ -39,6 +44,9 @@ type client struct {
 	// TLS: the CAs to trust (default: the system's) and, for a server
 	// that requires client certificates, this client's pair.
 	caFile, certFile, keyFile string
+	// insecureHTTP allows sending the token over plain http beyond
+	// loopback.
+	insecureHTTP bool
 }
 
 // apiError is the contract's error shape.
@@ -93,6 +101,10 @@ func (c *client) request(method, path string, body any) (*http.Response, error) 
 	if resp.StatusCode < 300 {
 		return resp, nil
 	}
+	if resp.StatusCode < 400 {
+		resp.Body.Close()
+		return nil, fmt.Errorf("%s answered %d, a redirect to %q: not followed, so the token is not sent anywhere else; point --server (AGENTVAULT_URL) at the server itself", c.server, resp.StatusCode, resp.Header.Get("Location"))
+	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
@@ -108,7 +120,12 @@ func (c *client) request(method, path string, body any) (*http.Response, error) 
 }
 
 func clientFlags(fs *flag.FlagSet) *client {
-	c := &client{http: &http.Client{Timeout: 5 * time.Minute}}
+	c := &client{http: &http.Client{
+		Timeout: 5 * time.Minute,
+		// A redirect would resend the request, token and all, to wherever
+		// the answer points (another port, another host): never follow.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
 	server := os.Getenv("AGENTVAULT_URL")
 	if server == "" {
 		server = "http://127.0.0.1:8080"
@@ -118,11 +135,21 @@ func clientFlags(fs *flag.FlagSet) *client {
 	fs.StringVar(&c.caFile, "ca-file", os.Getenv("AGENTVAULT_CACERT"), "PEM CAs to trust for an https server (AGENTVAULT_CACERT; default: the system's)")
 	fs.StringVar(&c.certFile, "client-cert", os.Getenv("AGENTVAULT_CLIENT_CERT"), "PEM client certificate, for a server that requires one (AGENTVAULT_CLIENT_CERT)")
 	fs.StringVar(&c.keyFile, "client-key", os.Getenv("AGENTVAULT_CLIENT_KEY"), "PEM key of --client-cert (AGENTVAULT_CLIENT_KEY)")
+	fs.BoolVar(&c.insecureHTTP, "insecure-http", os.Getenv("AGENTVAULT_INSECURE_HTTP") == "1", "allow sending the token over plain http to a non-loopback address (AGENTVAULT_INSECURE_HTTP=1)")
 	return c
 }
 
-// setupTLS configures the client's TLS from its flags.
+// setupTLS checks where the token will go and configures the client's TLS
+// from its flags. Plain http is refused beyond loopback unless
+// --insecure-http: the token would cross the network in the clear.
 func (c *client) setupTLS() error {
+	u, err := url.Parse(c.server)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("--server (AGENTVAULT_URL) %q: want an http(s) URL such as https://vault.example.com", c.server)
+	}
+	if u.Scheme == "http" && !loopbackHost(u.Hostname()) && !c.insecureHTTP {
+		return fmt.Errorf("refusing to send the API token over plain http to %s: use https, or --insecure-http (AGENTVAULT_INSECURE_HTTP=1) if this network is trusted", u.Host)
+	}
 	if c.caFile == "" && c.certFile == "" && c.keyFile == "" {
 		return nil
 	}
@@ -145,6 +172,16 @@ func (c *client) setupTLS() error {
 	tr.TLSClientConfig = cfg
 	c.http.Transport = tr
 	return nil
+}
+
+// loopbackHost reports whether a URL's host names this machine only:
+// "localhost" or a loopback IP. Other names are not resolved.
+func loopbackHost(h string) bool {
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 func keysCmd(args []string, stdout, stderr io.Writer) error {
