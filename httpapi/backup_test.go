@@ -2,10 +2,13 @@ package httpapi_test
 
 import (
 	"bytes"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/agentvault/agentvault/internal/apitest"
+	"github.com/agentvault/agentvault/keys"
 	"github.com/agentvault/agentvault/vault"
 )
 
@@ -14,7 +17,8 @@ import (
 // checkable file, named for download, and the audit log says who took it.
 func TestBackupOverHTTP(t *testing.T) {
 	t.Parallel()
-	a := newAPI(t, 0)
+	kekFile := filepath.Join(t.TempDir(), "kek.json")
+	a := &api{t: t, url: apitest.Start(t, apitest.Options{KEKFile: kekFile})}
 	writer, agent, auditor, _ := a.setup()
 	opID, operator := a.principal("ops", "operator")
 	a.expectErrors(t, []errCase{
@@ -29,8 +33,12 @@ func TestBackupOverHTTP(t *testing.T) {
 		!strings.HasPrefix(b.header.Get("Content-Disposition"), `attachment; filename="agentvault-`) {
 		t.Fatalf("backup: %d %v", b.status, b.header)
 	}
-	h, st, err := vault.CheckBackup(bytes.NewReader([]byte(b.raw)))
-	if err != nil || st.Entries == 0 {
+	kek, err := keys.OpenLocalKEK(kekFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, st, err := vault.CheckBackup(bytes.NewReader([]byte(b.raw)), keys.NewManager(kek))
+	if err != nil || st.Entries == 0 || !st.Authenticated {
 		t.Fatalf("the backup served does not check: %v %+v", err, st)
 	}
 	if got := b.header.Get("X-Agentvault-Audit-Seq"); got != strconv.FormatUint(h.AuditSeq, 10) {

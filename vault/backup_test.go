@@ -4,18 +4,26 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/pb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/agentvault/agentvault/keys"
 )
 
 // openEnvAt opens a vault over an existing data directory.
@@ -62,6 +70,7 @@ func backupBody(t *testing.T, raw []byte) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
+	zr.Multistream(false)
 	body, err := io.ReadAll(zr)
 	if err != nil {
 		t.Fatal(err)
@@ -113,6 +122,10 @@ func TestBackupRestore(t *testing.T) {
 			}
 		}
 	}()
+	pub, err := e.svc.AuditPublicKey(ctx) // before the backup: it holds the key
+	if err != nil {
+		t.Fatal(err)
+	}
 	path, h := takeBackup(t, e)
 	close(stop)
 	wg.Wait()
@@ -136,11 +149,11 @@ func TestBackupRestore(t *testing.T) {
 
 	dir := t.TempDir()
 	copyFile(t, filepath.Join(e.dir, "dev-kek.json"), filepath.Join(dir, "dev-kek.json"))
-	res, err := RestoreBackup(ctx, path, filepath.Join(dir, "db"), StoreOptions{})
+	res, err := RestoreBackup(ctx, path, filepath.Join(dir, "db"), RestoreOptions{Keys: e.svc.keys, AuditPublicKey: pub})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res.Audit.OK || res.Audit.Entries < h.AuditSeq || res.Header != h || res.Stats.Entries == 0 {
+	if !res.Audit.OK || res.Audit.Entries < h.AuditSeq || res.Header.AuditHash != h.AuditHash || res.Stats.Entries == 0 || !res.Stats.Authenticated {
 		t.Fatalf("restore result = %+v", res)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "db.restoring")); !errors.Is(err, os.ErrNotExist) {
@@ -235,6 +248,24 @@ func TestRestoreRefusesBadBackups(t *testing.T) {
 		b[at] ^= 0x40
 		return b
 	}
+	otherHexDigit := func(b []byte, at int) []byte {
+		b = append([]byte{}, b...)
+		if b[at] == '0' {
+			b[at] = '1'
+		} else {
+			b[at] = '0'
+		}
+		return b
+	}
+	trailerLen := len(good) - bytes.LastIndex(good, []byte(backupTrailer))
+	gzipEnd := len(good) - trailerLen
+
+	// The review's reproduction: an admin principal with a chosen token
+	// added to the body, recompressed, header and trailer kept.
+	planted := plantPrincipal(t, good[:hdrEnd], good[hdrEnd:gzipEnd], good[gzipEnd:])
+	// The same, with the trailer recomputed under a MAC key the attacker
+	// made and wrapped under a KEK of their own.
+	forged := forgeBackup(t, planted[:len(planted)-trailerLen])
 
 	cases := []struct {
 		name string
@@ -243,15 +274,21 @@ func TestRestoreRefusesBadBackups(t *testing.T) {
 	}{
 		{"empty file", nil, "bad magic"},
 		{"not a backup", []byte("hello\n"), "bad magic"},
-		{"other format version", []byte(strings.Replace(string(good), `"format":1`, `"format":2`, 1)), "unknown format"},
+		{"a format 1 backup (not authenticated)", []byte(strings.Replace(string(good), backupMagic, backupMagicV1, 1)), "format 1"},
+		{"other format version", []byte(strings.Replace(string(good), `"format":2`, `"format":3`, 1)), "unknown format"},
 		{"cut in the header", good[:hdrEnd-5], "header is truncated"},
 		{"cut right after the header", good[:hdrEnd], "backup body"},
-		{"cut in the middle", good[:hdrEnd+(len(good)-hdrEnd)/2], "truncated or corrupt"},
-		{"last byte missing", good[:len(good)-1], "truncated or corrupt"},
-		{"a byte changed in the body", flip(hdrEnd + (len(good)-hdrEnd)/2), "corrupt"},
-		{"gzip trailer changed", flip(len(good) - 6), "corrupt"},
+		{"cut in the middle", good[:hdrEnd+(gzipEnd-hdrEnd)/2], "truncated or corrupt"},
+		{"MAC trailer missing", good[:gzipEnd], "trailer is missing"},
+		{"last byte missing", good[:len(good)-1], "trailer is missing"},
+		{"a byte changed in the body", flip(hdrEnd + (gzipEnd-hdrEnd)/2), "corrupt"},
+		{"gzip trailer changed", flip(gzipEnd - 6), "corrupt"},
+		{"a byte changed in the header", []byte(strings.Replace(string(good), `"audit_seq":`, `"audit_seq": `, 1)), "not authentic"},
+		{"MAC changed", otherHexDigit(good, len(good)-3), "not authentic"},
 		{"data after the end", append(append([]byte{}, good...), 'x'), "data after its end"},
-		{"header of another backup", swapped, "does not hold the entry that recorded this backup"},
+		{"header of another backup", swapped, "not authentic"},
+		{"an admin principal planted", planted, "not authentic"},
+		{"planted, with a MAC under another KEK", forged, "does not unwrap"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -259,8 +296,11 @@ func TestRestoreRefusesBadBackups(t *testing.T) {
 			if err := os.WriteFile(src, tc.data, 0o600); err != nil {
 				t.Fatal(err)
 			}
+			if _, _, err := CheckBackup(bytes.NewReader(tc.data), e.svc.keys); err == nil {
+				t.Fatal("CheckBackup passed it")
+			}
 			dir := t.TempDir()
-			_, err := RestoreBackup(ctx, src, filepath.Join(dir, "db"), StoreOptions{})
+			_, err := RestoreBackup(ctx, src, filepath.Join(dir, "db"), RestoreOptions{Keys: e.svc.keys})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want one containing %q", err, tc.want)
 			}
@@ -269,15 +309,35 @@ func TestRestoreRefusesBadBackups(t *testing.T) {
 			}
 		})
 	}
+	// Framing alone (no KEK) cannot see a planted principal: that is why
+	// restore and --check need the KEK.
+	if _, st, err := CheckBackupFraming(bytes.NewReader(planted)); err != nil || st.Authenticated {
+		t.Fatalf("framing check of the planted backup: %+v %v", st, err)
+	}
 
+	t.Run("pinned audit key", func(t *testing.T) {
+		other := newEnv(t)
+		pub, err := other.svc.AuditPublicKey(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.svc.Checkpoint(ctx); err != nil {
+			t.Fatal(err)
+		}
+		p, _ := takeBackup(t, e)
+		_, err = RestoreBackup(ctx, p, filepath.Join(t.TempDir(), "db"), RestoreOptions{Keys: e.svc.keys, AuditPublicKey: pub})
+		if err == nil {
+			t.Fatal("restored under another audit key")
+		}
+	})
 	t.Run("target holds a database", func(t *testing.T) {
-		_, err := RestoreBackup(ctx, path, filepath.Join(e.dir, "db"), StoreOptions{})
+		_, err := RestoreBackup(ctx, path, filepath.Join(e.dir, "db"), RestoreOptions{Keys: e.svc.keys})
 		if err == nil || !strings.Contains(err.Error(), "already holds a database") {
 			t.Fatalf("err = %v", err)
 		}
 	})
 	t.Run("the good one restores", func(t *testing.T) {
-		if _, err := RestoreBackup(ctx, path, filepath.Join(t.TempDir(), "db"), StoreOptions{}); err != nil {
+		if _, err := RestoreBackup(ctx, path, filepath.Join(t.TempDir(), "db"), RestoreOptions{Keys: e.svc.keys}); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -319,21 +379,185 @@ func FuzzCheckBackup(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	kek, err := keys.OpenLocalKEK(filepath.Join(f.TempDir(), "kek.json"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	km := keys.NewManager(kek)
+	mk, _ := km.NewMACKey()
+	wrapped, err := km.WrapMACKey(mk, backupMACScope)
+	if err != nil {
+		f.Fatal(err)
+	}
 	var buf bytes.Buffer
-	b := &Backup{store: store, Header: BackupHeader{Format: 1, AuditSeq: 1, AuditHash: genesisHash}}
+	b := &Backup{store: store, mac: mk, Header: BackupHeader{Format: 2, AuditSeq: 1, AuditHash: genesisHash, MACKey: wrapped}}
 	if _, err := b.WriteTo(&buf); err != nil {
 		f.Fatal(err)
 	}
 	store.Close()
-	if _, st, err := CheckBackup(bytes.NewReader(buf.Bytes())); err != nil || st.Entries != 20 {
+	if _, st, err := CheckBackup(bytes.NewReader(buf.Bytes()), km); err != nil || st.Entries != 20 || !st.Authenticated {
 		f.Fatalf("seed backup: %+v %v", st, err)
 	}
 	f.Add(buf.Bytes())
-	f.Add([]byte(backupMagic + `{"format":1}` + "\n"))
+	f.Add([]byte(backupMagic + `{"format":2}` + "\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		h, _, err := CheckBackup(bytes.NewReader(data))
-		if err == nil && (h.Format != 1 || !bytes.HasPrefix(data, []byte(backupMagic))) {
-			t.Fatalf("accepted a backup without the magic line or format 1: %+v", h)
+		h, st, err := CheckBackup(bytes.NewReader(data), km)
+		if err == nil && (h.Format != 2 || !st.Authenticated || !bytes.Equal(data, buf.Bytes())) {
+			t.Fatalf("accepted a backup that is not the one written: %+v", h)
 		}
+		CheckBackupFraming(bytes.NewReader(data))
 	})
+}
+
+// plantPrincipal is the attack from the review: decompress a backup's
+// body, append a list holding an admin principal with a token the
+// attacker knows, recompress, and keep the header and trailer.
+func plantPrincipal(t *testing.T, header, body, trailer []byte) []byte {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := storedPrincipal{Principal: Principal{ID: "00000000-0000-4000-8000-000000000001", Name: "planted", Roles: []Role{RoleAdmin}}, TokenHash: hashToken("avt_planted-token")}
+	pv, _ := json.Marshal(p)
+	list, err := proto.Marshal(&pb.KVList{Kv: []*pb.KV{
+		{Key: principalKey(p.ID), Value: pv, Version: 1},
+		{Key: tokenHashKey(p.TokenHash), Value: []byte(p.ID), Version: 1},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	zw := gzip.NewWriter(&out)
+	zw.Write(plain)
+	var size [8]byte
+	binary.LittleEndian.PutUint64(size[:], uint64(len(list)))
+	zw.Write(size[:])
+	zw.Write(list)
+	zw.Close()
+	return append(append(append([]byte{}, header...), out.Bytes()...), trailer...)
+}
+
+// forgeBackup re-signs a backup's bytes (all but its trailer) under a MAC
+// key the forger made, wrapped by a KEK the forger holds, set in the
+// header.
+func forgeBackup(t *testing.T, unsigned []byte) []byte {
+	t.Helper()
+	kek, err := keys.OpenLocalKEK(filepath.Join(t.TempDir(), "attacker-kek.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	km := keys.NewManager(kek)
+	mk, _ := km.NewMACKey()
+	wrapped, err := km.WrapMACKey(mk, backupMACScope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdrEnd := len(backupMagic) + bytes.IndexByte(unsigned[len(backupMagic):], '\n') + 1
+	var h BackupHeader
+	if err := json.Unmarshal(unsigned[len(backupMagic):hdrEnd], &h); err != nil {
+		t.Fatal(err)
+	}
+	h.MACKey = wrapped
+	hb, _ := json.Marshal(h)
+	out := append(append([]byte(backupMagic), hb...), '\n')
+	out = append(out, unsigned[hdrEnd:]...)
+	sum := sha256.Sum256(out)
+	tag, err := mk.Compute(backupMACInput(sum[:]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(out, backupTrailer+hex.EncodeToString(tag)+"\n"...)
+}
+
+// TestRestoreBoundsMemory is the review's gzip bomb: a backup of under a
+// megabyte that expands to 192 MiB of lists, each within the list limit
+// (the review's expanded to gigabytes; past the bound it makes no
+// difference). The check and the restore refuse it once it expands past its
+// bound, holding a bounded amount of memory (heap sampled while they run),
+// and leave nothing behind.
+func TestRestoreBoundsMemory(t *testing.T) {
+	e := newEnv(t)
+	mk, _ := e.svc.keys.NewMACKey()
+	wrapped, err := e.svc.keys.WrapMACKey(mk, backupMACScope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr, _ := json.Marshal(BackupHeader{Format: 2, AuditSeq: 1, AuditHash: genesisHash, MACKey: wrapped})
+	var file bytes.Buffer
+	file.WriteString(backupMagic)
+	file.Write(append(hdr, '\n'))
+	zw, _ := gzip.NewWriterLevel(&file, gzip.BestSpeed)
+	value := make([]byte, 1<<20)
+	var kvs []*pb.KV
+	for i := range 8 {
+		kvs = append(kvs, &pb.KV{Key: []byte(fmt.Sprintf("k/%d", i)), Value: value, Version: 1})
+	}
+	list, _ := proto.Marshal(&pb.KVList{Kv: kvs})
+	var size [8]byte
+	binary.LittleEndian.PutUint64(size[:], uint64(len(list)))
+	for range 24 { // 24 lists of 8 MiB
+		zw.Write(size[:])
+		zw.Write(list)
+	}
+	zw.Close()
+	path := filepath.Join(t.TempDir(), "bomb.avbackup")
+	if err := os.WriteFile(path, file.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("bomb: %d bytes on disk, 192 MiB inside", file.Len())
+
+	peak := func(run func() error) (uint64, error) {
+		runtime.GC()
+		var base runtime.MemStats
+		runtime.ReadMemStats(&base)
+		stop, done := make(chan struct{}), make(chan uint64)
+		go func() {
+			var m runtime.MemStats
+			var peak uint64
+			for {
+				runtime.ReadMemStats(&m)
+				peak = max(peak, m.HeapAlloc)
+				select {
+				case <-stop:
+					done <- peak - min(peak, base.HeapAlloc)
+					return
+				case <-time.After(2 * time.Millisecond):
+				}
+			}
+		}()
+		err := run()
+		close(stop)
+		return <-done, err
+	}
+	const bound = 400 << 20
+	used, err := peak(func() error {
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, _, err = CheckBackup(f, e.svc.keys)
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "decompression bomb") || used > bound {
+		t.Fatalf("check: %v, %d MiB of heap", err, used>>20)
+	}
+	t.Logf("check refused it with %d MiB of heap", used>>20)
+	dir := t.TempDir()
+	used, err = peak(func() error {
+		_, err := RestoreBackup(context.Background(), path, filepath.Join(dir, "db"), RestoreOptions{Keys: e.svc.keys})
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "decompression bomb") || used > bound {
+		t.Fatalf("restore: %v, %d MiB of heap", err, used>>20)
+	}
+	t.Logf("restore refused it with %d MiB of heap", used>>20)
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("a refused restore left %v", ents)
+	}
 }

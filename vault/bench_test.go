@@ -282,7 +282,7 @@ func BenchmarkBackup(b *testing.B) {
 		i := 0
 		for b.Loop() {
 			i++
-			if _, err := RestoreBackup(context.Background(), backupFile, filepath.Join(dir, fmt.Sprint("r", i)), StoreOptions{}); err != nil {
+			if _, err := RestoreBackup(context.Background(), backupFile, filepath.Join(dir, fmt.Sprint("r", i)), RestoreOptions{Keys: e.svc.keys}); err != nil {
 				b.Fatal(err)
 			}
 		}

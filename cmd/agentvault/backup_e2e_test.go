@@ -66,27 +66,56 @@ func TestBackupRestoreWithRealVault(t *testing.T) {
 	}
 	logs := s.logs()
 
-	if code, out := runCLI(t, "backup", "--check", backup); code != 0 || !strings.Contains(out, "entries") {
+	// The KEK flags go right after the command: flags end at the first
+	// positional argument.
+	withKEK := func(args ...string) []string {
+		return append(append([]string{args[0]}, vaultArgs...), args[1:]...)
+	}
+	if code, out := runCLIEnv(t, env, withKEK("backup", "--check", backup)...); code != 0 || !strings.Contains(out, "MAC verifies") {
 		t.Fatalf("backup --check: %d %s", code, out)
+	}
+	if code, out := runCLI(t, "backup", "--check", backup); code != 1 || !strings.Contains(out, "needs the KEK") {
+		t.Fatalf("backup --check without the KEK: %d %s", code, out)
 	}
 	raw, err := os.ReadFile(backup)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cut := filepath.Join(t.TempDir(), "cut.avbackup")
-	os.WriteFile(cut, raw[:len(raw)-100], 0o600)
-	if code, out := runCLI(t, "backup", "--check", cut); code != 1 || !strings.Contains(out, "truncated or corrupt") {
-		t.Fatalf("backup --check of a cut file: %d %s", code, out)
+	damaged := func(name string, b []byte) string {
+		p := filepath.Join(t.TempDir(), name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
 	}
-	if code, out := runCLI(t, "restore", "--data-dir", dir, backup); code != 1 || !strings.Contains(out, "already holds a database") {
+	cut := damaged("cut.avbackup", raw[:len(raw)-100])
+	changed := damaged("changed.avbackup", []byte(strings.Replace(string(raw), `"provider":"vault-transit"`, `"provider":"vault-transiT"`, 1)))
+	for _, tc := range []struct{ file, want string }{{cut, "truncated or corrupt"}, {changed, "not authentic"}} {
+		if code, out := runCLIEnv(t, env, withKEK("backup", "--check", tc.file)...); code != 1 || !strings.Contains(out, tc.want) {
+			t.Fatalf("backup --check of %s: %d %s", filepath.Base(tc.file), code, out)
+		}
+	}
+	if code, out := runCLIEnv(t, env, withKEK("restore", "--data-dir", dir, backup)...); code != 1 || !strings.Contains(out, "already holds a database") {
 		t.Fatalf("restore over the live data directory: %d %s", code, out)
 	}
 	restored := t.TempDir()
-	if code, out := runCLI(t, "restore", "--data-dir", restored, cut); code != 1 || !strings.Contains(out, "nothing was restored") {
-		t.Fatalf("restore of a cut file: %d %s", code, out)
+	for _, bad := range []string{cut, changed} {
+		if code, out := runCLIEnv(t, env, withKEK("restore", "--data-dir", restored, bad)...); code != 1 || !strings.Contains(out, "nothing was restored") {
+			t.Fatalf("restore of %s: %d %s", filepath.Base(bad), code, out)
+		}
 	}
-	code, restoreOut := runCLI(t, "restore", "--data-dir", restored, backup)
-	if code != 0 || !strings.Contains(restoreOut, "the audit chain verifies") {
+	// The audit key pinned: the server's own is accepted, another refused.
+	pub := filepath.Join(t.TempDir(), "audit.pub")
+	status, pubBody := s.raw("GET", "/v1/audit/pubkey", operator)
+	if status != 200 || os.WriteFile(pub, pubBody, 0o600) != nil {
+		t.Fatalf("audit pubkey: %d", status)
+	}
+	otherPub := damaged("other.pub", []byte(`{"primaryKeyId":1,"key":[]}`))
+	if code, out := runCLIEnv(t, env, withKEK("restore", "--data-dir", t.TempDir(), "--pubkey", otherPub, backup)...); code != 1 || !strings.Contains(out, "nothing was restored") {
+		t.Fatalf("restore pinned to another audit key: %d %s", code, out)
+	}
+	code, restoreOut := runCLIEnv(t, env, withKEK("restore", "--data-dir", restored, "--pubkey", pub, backup)...)
+	if code != 0 || !strings.Contains(restoreOut, "the audit chain verifies") || !strings.Contains(restoreOut, "MAC verifies") {
 		t.Fatalf("restore: %d %s", code, restoreOut)
 	}
 
@@ -130,7 +159,7 @@ func TestBackupRestoreWithRealVault(t *testing.T) {
 func TestBackupCLIRefusesABrokenTransfer(t *testing.T) {
 	t.Parallel()
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Write([]byte("agentvault-backup 1\n{\"format\":1}\n\x1f\x8b\x08\x00\x00\x00\x00\x00"))
+		w.Write([]byte("agentvault-backup 2\n{\"format\":2,\"mac_key\":\"AAAA\"}\n\x1f\x8b\x08\x00\x00\x00\x00\x00"))
 	}))
 	defer ts.Close()
 	out := filepath.Join(t.TempDir(), "b.avbackup")
@@ -142,6 +171,25 @@ func TestBackupCLIRefusesABrokenTransfer(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(filepath.Dir(out)); len(ents) != 0 {
 		t.Fatalf("a broken transfer left %v", ents)
+	}
+
+	// A FILE.partial planted as a symlink to another file is refused, not
+	// followed: the file it points to is unchanged.
+	victim := filepath.Join(t.TempDir(), "precious")
+	if err := os.WriteFile(victim, []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, out+".partial"); err != nil {
+		t.Fatal(err)
+	}
+	cmd = exec.Command(avBinary, "backup", "--out", out, "--server", ts.URL)
+	cmd.Env = append(os.Environ(), "AGENTVAULT_TOKEN=x")
+	msg, err = cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(msg), "already exists") {
+		t.Fatalf("backup over a planted symlink: %v %s", err, msg)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "keep me" {
+		t.Fatalf("the symlink's target was written: %q", b)
 	}
 }
 
@@ -176,7 +224,11 @@ func TestRestoreNeedsItsKEK(t *testing.T) {
 	s.stop()
 
 	restored := t.TempDir()
-	if code, out := runCLI(t, "restore", "--data-dir", restored, backup); code != 0 || !strings.Contains(out, "copy dev-kek.json") {
+	if code, out := runCLI(t, "restore", "--data-dir", restored, backup); code != 1 || !strings.Contains(out, "no development KEK") {
+		t.Fatalf("restore without the KEK: exit %d\n%s", code, out)
+	}
+	oldKEK := filepath.Join(dir, "dev-kek.json")
+	if code, out := runCLI(t, "restore", "--data-dir", restored, "--dev-kek", oldKEK, backup); code != 0 || !strings.Contains(out, "copy "+oldKEK) {
 		t.Fatalf("restore: exit %d\n%s", code, out)
 	}
 	msg, err := serveFails(restored, adminEnv)

@@ -153,6 +153,20 @@ func (s *server) call(method, path, token string, body any) (int, map[string]any
 	return resp.StatusCode, out
 }
 
+// raw answers a GET with its body as bytes.
+func (s *server) raw(method, path, token string) (int, []byte) {
+	s.t.Helper()
+	req, _ := http.NewRequest(method, s.url+path, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := s.http.Do(req)
+	if err != nil {
+		s.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
 func (s *server) must(want int, method, path, token string, body any) map[string]any {
 	s.t.Helper()
 	status, out := s.call(method, path, token, body)
@@ -517,7 +531,15 @@ func TestAuditVerifyCLI(t *testing.T) {
 // and combined output.
 func runCLI(t *testing.T, args ...string) (int, string) {
 	t.Helper()
-	out, err := exec.Command(avBinary, args...).CombinedOutput()
+	return runCLIEnv(t, nil, args...)
+}
+
+// runCLIEnv runs the binary with extra environment variables.
+func runCLIEnv(t *testing.T, env []string, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(avBinary, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		return ee.ExitCode(), string(out)

@@ -30,9 +30,7 @@ import (
 type serveFlags struct {
 	listen          string
 	dataDir         string
-	kms             string
-	vaultKey        string
-	vaultMount      string
+	kmsFlags
 	maxBodyBytes    int64
 	maxBatch        int
 	logLevel        string
@@ -57,9 +55,7 @@ func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8080", "address to listen on")
 	fs.StringVar(&f.dataDir, "data-dir", "agentvault-data", "directory for the database (and the development KEK with --kms local)")
-	fs.StringVar(&f.kms, "kms", "local", `KEK provider: "local" (development only) or "vault" (VAULT_ADDR, VAULT_TOKEN)`)
-	fs.StringVar(&f.vaultKey, "vault-key", "agentvault", "Transit key name, with --kms vault")
-	fs.StringVar(&f.vaultMount, "vault-mount", "transit", "Transit mount path, with --kms vault")
+	f.kmsFlags.register(fs)
 	fs.Int64Var(&f.maxBodyBytes, "max-body-bytes", httpapi.DefaultMaxBodyBytes, "largest request body accepted (413 above)")
 	fs.IntVar(&f.maxBatch, "max-batch-records", 5000, "most records in one create request")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -115,9 +111,10 @@ func serve(args []string) error {
 	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	_, statErr := os.Stat(devKEKPath(f))
+	f.devKEK = devKEKPath(f)
+	_, statErr := os.Stat(f.devKEK)
 	kekCreated := f.kms == "local" && errors.Is(statErr, os.ErrNotExist)
-	kek, err := openKEK(ctx, f, log)
+	kek, err := f.kmsFlags.open(ctx, log, true)
 	if err != nil {
 		return err
 	}
@@ -260,33 +257,6 @@ func serve(args []string) error {
 }
 
 func devKEKPath(f serveFlags) string { return filepath.Join(f.dataDir, "dev-kek.json") }
-
-func openKEK(ctx context.Context, f serveFlags, log *slog.Logger) (keys.KEK, error) {
-	switch f.kms {
-	case "local":
-		path := devKEKPath(f)
-		k, err := keys.OpenLocalKEK(path)
-		if err != nil {
-			return nil, err
-		}
-		log.Warn("DEVELOPMENT KEK IN USE: the key-encryption key is a cleartext file beside the data ("+path+"). "+
-			"Anyone who can read the data directory can decrypt everything. Use --kms vault in production.", "kek_file", path)
-		fmt.Fprintln(os.Stderr, "\n  *** WARNING: development KEK in "+path+" — not for production; use --kms vault ***")
-		return k, nil
-	case "vault":
-		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		k, err := keys.OpenVaultKEK(cctx, keys.VaultConfig{
-			Addr: os.Getenv("VAULT_ADDR"), Token: os.Getenv("VAULT_TOKEN"), Mount: f.vaultMount, Key: f.vaultKey,
-		})
-		if err != nil {
-			return nil, err
-		}
-		log.Info("KEK in Vault Transit", "vault_addr", os.Getenv("VAULT_ADDR"), "key", f.vaultMount+"/keys/"+f.vaultKey)
-		return k, nil
-	}
-	return nil, fmt.Errorf("--kms must be local or vault, not %q", f.kms)
-}
 
 func newLogger(level, format string) (*slog.Logger, error) {
 	var l slog.Level

@@ -26,6 +26,10 @@ const AdminToken = "test-admin-token-0123456789"
 type Options struct {
 	MaxBodyBytes int64        // 0: the default body limit
 	Logger       *slog.Logger // nil: logs are discarded
+	// KEKFile is where the development KEK is kept (created if missing);
+	// empty: in the server's own temporary directory. A test that checks
+	// what needs the KEK (a backup's MAC) names it.
+	KEKFile string
 }
 
 // Start serves the handler over HTTP on a loopback port with a fresh data
@@ -51,7 +55,10 @@ func StartTLS(t testing.TB, o Options) (url string, certPEM []byte) {
 func handler(t testing.TB, o Options) http.Handler {
 	t.Helper()
 	dir := t.TempDir()
-	kek, err := keys.OpenLocalKEK(filepath.Join(dir, "kek.json"))
+	if o.KEKFile == "" {
+		o.KEKFile = filepath.Join(dir, "kek.json")
+	}
+	kek, err := keys.OpenLocalKEK(o.KEKFile)
 	if err != nil {
 		t.Fatal(err)
 	}
