@@ -28,8 +28,8 @@ import (
 )
 
 type serveFlags struct {
-	listen          string
-	dataDir         string
+	listen  string
+	dataDir string
 	kmsFlags
 	maxBodyBytes    int64
 	maxBatch        int
