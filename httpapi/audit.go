@@ -3,6 +3,7 @@ package httpapi
 import (
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/agentvault/agentvault/vault"
@@ -59,13 +60,45 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, body)
 }
 
+// verifyAudit recomputes the chain; each checkpoint= parameter (a signed
+// checkpoint saved earlier, as JSON) holds the log to a head the auditor
+// saw before.
 func (s *Server) verifyAudit(w http.ResponseWriter, r *http.Request) {
-	res, err := s.svc.VerifyAudit(r.Context())
+	var witnesses []vault.Checkpoint
+	for _, v := range r.URL.Query()["checkpoint"] {
+		cps, err := vault.ParseCheckpoints(strings.NewReader(v))
+		if err != nil || len(cps) != 1 {
+			writeError(w, http.StatusBadRequest, "invalid_checkpoint", "checkpoint must be one signed checkpoint as JSON: {seq, hash, time, signature}")
+			return
+		}
+		witnesses = append(witnesses, cps[0])
+	}
+	if len(witnesses) > 100 {
+		writeError(w, http.StatusBadRequest, "invalid_checkpoint", "at most 100 checkpoints per request")
+		return
+	}
+	res, err := s.svc.VerifyAudit(r.Context(), witnesses...)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, res)
+}
+
+// auditCheckpoint signs the chain's head now (unless the last checkpoint
+// covers it) and returns the checkpoint, for an auditor to keep outside
+// the server and verify against later.
+func (s *Server) auditCheckpoint(w http.ResponseWriter, r *http.Request) {
+	cp, err := s.svc.Checkpoint(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if cp == nil {
+		writeError(w, http.StatusNotFound, "empty_log", "the audit log is empty: nothing to sign yet")
+		return
+	}
+	writeJSON(w, http.StatusOK, cp)
 }
 
 // auditPublicKey serves the checkpoint public key (Tink JSON keyset).

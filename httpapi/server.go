@@ -113,6 +113,7 @@ func New(cfg Config) *Server {
 	r.Handle("/v1/audit", s.auth(s.listAudit, vault.RoleAuditor)).Methods(http.MethodGet)
 	r.Handle("/v1/audit/verify", s.auth(s.verifyAudit, vault.RoleAuditor)).Methods(http.MethodGet)
 	r.Handle("/v1/audit/pubkey", s.auth(s.auditPublicKey, vault.RoleAuditor)).Methods(http.MethodGet)
+	r.Handle("/v1/audit/checkpoint", s.auth(s.auditCheckpoint, vault.RoleAuditor)).Methods(http.MethodGet)
 	r.Handle("/v1/keys", s.auth(s.keyStatus, vault.RoleOperator)).Methods(http.MethodGet)
 	r.Handle("/v1/keys/rotate", s.auth(s.rotateKey, vault.RoleOperator)).Methods(http.MethodPost)
 	r.Handle("/v1/keys/reencrypt", s.auth(s.reencrypt, vault.RoleOperator)).Methods(http.MethodPost)

@@ -87,8 +87,17 @@ type VerifyResult struct {
 	Entries     uint64 `json:"entries"`
 	Head        string `json:"head,omitempty"`
 	Checkpoints int    `json:"checkpoints"`
-	FirstBadSeq uint64 `json:"first_bad_seq,omitempty"`
-	Reason      string `json:"reason,omitempty"`
+	// Witnessed counts the checkpoints saved outside the database that the
+	// log was held to (all must match).
+	Witnessed int `json:"witnessed,omitempty"`
+	// LastCheckpoint is the newest entry a valid checkpoint covers;
+	// UnsignedEntries how far the head is past it: the entries someone
+	// able to rewrite the database could still cut off unnoticed, unless
+	// a newer checkpoint was saved outside.
+	LastCheckpoint  uint64 `json:"last_checkpoint"`
+	UnsignedEntries uint64 `json:"unsigned_entries"`
+	FirstBadSeq     uint64 `json:"first_bad_seq,omitempty"`
+	Reason          string `json:"reason,omitempty"`
 }
 
 // chainChecker recomputes the chain entry by entry, in order.
@@ -135,8 +144,9 @@ func (c *chainChecker) add(storedAt uint64, raw []byte) bool {
 	return true
 }
 
-// finish checks the checkpoints against the verified chain.
-func (c *chainChecker) finish(cps []Checkpoint, publicKeyset []byte) (VerifyResult, error) {
+// finish checks the stored checkpoints and the witnesses against the
+// verified chain.
+func (c *chainChecker) finish(cps, witnesses []Checkpoint, publicKeyset []byte) (VerifyResult, error) {
 	if !c.res.OK {
 		return c.res, nil
 	}
@@ -147,21 +157,23 @@ func (c *chainChecker) finish(cps []Checkpoint, publicKeyset []byte) (VerifyResu
 			return VerifyResult{}, err
 		}
 		verifier = v
-	} else if len(cps) > 0 {
+	} else if len(cps) > 0 || len(witnesses) > 0 {
 		return VerifyResult{}, errors.New("checkpoints present but no public key to check them")
 	}
-	checkCheckpoints(&c.res, c.hashes, cps, verifier)
+	checkCheckpoints(&c.res, c.hashes, cps, witnesses, verifier)
 	return c.res, nil
 }
 
 // VerifyAudit recomputes the whole chain from the first entry, then checks
-// every signed checkpoint against it. It names the first entry that is out
-// of place (a deleted or reordered entry breaks the sequence or the link),
-// altered (its bytes or its hash do not match its content), or cut off
-// (a checkpoint signed an entry that is gone). publicKeyset is the
-// checkpoint public key obtained out of band; nil uses the one stored
-// beside the log, which someone able to rewrite the log could replace too.
-func VerifyAudit(ctx context.Context, store *Store, publicKeyset []byte) (VerifyResult, error) {
+// every signed checkpoint against it, those stored beside the log and the
+// witnesses (checkpoints saved outside it, optional). It names the first
+// entry that is out of place (a deleted or reordered entry breaks the
+// sequence or the link), altered (its bytes or its hash do not match its
+// content), or cut off (a checkpoint signed an entry that is gone).
+// publicKeyset is the checkpoint public key obtained out of band; nil uses
+// the one stored beside the log, which someone able to rewrite the log
+// could replace too (a witness then fails its signature).
+func VerifyAudit(ctx context.Context, store *Store, publicKeyset []byte, witnesses ...Checkpoint) (VerifyResult, error) {
 	c := newChainChecker()
 	err := store.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("a/"), PrefetchValues: true, PrefetchSize: 256})
@@ -196,12 +208,12 @@ func VerifyAudit(ctx context.Context, store *Store, publicKeyset []byte) (Verify
 	if err != nil {
 		return VerifyResult{}, err
 	}
-	if publicKeyset == nil && len(cps) > 0 {
+	if publicKeyset == nil && len(cps)+len(witnesses) > 0 {
 		if publicKeyset, err = StoredAuditPublicKey(store); err != nil {
 			return VerifyResult{}, err
 		}
 	}
-	return c.finish(cps, publicKeyset)
+	return c.finish(cps, witnesses, publicKeyset)
 }
 
 // ExportLine is one line of an exported log: an entry, or a checkpoint.
@@ -214,7 +226,7 @@ type ExportLine struct {
 // export`) with the checkpoint public key: someone who does not trust the
 // server can run it on a copy. Entries must come in order; checkpoint
 // lines may come anywhere.
-func VerifyExport(r io.Reader, publicKeyset []byte) (VerifyResult, error) {
+func VerifyExport(r io.Reader, publicKeyset []byte, witnesses ...Checkpoint) (VerifyResult, error) {
 	if publicKeyset == nil {
 		return VerifyResult{}, errors.New("verifying an export needs the checkpoint public key")
 	}
@@ -251,20 +263,26 @@ func VerifyExport(r io.Reader, publicKeyset []byte) (VerifyResult, error) {
 		return VerifyResult{}, err
 	}
 	sort.Slice(cps, func(i, j int) bool { return cps[i].Seq < cps[j].Seq })
-	return c.finish(cps, publicKeyset)
+	return c.finish(cps, witnesses, publicKeyset)
 }
 
 // VerifyAudit recomputes the chain of this service's log and checks its
-// checkpoints with the service's own public key.
-func (s *Service) VerifyAudit(ctx context.Context) (VerifyResult, error) {
+// checkpoints, and any witnesses (checkpoints an auditor saved earlier),
+// with the service's own public key.
+func (s *Service) VerifyAudit(ctx context.Context, witnesses ...Checkpoint) (VerifyResult, error) {
 	var pub []byte
 	if k := s.signKey.Load(); k != nil {
 		var err error
 		if pub, err = k.PublicKeyset(); err != nil {
 			return VerifyResult{}, err
 		}
+	} else if len(witnesses) > 0 {
+		var err error
+		if pub, err = s.AuditPublicKey(ctx); err != nil {
+			return VerifyResult{}, err
+		}
 	}
-	return VerifyAudit(ctx, s.store, pub)
+	return VerifyAudit(ctx, s.store, pub, witnesses...)
 }
 
 // ExportAudit writes every entry after the given sequence number, in

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -178,4 +181,128 @@ func TestCompressedAuditEntries(t *testing.T) {
 	if v, _ := e.svc.VerifyAudit(ctx); v.OK || v.FirstBadSeq != head {
 		t.Fatalf("tampered compressed entry: %+v", v)
 	}
+}
+
+// TestWitnessCatchesTruncation is the review's reproduction: three
+// reveals and the checkpoint covering them deleted from the database
+// verify as ok, even with the pinned key; a checkpoint saved outside
+// beforehand (from the log line the server wrote) catches the cut.
+func TestWitnessCatchesTruncation(t *testing.T) {
+	t.Parallel()
+	var logs syncBuffer
+	e := newEnvTuned(t, func(c *Config) { c.Logger = slog.New(slog.NewJSONHandler(&logs, nil)) })
+	e.mustCollection(hrSchema)
+	ctx := context.Background()
+	recs, err := e.svc.CreateRecords(ctx, RequestMeta{}, "hr", []map[string]json.RawMessage{fields("name", "Ann")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := e.agentWithGrant(GrantRequest{Collection: "hr", Fields: []string{"name"}, Purpose: "p"})
+	// A first reveal makes the token-hash key (an entry of its own).
+	if _, err := e.svc.Detokenize(ctx, RequestMeta{Actor: agent}, DetokenizeRequest{Tokens: []string{tokenOf(t, recs[0], "name")}, Purpose: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := e.svc.Checkpoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := e.svc.Detokenize(ctx, RequestMeta{Actor: agent}, DetokenizeRequest{Tokens: []string{tokenOf(t, recs[0], "name")}, Purpose: "p"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	covering, err := e.svc.Checkpoint(ctx)
+	if err != nil || covering.Seq != before.Seq+3 {
+		t.Fatalf("checkpoint over the reveals: %+v %v", covering, err)
+	}
+	// The auditor's copy: the checkpoint as the server logged it.
+	saved, err := ParseCheckpoints(strings.NewReader(logs.String()))
+	if err != nil || len(saved) != 2 || saved[1].Hash != covering.Hash {
+		t.Fatalf("checkpoints read back from the log: %+v %v", saved, err)
+	}
+	pub, _ := e.svc.AuditPublicKey(ctx)
+	if v, _ := VerifyAudit(ctx, e.store, pub); !v.OK || v.LastCheckpoint != covering.Seq || v.UnsignedEntries != 0 {
+		t.Fatalf("before the cut: %+v", v)
+	}
+	// The attacker deletes the three reveal entries and the checkpoint.
+	if err := e.store.Update(ctx, func(txn *badger.Txn) error {
+		for seq := before.Seq + 1; seq <= covering.Seq; seq++ {
+			txn.Delete(auditKey(seq))
+		}
+		return txn.Delete(checkpointKey(covering.Seq))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := VerifyAudit(ctx, e.store, pub); !v.OK {
+		t.Fatalf("the cut is invisible without a witness, which is the point of the test: %+v", v)
+	}
+	v, err := VerifyAudit(ctx, e.store, pub, saved...)
+	if err != nil || v.OK || v.FirstBadSeq != before.Seq+1 || !strings.Contains(v.Reason, "saved outside") || !strings.Contains(v.Reason, "cut off") {
+		t.Fatalf("with the saved checkpoint: %+v %v", v, err)
+	}
+	if v, _ := e.svc.VerifyAudit(ctx, saved[1]); v.OK {
+		t.Fatal("the service's own verify missed the cut")
+	}
+	// A witness whose hash was changed fails its signature.
+	forged := saved[0]
+	forged.Hash = strings.Repeat("0", 64)
+	if v, _ := VerifyAudit(ctx, e.store, pub, forged); v.OK || !strings.Contains(v.Reason, "bad signature") {
+		t.Fatalf("forged witness: %+v", v)
+	}
+}
+
+// TestUnsignedEntries: verify says how far the head is past the newest
+// checkpoint.
+func TestUnsignedEntries(t *testing.T) {
+	t.Parallel()
+	sc, cp := checkpointed(t)
+	sc.detok(sc.agent, "payroll", tokenOf(t, sc.recA, "name"))
+	sc.detok(sc.agent, "payroll", tokenOf(t, sc.recA, "name"))
+	v, _ := sc.svc.VerifyAudit(context.Background())
+	if !v.OK || v.LastCheckpoint != cp.Seq || v.UnsignedEntries != 2 {
+		t.Fatalf("%+v", v)
+	}
+}
+
+func TestParseCheckpoints(t *testing.T) {
+	t.Parallel()
+	cp := Checkpoint{Seq: 7, Hash: strings.Repeat("ab", 32), Time: time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC), Signature: []byte{1, 2, 3}}
+	raw, _ := json.Marshal(cp)
+	quoted, _ := json.Marshal(string(raw))
+	tests := []struct {
+		name, in string
+		ok       bool
+	}{
+		{"bare", string(raw), true},
+		{"export line", `{"checkpoint":` + string(raw) + `}`, true},
+		{"webhook event", `{"id":"e","type":"audit.checkpoint","time":"2026-11-25T00:00:00Z","data":` + string(raw) + `}`, true},
+		{"JSON log line", `{"time":"x","level":"INFO","msg":"audit checkpoint","seq":7,"checkpoint":` + string(quoted) + `}`, true},
+		{"no signature", `{"seq":7,"hash":"ab"}`, false},
+		{"not JSON", `time=x msg="audit checkpoint"`, false},
+		{"another event", `{"type":"approval.requested","data":{"seq":7}}`, false},
+	}
+	for _, tt := range tests {
+		got, err := ParseCheckpoints(strings.NewReader("noise\n" + tt.in + "\n"))
+		if (err == nil) != tt.ok || (tt.ok && (got[0].Seq != 7 || got[0].Hash != cp.Hash || !bytes.Equal(got[0].Signature, cp.Signature))) {
+			t.Errorf("%s: %+v %v", tt.name, got, err)
+		}
+	}
+}
+
+// syncBuffer collects log output from many goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

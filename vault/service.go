@@ -41,6 +41,10 @@ type Config struct {
 	// not block (queue and return). The approval holds no value and no
 	// token.
 	OnApproval func(event string, a Approval)
+	// OnCheckpoint, if set, is called with each audit checkpoint once it
+	// is stored, so it can be shipped out of the box (the webhook's
+	// audit.checkpoint event). It must not block.
+	OnCheckpoint func(cp Checkpoint)
 	// ReencryptBatch is how many records a re-encryption job rewrites per
 	// transaction (default 256); ReencryptPause how long it rests between
 	// batches, to leave the writer to live traffic (default none).

@@ -20,6 +20,11 @@ const auditUsage = `usage:
         the copy stored beside the log is used)
   agentvault audit verify --export FILE --pubkey FILE
         check an exported log without the server or its data
+  ... verify [...] --since-checkpoint FILE
+        also hold the log to checkpoints saved earlier outside the server
+        (GET /v1/audit/checkpoint, the webhook's audit.checkpoint events,
+        the server's "audit checkpoint" log lines, an export): fails when
+        the log no longer holds an entry one of them signed, with its hash
   agentvault audit export --data-dir DIR [--after SEQ]
         write the log and its checkpoints as JSON lines (for a SIEM)
   agentvault audit pubkey --data-dir DIR
@@ -36,8 +41,21 @@ func audit(args []string) error {
 	after := fs.Uint64("after", 0, "export entries after this sequence number")
 	pubFile := fs.String("pubkey", "", "checkpoint public key file (from agentvault audit pubkey)")
 	export := fs.String("export", "", "verify this exported file instead of a data directory")
+	since := fs.String("since-checkpoint", "", "file of signed checkpoints saved earlier: the log must still hold what they signed")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
+	}
+	var witnesses []vault.Checkpoint
+	if *since != "" {
+		f, err := os.Open(*since)
+		if err != nil {
+			return err
+		}
+		witnesses, err = vault.ParseCheckpoints(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("--since-checkpoint %s: %w", *since, err)
+		}
 	}
 	var pub []byte
 	if *pubFile != "" {
@@ -53,7 +71,7 @@ func audit(args []string) error {
 			return err
 		}
 		defer f.Close()
-		res, err := vault.VerifyExport(f, pub)
+		res, err := vault.VerifyExport(f, pub, witnesses...)
 		if err != nil {
 			return err
 		}
@@ -67,7 +85,7 @@ func audit(args []string) error {
 	ctx := context.Background()
 	switch args[0] {
 	case "verify":
-		res, err := vault.VerifyAudit(ctx, store, pub)
+		res, err := vault.VerifyAudit(ctx, store, pub, witnesses...)
 		if err != nil {
 			return err
 		}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -576,5 +577,82 @@ func tamperAuditEntry(dbDir string, seq uint64) error {
 		e["actor"] = "someone-else"
 		b, _ := json.Marshal(e)
 		return txn.Set(key, b)
+	})
+}
+
+// TestSavedCheckpointCatchesTruncation, through the binary: the server's
+// log ships each checkpoint as it is made; someone with file access cuts
+// the log's tail together with the checkpoints stored over it, which
+// verify alone cannot see; verify --since-checkpoint with the log lines
+// an auditor kept catches it, and the API does the same with the
+// checkpoint it handed out.
+func TestSavedCheckpointCatchesTruncation(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := start(t, dir, adminEnv)
+	writer := setupCollection(s)
+	p := s.must(201, "POST", "/v1/principals", admin, map[string]any{"name": "auditor", "roles": []string{"auditor"}})
+	auditor := p["token"].(string)
+	for i := range 3 {
+		writeOne(s, writer, i)
+	}
+	status, saved := s.raw("GET", "/v1/audit/checkpoint", auditor)
+	var cp struct{ Seq uint64 }
+	if status != 200 || json.Unmarshal(saved, &cp) != nil || cp.Seq == 0 {
+		t.Fatalf("checkpoint: %d %s", status, saved)
+	}
+	for i := range 3 {
+		writeOne(s, writer, 10+i)
+	}
+	s.stop() // signs a final checkpoint, and logs it
+	logFile := filepath.Join(t.TempDir(), "agentvault.log")
+	os.WriteFile(logFile, []byte(s.logs()), 0o600)
+	if !strings.Contains(s.logs(), `"msg":"audit checkpoint"`) {
+		t.Fatal("no checkpoint was logged")
+	}
+	if code, out := runCLI(t, "audit", "verify", "--data-dir", dir, "--since-checkpoint", logFile); code != 0 || !strings.Contains(out, `"witnessed": 2`) {
+		t.Fatalf("verify against the logged checkpoints before the cut: exit %d\n%s", code, out)
+	}
+
+	if err := cutAuditTail(filepath.Join(dir, "db"), cp.Seq); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := runCLI(t, "audit", "verify", "--data-dir", dir); code != 0 {
+		t.Fatalf("the cut is visible without a saved checkpoint (the test would prove nothing): exit %d\n%s", code, out)
+	}
+	code, out := runCLI(t, "audit", "verify", "--data-dir", dir, "--since-checkpoint", logFile)
+	if code == 0 || !strings.Contains(out, "saved outside") || !strings.Contains(out, "cut off") {
+		t.Fatalf("verify --since-checkpoint after the cut: exit %d\n%s", code, out)
+	}
+	s = start(t, dir, adminEnv)
+	v := s.must(200, "GET", "/v1/audit/verify?checkpoint="+url.QueryEscape(string(saved)), auditor, nil)
+	if v["ok"] != false || !strings.Contains(v["reason"].(string), "cut off") {
+		t.Fatalf("GET /v1/audit/verify with the saved checkpoint: %v", v)
+	}
+}
+
+// cutAuditTail deletes audit entries from seq on, and every checkpoint
+// from seq on, as someone with file access would to hide the newest.
+func cutAuditTail(dbDir string, seq uint64) error {
+	db, err := badger.Open(badger.DefaultOptions(dbDir).WithLogger(nil))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return db.Update(func(txn *badger.Txn) error {
+		for _, prefix := range []string{"a/", "ac/"} {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix)})
+			var doomed [][]byte
+			for it.Seek(binary.BigEndian.AppendUint64([]byte(prefix), seq)); it.ValidForPrefix([]byte(prefix)); it.Next() {
+				doomed = append(doomed, it.Item().KeyCopy(nil))
+			}
+			it.Close()
+			for _, k := range doomed {
+				if err := txn.Delete(k); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
 	})
 }

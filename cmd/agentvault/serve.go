@@ -130,6 +130,7 @@ func serve(args []string) error {
 		}
 	}()
 	var onApproval func(string, vault.Approval)
+	var onCheckpoint func(vault.Checkpoint)
 	if f.webhookURL != "" {
 		wh, err := openWebhook(f, log, reg)
 		if err != nil {
@@ -144,6 +145,9 @@ func serve(args []string) error {
 			}
 			wh.Send(event, ev)
 		}
+		// Each audit checkpoint leaves the box as it is made, so an
+		// auditor holds signed heads the database cannot take back.
+		onCheckpoint = func(cp vault.Checkpoint) { wh.Send("audit.checkpoint", cp) }
 		log.Info("approval webhook on", "url", redactURL(f.webhookURL))
 	}
 	svc, err := vault.New(vault.Config{
@@ -153,6 +157,7 @@ func serve(args []string) error {
 		RedeemWindow:    f.redeemWindow,
 		SweepEvery:      30 * time.Second,
 		OnApproval:      onApproval,
+		OnCheckpoint:    onCheckpoint,
 		ReencryptBatch:  f.reencryptBatch,
 		ReencryptPause:  f.reencryptPause,
 	})
@@ -294,14 +299,15 @@ func openWebhook(f serveFlags, log *slog.Logger, reg prometheus.Registerer) (*no
 	return wh, nil
 }
 
-// redactURL drops credentials and the query from a URL before it is logged.
+// redactURL keeps only a URL's scheme and host, for logs.
 func redactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "(unparsable)"
 	}
-	u.User, u.RawQuery = nil, ""
-	return u.String()
+	// Scheme and host only: user-info, paths (Slack-style webhook URLs)
+	// and queries hold secrets.
+	return u.Scheme + "://" + u.Host
 }
 
 // scheduleRotations rotates keys on the configured schedules until ctx
