@@ -39,7 +39,7 @@ func (m Mask) Apply(value string) string {
 		clusters := graphemes(value)
 		shown := 0
 		for _, c := range clusters {
-			if !isSeparator(c) {
+			if classify(c) == content {
 				shown++
 			}
 		}
@@ -49,14 +49,20 @@ func (m Mask) Apply(value string) string {
 		// Every character but separators is hidden whole, one '*' per
 		// user-perceived character (a letter with its combining marks, a
 		// numeral of any kind, a symbol), so the shape stays and only the
-		// last four show.
+		// last four show. Controls and stray marks are always hidden: a
+		// stray mark shown after a '*' would join it.
 		hide := shown - 4
 		var b strings.Builder
 		for _, c := range clusters {
-			if hide > 0 && !isSeparator(c) {
+			switch k := classify(c); {
+			case k == separator:
+				b.WriteString(c)
+			case k == hidden || hide > 0:
 				b.WriteByte('*')
-				hide--
-			} else {
+				if k == content {
+					hide--
+				}
+			default:
 				b.WriteString(c)
 			}
 		}
@@ -84,9 +90,23 @@ func graphemes(s string) []string {
 	return out
 }
 
-// isSeparator reports whether a character is a lone space or punctuation
-// mark: the only characters last4 leaves in place.
-func isSeparator(c string) bool {
+// Kinds of character for last4.
+const (
+	separator = iota // a lone space or punctuation mark: kept in place
+	content          // hidden, except the last four
+	hidden           // a control, format character or stray mark: always hidden
+)
+
+// classify says what last4 does with a character (a grapheme cluster).
+func classify(c string) int {
 	r, n := utf8.DecodeRuneInString(c)
-	return n == len(c) && r != utf8.RuneError && (unicode.Is(unicode.Zs, r) || unicode.IsPunct(r))
+	switch {
+	case r == utf8.RuneError:
+		return hidden
+	case n == len(c) && (unicode.Is(unicode.Zs, r) || unicode.IsPunct(r)):
+		return separator
+	case unicode.In(r, unicode.C, unicode.M):
+		return hidden
+	}
+	return content
 }

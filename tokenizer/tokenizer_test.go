@@ -326,8 +326,8 @@ func FuzzMask(f *testing.F) {
 			shown := 0
 			for i := range in {
 				switch {
-				case out[i] == in[i] && isSeparator(in[i]):
-				case out[i] == in[i]:
+				case out[i] == in[i] && classify(in[i]) == separator:
+				case out[i] == in[i] && classify(in[i]) == content:
 					shown++
 				case out[i] != "*":
 					t.Fatalf("last4 of %q = %q: character %d changed into %q", value, got, i, out[i])
