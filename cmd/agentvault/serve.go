@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -120,6 +121,19 @@ func serve(args []string) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if vk, ok := kek.(*keys.VaultKEK); ok {
+		defer vk.Close()
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "agentvault_vault_token_ttl_seconds",
+			Help: "Time the Vault token has left (+Inf: it does not expire); it is renewed, or replaced by a new login, before it runs out.",
+		}, func() float64 {
+			ttl, ok := vk.TokenTTL()
+			if !ok {
+				return math.Inf(1)
+			}
+			return ttl.Seconds()
+		}))
+	}
 	store, err := vault.OpenStore(filepath.Join(f.dataDir, "db"), vault.StoreOptions{Logger: log, Registry: reg})
 	if err != nil {
 		return err

@@ -5,9 +5,14 @@
 // installed. It is never shipped: Vault is BUSL-licensed.
 //
 // On start it initialises and unseals the core, mounts transit at
-// "transit/", and prints one JSON line to stdout:
+// "transit/", makes the AppRole auth method available (tests enable it),
+// and prints one JSON line to stdout:
 //
 //	{"addr":"http://127.0.0.1:PORT","token":"<root token>"}
+//
+// With -token ID it also creates a root-policy token with that id and
+// prints it as "token", so a test can start agentvault with a token
+// before this server exists (Vault down at start).
 //
 // It exits on SIGINT or SIGTERM, or when its standard input closes (so a
 // test that dies cannot leave it running).
@@ -28,6 +33,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/api"
+	"github.com/hashicorp/vault/builtin/credential/approle"
 	"github.com/hashicorp/vault/builtin/logical/transit"
 	vaulthttp "github.com/hashicorp/vault/http"
 	"github.com/hashicorp/vault/internalshared/configutil"
@@ -38,23 +44,29 @@ import (
 )
 
 // registry is the smallest plugin catalogue Vault's core accepts: it knows
-// the transit secrets engine and nothing else.
+// the transit secrets engine and the AppRole auth method, nothing else.
 type registry struct{}
 
 func (registry) Contains(name string, t consts.PluginType) bool {
-	return name == "transit" && t == consts.PluginTypeSecrets
+	return (name == "transit" && t == consts.PluginTypeSecrets) || (name == "approle" && t == consts.PluginTypeCredential)
 }
 
 func (r registry) Get(name string, t consts.PluginType) (func() (interface{}, error), bool) {
-	if !r.Contains(name, t) {
+	switch {
+	case !r.Contains(name, t):
 		return nil, false
+	case name == "approle":
+		return func() (interface{}, error) { return logical.Factory(approle.Factory), nil }, true
 	}
 	return func() (interface{}, error) { return logical.Factory(transit.Factory), nil }, true
 }
 
 func (registry) Keys(t consts.PluginType) []string {
-	if t == consts.PluginTypeSecrets {
+	switch t {
+	case consts.PluginTypeSecrets:
 		return []string{"transit"}
+	case consts.PluginTypeCredential:
+		return []string{"approle"}
 	}
 	return nil
 }
@@ -69,14 +81,15 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "loopback address to listen on")
 	watchStdin := flag.Bool("exit-on-stdin-eof", true, "exit when standard input closes")
 	verbose := flag.Bool("v", false, "log Vault's own messages to stderr")
+	tokenID := flag.String("token", "", "also create a root-policy token with this id, and print it")
 	flag.Parse()
-	if err := run(*listen, *watchStdin, *verbose); err != nil {
+	if err := run(*listen, *watchStdin, *verbose, *tokenID); err != nil {
 		fmt.Fprintln(os.Stderr, "devvault:", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen string, watchStdin, verbose bool) error {
+func run(listen string, watchStdin, verbose bool, tokenID string) error {
 	level := hclog.Error
 	if verbose {
 		level = hclog.Info
@@ -96,11 +109,12 @@ func run(listen string, watchStdin, verbose bool) error {
 		return fmt.Errorf("in-memory storage: %w", err)
 	}
 	core, err := vault.NewCore(&vault.CoreConfig{
-		Physical:        phys,
-		LogicalBackends: map[string]logical.Factory{"transit": transit.Factory},
-		DisableMlock:    true,
-		Logger:          logger,
-		BuiltinRegistry: registry{},
+		Physical:           phys,
+		LogicalBackends:    map[string]logical.Factory{"transit": transit.Factory},
+		CredentialBackends: map[string]logical.Factory{"approle": approle.Factory},
+		DisableMlock:       true,
+		Logger:             logger,
+		BuiltinRegistry:    registry{},
 	})
 	if err != nil {
 		return fmt.Errorf("new core: %w", err)
@@ -132,10 +146,11 @@ func run(listen string, watchStdin, verbose bool) error {
 	go srv.Serve(ln)
 
 	addr := "http://" + ln.Addr().String()
-	if err := mountTransit(addr, res.RootToken); err != nil {
+	token, err := setUp(addr, res.RootToken, tokenID)
+	if err != nil {
 		return err
 	}
-	line, _ := json.Marshal(map[string]string{"addr": addr, "token": res.RootToken})
+	line, _ := json.Marshal(map[string]string{"addr": addr, "token": token})
 	fmt.Println(string(line))
 
 	stop := make(chan os.Signal, 1)
@@ -157,18 +172,25 @@ func run(listen string, watchStdin, verbose bool) error {
 	return core.Shutdown()
 }
 
-// mountTransit enables the transit engine at transit/ through the HTTP API,
-// as an operator would.
-func mountTransit(addr, token string) error {
+// setUp enables the transit engine at transit/ through the HTTP API, as
+// an operator would, and creates the token with the given id if asked. It
+// returns the token to print.
+func setUp(addr, root, tokenID string) (string, error) {
 	cfg := api.DefaultConfig()
 	cfg.Address = addr
 	client, err := api.NewClient(cfg)
 	if err != nil {
-		return err
+		return "", err
 	}
-	client.SetToken(token)
+	client.SetToken(root)
 	if err := client.Sys().Mount("transit", &api.MountInput{Type: "transit"}); err != nil {
-		return fmt.Errorf("mount transit: %w", err)
+		return "", fmt.Errorf("mount transit: %w", err)
 	}
-	return nil
+	if tokenID == "" {
+		return root, nil
+	}
+	if _, err := client.Auth().Token().Create(&api.TokenCreateRequest{ID: tokenID, Policies: []string{"root"}}); err != nil {
+		return "", fmt.Errorf("create token: %w", err)
+	}
+	return tokenID, nil
 }

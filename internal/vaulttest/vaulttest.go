@@ -10,6 +10,7 @@ package vaulttest
 import (
 	"bufio"
 	"encoding/json"
+	"net"
 	"os"
 	"os/exec"
 	"testing"
@@ -27,7 +28,12 @@ type Server struct {
 
 // Start launches a fresh, empty dev Vault with transit mounted at
 // "transit/" and stops it when the test ends.
-func Start(t testing.TB) *Server {
+func Start(t testing.TB) *Server { return StartAt(t, "127.0.0.1:0", "") }
+
+// StartAt launches one on a given loopback address; with tokenID, its
+// Token is a root-policy token with that id, so a client can be handed the
+// address and token before the server exists.
+func StartAt(t testing.TB, listen, tokenID string) *Server {
 	t.Helper()
 	bin := os.Getenv("AGENTVAULT_DEVVAULT")
 	if bin == "" {
@@ -36,7 +42,11 @@ func Start(t testing.TB) *Server {
 		}
 		t.Skip("dev Vault not built; scripts/test.sh builds it and runs this test")
 	}
-	cmd := exec.Command(bin, "-listen", "127.0.0.1:0")
+	args := []string{"-listen", listen}
+	if tokenID != "" {
+		args = append(args, "-token", tokenID)
+	}
+	cmd := exec.Command(bin, args...)
 	stdin, err := cmd.StdinPipe() // closing it stops the server
 	if err != nil {
 		t.Fatal(err)
@@ -96,6 +106,17 @@ func (s *Server) Client(t testing.TB) *api.Client {
 	}
 	c.SetToken(s.Token)
 	return c
+}
+
+// FreeAddr returns a loopback address no one listens on right now.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
 
 // Stop kills the server now, to test what happens when Vault goes away.
