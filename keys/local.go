@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/tink-crypto/tink-go/v2/aead"
@@ -72,6 +73,16 @@ func writeKeysetFile(path string, h *keyset.Handle) error {
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("install local KEK: %w", err)
+	}
+	// The rename is durable only once the directory is: without this a
+	// crash could leave the data wrapped by a KEK whose file is gone.
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return fmt.Errorf("sync the local KEK's directory: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync the local KEK's directory: %w", err)
 	}
 	return nil
 }
