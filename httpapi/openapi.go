@@ -17,3 +17,7 @@ func (s *Server) openAPIDoc(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	w.Write(openAPI)
 }
+
+// OpenAPI returns the OpenAPI document the server serves, for tools that
+// render it (docs/API.md).
+func OpenAPI() []byte { return append([]byte(nil), openAPI...) }
