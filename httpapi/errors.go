@@ -46,6 +46,8 @@ func statusOf(err error) (int, string) {
 		return http.StatusRequestEntityTooLarge, "too_large"
 	case errors.Is(err, keys.ErrKMSUnavailable):
 		return http.StatusServiceUnavailable, "kms_unavailable"
+	case errors.Is(err, vault.ErrStorageFull):
+		return http.StatusServiceUnavailable, "storage_full"
 	case errors.Is(err, vault.ErrUnavailable):
 		return http.StatusServiceUnavailable, "storage_unavailable"
 	}
@@ -61,6 +63,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.As(err, &de):
 		writeError(w, status, de.Code, de.Message)
+	case code == "storage_full":
+		s.log.Warn("write refused: storage full", "request_id", requestID(r), "err", err)
+		writeError(w, status, code, "the server's disk is down to its reserve: writes are refused until space is freed (reads go on); retry later")
 	case status == http.StatusInternalServerError:
 		s.log.Error("request failed", "request_id", requestID(r), "err", err)
 		writeError(w, status, code, "internal error; the server log has details under request id "+requestID(r))

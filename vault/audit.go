@@ -164,7 +164,10 @@ type mutation struct {
 	entry   *AuditEntry
 	prepare func(txn *badger.Txn) error
 	size    int // estimated bytes written, to bound a batch's transaction
-	done    chan error
+	// auditOnly marks a mutation that writes little beyond its audit
+	// entry (a detokenize): it goes on deeper into the storage reserve.
+	auditOnly bool
+	done      chan error
 }
 
 // errSkip marks a prepare failure that wrote nothing: the mutation fails
@@ -303,7 +306,21 @@ func (w *writer) commit(batch []*mutation) {
 	head := w.head
 	results := make([]error, len(batch))
 	var fatal error
+	// The disk's free space is read once per batch; a write the reserve
+	// does not allow is refused before it touches the transaction.
+	fullErr := w.store.checkSpace(false)
+	var floorErr error
+	if fullErr != nil {
+		floorErr = w.store.checkSpace(true)
+	}
 	for i, m := range batch {
+		if fullErr != nil && (!m.auditOnly || floorErr != nil) {
+			results[i] = fullErr
+			if floorErr != nil {
+				results[i] = floorErr
+			}
+			continue
+		}
 		if m.prepare != nil {
 			if err := m.prepare(txn); err != nil {
 				var skip errSkip

@@ -145,7 +145,7 @@ func (s *Service) Checkpoint(ctx context.Context) (*Checkpoint, error) {
 		return nil, fmt.Errorf("sign checkpoint: %w", err)
 	}
 	b, _ := json.Marshal(cp)
-	if err := s.store.Update(ctx, func(txn *badger.Txn) error { return txn.Set(checkpointKey(cp.Seq), b) }); err != nil {
+	if err := s.store.updateSmall(ctx, func(txn *badger.Txn) error { return txn.Set(checkpointKey(cp.Seq), b) }); err != nil {
 		return nil, err
 	}
 	// Shipped out as made, so a copy exists outside the box: the whole

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -419,7 +420,10 @@ func (s *Service) storeNewKeyset(scope string, wrapped []byte, also map[string][
 	}
 	e := s.newEntry(RequestMeta{}, "key.create")
 	e.Target = scope
-	return s.writer.apply(&mutation{entry: e, size: size, prepare: func(txn *badger.Txn) error {
+	// The audit log's own keys (token hashes, checkpoint signing) are what
+	// reads and reveals need: small, they go on into the storage reserve.
+	auditOnly := strings.HasPrefix(scope, "audit/")
+	return s.writer.apply(&mutation{entry: e, size: size, auditOnly: auditOnly, prepare: func(txn *badger.Txn) error {
 		for k, v := range also {
 			if err := txn.Set([]byte(k), v); err != nil {
 				return err

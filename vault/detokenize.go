@@ -393,7 +393,7 @@ func (s *Service) commitDetokenize(meta RequestMeta, req DetokenizeRequest, plan
 	e.Purpose = req.Purpose
 	var created *storedApproval
 	var spent map[string]*Grant
-	err := s.writer.apply(&mutation{entry: e, size: 1024 + 256*len(req.Tokens), prepare: func(txn *badger.Txn) error {
+	err := s.writer.apply(&mutation{entry: e, size: 1024 + 256*len(req.Tokens), auditOnly: true, prepare: func(txn *badger.Txn) error {
 		now := s.now()
 		e.Time = now
 		if approval != nil {

@@ -43,7 +43,9 @@ type Store struct {
 	beforeSync atomic.Pointer[func()]
 	afterSync  atomic.Pointer[func()]
 
-	dir string
+	dir          string
+	reserve      int64
+	fullRefusals prometheus.Counter
 }
 
 // StoreOptions tune the store; the zero value is fine.
@@ -55,6 +57,10 @@ type StoreOptions struct {
 	// MemTableSize is Badger's memtable (and write-ahead log file) size;
 	// 0 keeps Badger's 64 MiB. Tests make it small to switch memtables.
 	MemTableSize int64
+	// Reserve is the free space writes leave on the data directory's
+	// filesystem (see checkSpace); 0 checks nothing. It must cover
+	// Badger's own work: at least three memtables.
+	Reserve int64
 }
 
 // OpenStore opens (or creates) the Badger database in dir.
@@ -86,6 +92,11 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 	s := &Store{
 		db:      db,
 		dir:     dir,
+		reserve: o.Reserve,
+		fullRefusals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "agentvault_storage_full_refusals_total",
+			Help: "Writes refused because the data directory's filesystem was down to its reserve.",
+		}),
 		syncReq: make(chan chan error, 4096),
 		done:    make(chan struct{}),
 		syncBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -100,7 +111,16 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 		}),
 	}
 	if o.Registry != nil {
-		o.Registry.MustRegister(s.syncBatch, s.syncTime)
+		o.Registry.MustRegister(s.syncBatch, s.syncTime, s.fullRefusals, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "agentvault_storage_free_bytes",
+			Help: "Free space on the data directory's filesystem; writes stop at agentvault_storage_reserve_bytes.",
+		}, func() float64 {
+			free, _ := freeBytes(dir)
+			return float64(free)
+		}), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "agentvault_storage_reserve_bytes",
+			Help: "Free space writes leave on the data directory's filesystem (0: not checked).",
+		}, func() float64 { return float64(s.reserve) }))
 	}
 	s.wg.Add(1)
 	go s.syncLoop()
@@ -223,6 +243,19 @@ const maxConflictRetries = 8
 // it is durable. fn may run more than once if another transaction
 // conflicts, so it must not have side effects outside txn.
 func (s *Store) Update(ctx context.Context, fn func(txn *badger.Txn) error) error {
+	return s.update(ctx, false, fn)
+}
+
+// updateSmall is Update for a small write the audit log needs (a
+// checkpoint): it goes on into the storage reserve, as reveals do.
+func (s *Store) updateSmall(ctx context.Context, fn func(txn *badger.Txn) error) error {
+	return s.update(ctx, true, fn)
+}
+
+func (s *Store) update(ctx context.Context, small bool, fn func(txn *badger.Txn) error) error {
+	if err := s.checkSpace(small); err != nil {
+		return err
+	}
 	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -262,10 +295,14 @@ func isStorageErr(err error) bool {
 		errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) || errors.Is(err, badger.ErrTruncateNeeded)
 }
 
-// Check reports whether the store answers a read.
+// Check reports whether the store answers a read and has room for
+// writes.
 func (s *Store) Check() error {
 	if s.db.IsClosed() {
 		return fmt.Errorf("%w: closed", ErrUnavailable)
+	}
+	if err := s.checkSpace(false); err != nil {
+		return err
 	}
 	return s.View(func(txn *badger.Txn) error {
 		_, err := txn.Get([]byte("meta/format"))

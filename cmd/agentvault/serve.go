@@ -49,6 +49,8 @@ type serveFlags struct {
 	reencryptBatch  int
 	reencryptPause  time.Duration
 	tls             tlsFiles
+	storageReserve  int64
+	memtableSize    int64
 }
 
 func serve(args []string) error {
@@ -75,12 +77,20 @@ func serve(args []string) error {
 	fs.StringVar(&f.tls.cert, "tls-cert-file", "", "serve HTTPS with this PEM certificate (chain); re-read on SIGHUP")
 	fs.StringVar(&f.tls.key, "tls-key-file", "", "the PEM private key of --tls-cert-file; re-read on SIGHUP")
 	fs.StringVar(&f.tls.clientCA, "tls-client-ca-file", "", "require client certificates signed by these PEM CAs (mutual TLS, on top of API tokens); re-read on SIGHUP")
+	fs.Int64Var(&f.storageReserve, "storage-reserve", 1<<30, "free bytes writes leave on the data directory's filesystem: below it writes answer 503 storage_full (reads and detokenizes go on to a quarter of it); at least 3x --memtable-size; 0 disables the check")
+	fs.Int64Var(&f.memtableSize, "memtable-size", 64<<20, "Badger's memtable size in bytes (tuning; the storage reserve must cover three)")
 	fs.StringVar(&f.cpuProfile, "cpu-profile", "", "write a CPU profile to this file until shutdown (for performance work)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if err := f.tls.check(); err != nil {
 		return err
+	}
+	if f.memtableSize < 1<<20 {
+		return errors.New("--memtable-size must be at least 1 MiB")
+	}
+	if f.storageReserve != 0 && f.storageReserve < 3*f.memtableSize {
+		return fmt.Errorf("--storage-reserve must be 0 or at least 3x --memtable-size (%d bytes): Badger needs that room to flush and compact", 3*f.memtableSize)
 	}
 	if f.publicURL != "" {
 		if u, err := url.Parse(f.publicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -134,7 +144,7 @@ func serve(args []string) error {
 			return ttl.Seconds()
 		}))
 	}
-	store, err := vault.OpenStore(filepath.Join(f.dataDir, "db"), vault.StoreOptions{Logger: log, Registry: reg})
+	store, err := vault.OpenStore(filepath.Join(f.dataDir, "db"), vault.StoreOptions{Logger: log, Registry: reg, Reserve: f.storageReserve, MemTableSize: f.memtableSize})
 	if err != nil {
 		return err
 	}
