@@ -306,3 +306,23 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// FuzzParseCheckpoints: the reader of checkpoints saved outside (log
+// lines, webhook bodies, exports) takes any text without panicking and
+// returns only complete checkpoints.
+func FuzzParseCheckpoints(f *testing.F) {
+	f.Add(`{"seq":7,"hash":"ab","time":"2026-11-25T00:00:00Z","signature":"AQID"}`)
+	f.Add(`{"checkpoint":"{\"seq\":1,\"hash\":\"h\",\"signature\":\"AQ==\"}"}`)
+	f.Add(`{"type":"audit.checkpoint","data":{"seq":2,"hash":"x","signature":"AQ=="}}` + "\n" + `{"checkpoint":{"seq":3}}`)
+	f.Fuzz(func(t *testing.T, in string) {
+		cps, err := ParseCheckpoints(strings.NewReader(in))
+		if err == nil && len(cps) == 0 {
+			t.Fatal("no error and no checkpoint")
+		}
+		for _, cp := range cps {
+			if cp.Seq == 0 || cp.Hash == "" || len(cp.Signature) == 0 {
+				t.Fatalf("incomplete checkpoint %+v from %q", cp, in)
+			}
+		}
+	})
+}
