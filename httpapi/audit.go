@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/agentvault/agentvault/vault"
+	"github.com/agentvault/agentvault/vault/auditlog"
 )
 
 func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
@@ -64,9 +65,9 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
 // checkpoint saved earlier, as JSON) holds the log to a head the auditor
 // saw before.
 func (s *Server) verifyAudit(w http.ResponseWriter, r *http.Request) {
-	var witnesses []vault.Checkpoint
+	var witnesses []auditlog.Checkpoint
 	for _, v := range r.URL.Query()["checkpoint"] {
-		cps, err := vault.ParseCheckpoints(strings.NewReader(v))
+		cps, err := auditlog.ParseCheckpoints(strings.NewReader(v))
 		if err != nil || len(cps) != 1 {
 			writeError(w, http.StatusBadRequest, "invalid_checkpoint", "checkpoint must be one signed checkpoint as JSON: {seq, hash, time, signature}")
 			return

@@ -1,64 +1,38 @@
 package vault
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sync/atomic"
-	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	"github.com/klauspost/compress/s2"
+
+	"github.com/agentvault/agentvault/vault/auditlog"
 )
 
-// AuditEntry is one record of the tamper-evident audit log. It never holds
-// a sensitive value; tokens appear only as keyed hashes. Hash is the
-// SHA-256 of the entry's canonical JSON encoding with Hash empty, which
-// covers PrevHash, so every entry commits to all entries before it.
-type AuditEntry struct {
-	Seq        uint64          `json:"seq"`
-	Time       time.Time       `json:"time"`
-	Actor      string          `json:"actor"`
-	Action     string          `json:"action"`
-	Decision   string          `json:"decision"`
-	Collection string          `json:"collection"`
-	Fields     []string        `json:"fields"`
-	RecordIDs  []string        `json:"record_ids"`
-	Purpose    string          `json:"purpose"`
-	GrantID    string          `json:"grant_id"`
-	ApprovalID string          `json:"approval_id"`
-	RequestID  string          `json:"request_id"`
-	RemoteAddr string          `json:"remote_addr,omitempty"`
-	Target     string          `json:"target,omitempty"`
-	Reason     string          `json:"reason,omitempty"`
-	Tokens     []TokenDecision `json:"tokens,omitempty"`
-	PrevHash   string          `json:"prev_hash"`
-	Hash       string          `json:"hash"`
-}
-
-// TokenDecision is the outcome for one token of a detokenize request.
-type TokenDecision struct {
-	TokenHash  string `json:"token_hash"`
-	Collection string `json:"collection,omitempty"`
-	Field      string `json:"field,omitempty"`
-	RecordID   string `json:"record_id,omitempty"`
-	Decision   string `json:"decision"`
-	Reason     string `json:"reason,omitempty"`
-	GrantID    string `json:"grant_id,omitempty"`
-}
+// The audit log's types live in package auditlog; these names keep them
+// where callers of the vault find them.
+type (
+	// AuditEntry is one record of the audit log.
+	AuditEntry = auditlog.Entry
+	// TokenDecision is the outcome for one token of a detokenize request.
+	TokenDecision = auditlog.TokenDecision
+	// Checkpoint is a signed statement of the audit chain's head.
+	Checkpoint = auditlog.Checkpoint
+	// VerifyResult is the outcome of recomputing the audit chain.
+	VerifyResult = auditlog.VerifyResult
+)
 
 // Audit decisions.
 const (
-	DecisionOK      = "ok"
-	DecisionAllowed = "allowed"
-	DecisionDenied  = "denied"
-	DecisionPending = "pending_approval"
-	DecisionPartial = "partial"
+	DecisionOK      = auditlog.DecisionOK
+	DecisionAllowed = auditlog.DecisionAllowed
+	DecisionDenied  = auditlog.DecisionDenied
+	DecisionPending = auditlog.DecisionPending
+	DecisionPartial = auditlog.DecisionPartial
 )
 
 // RequestMeta is who asked and from where, for the audit log.
@@ -68,86 +42,17 @@ type RequestMeta struct {
 	RemoteAddr string
 }
 
-// genesisHash is the PrevHash of the first entry.
-var genesisHash = hex.EncodeToString(make([]byte, sha256.Size))
-
 func auditKey(seq uint64) []byte {
 	k := make([]byte, 2, 10)
 	copy(k, "a/")
 	return binary.BigEndian.AppendUint64(k, seq)
 }
 
-// canonicalEntry is the entry's hashed encoding: its JSON with Hash empty.
-func canonicalEntry(e *AuditEntry) []byte {
-	c := *e
-	c.Hash = ""
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(&c) // plain data: cannot fail
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
-}
-
-func entryHash(e *AuditEntry) string {
-	h := sha256.Sum256(canonicalEntry(e))
-	return hex.EncodeToString(h[:])
-}
-
-// sealEntry sets e.Hash and returns e's stored encoding, marshalling once:
-// Hash is the last field, so the canonical encoding ends in "hash":""}
-// and the stored one differs only there.
-func sealEntry(e *AuditEntry) []byte {
-	e.Hash = ""
-	canon := canonicalEntry(e)
-	sum := sha256.Sum256(canon)
-	e.Hash = hex.EncodeToString(sum[:])
-	const tail = `"hash":""}`
-	out := make([]byte, 0, len(canon)+len(e.Hash))
-	out = append(out, canon[:len(canon)-len(tail)]...)
-	out = append(out, `"hash":"`...)
-	out = append(out, e.Hash...)
-	return append(out, `"}`...)
-}
-
-// Large audit entries (a 1,000-token detokenize request's per-token
-// decisions, a batch's record ids) are stored S2-compressed behind a
-// marker byte: the canonical JSON, which the hash covers, compresses to a
-// fraction, and every byte not stored is a byte Badger does not copy
-// through its WAL, memtable, L0 flush and compactions. Small entries stay
-// plain JSON. Readers go through entryJSON.
-const (
-	compressEntriesOver = 4096
-	compressedEntry     = 0x01 // never the first byte of JSON
-	maxEntryBytes       = 64 << 20
-)
-
-// storedEntry is how an entry's canonical JSON is stored.
-func storedEntry(canon []byte) []byte {
-	if len(canon) < compressEntriesOver {
-		return canon
-	}
-	out := make([]byte, 1+s2.MaxEncodedLen(len(canon)))
-	out[0] = compressedEntry
-	return out[:1+len(s2.Encode(out[1:], canon))]
-}
-
-// entryJSON returns a stored entry's JSON.
-func entryJSON(v []byte) ([]byte, error) {
-	if len(v) == 0 || v[0] != compressedEntry {
-		return v, nil
-	}
-	n, err := s2.DecodedLen(v[1:])
-	if err != nil || n > maxEntryBytes {
-		return nil, fmt.Errorf("audit entry: bad compressed encoding")
-	}
-	return s2.Decode(nil, v[1:])
-}
-
 // decodeEntry reads a stored audit entry.
 func decodeEntry(item *badger.Item) (AuditEntry, error) {
 	var e AuditEntry
 	err := item.Value(func(v []byte) error {
-		raw, err := entryJSON(v)
+		raw, err := auditlog.Decode(v)
 		if err != nil {
 			return err
 		}
@@ -219,7 +124,7 @@ func newWriter(store *Store) (*writer, error) {
 
 // readHead finds the last audit entry.
 func readHead(store *Store) (chainHead, error) {
-	head := chainHead{Hash: genesisHash}
+	head := chainHead{Hash: auditlog.GenesisHash}
 	err := store.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: []byte("a/")})
 		defer it.Close()
@@ -335,7 +240,7 @@ func (w *writer) commit(batch []*mutation) {
 		head.Seq++
 		m.entry.Seq = head.Seq
 		m.entry.PrevHash = head.Hash
-		if err := txn.Set(auditKey(head.Seq), storedEntry(sealEntry(m.entry))); err != nil {
+		if err := txn.Set(auditKey(head.Seq), auditlog.Encode(auditlog.Seal(m.entry))); err != nil {
 			fatal = err
 			break
 		}

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/agentvault/agentvault/keys"
+	"github.com/agentvault/agentvault/vault/auditlog"
 )
 
 // openEnvAt opens a vault over an existing data directory.
@@ -390,7 +391,7 @@ func FuzzCheckBackup(f *testing.F) {
 		f.Fatal(err)
 	}
 	var buf bytes.Buffer
-	b := &Backup{store: store, mac: mk, Header: BackupHeader{Format: 2, AuditSeq: 1, AuditHash: genesisHash, MACKey: wrapped}}
+	b := &Backup{store: store, mac: mk, Header: BackupHeader{Format: 2, AuditSeq: 1, AuditHash: auditlog.GenesisHash, MACKey: wrapped}}
 	if _, err := b.WriteTo(&buf); err != nil {
 		f.Fatal(err)
 	}
@@ -487,7 +488,7 @@ func TestRestoreBoundsMemory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hdr, _ := json.Marshal(BackupHeader{Format: 2, AuditSeq: 1, AuditHash: genesisHash, MACKey: wrapped})
+	hdr, _ := json.Marshal(BackupHeader{Format: 2, AuditSeq: 1, AuditHash: auditlog.GenesisHash, MACKey: wrapped})
 	var file bytes.Buffer
 	file.WriteString(backupMagic)
 	file.Write(append(hdr, '\n'))

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/agentvault/agentvault/tokenizer"
+	"github.com/agentvault/agentvault/vault/auditlog"
 )
 
 var benchSchema = Collection{Name: "bench", Fields: []Field{
@@ -140,7 +141,7 @@ func storeFloor(b *testing.B, perTxn int, entryPerRecord bool) {
 		canon, _ := json.Marshal(AuditEntry{Seq: s, Time: time.Now(), Actor: uuid.NewString(), Action: "records.create", Decision: DecisionOK,
 			Collection: coll, Fields: []string{"ref", "secret"}, RecordIDs: ids, RequestID: uuid.NewString(),
 			RemoteAddr: "127.0.0.1:54321", PrevHash: hash, Hash: hash})
-		return auditKey(s), storedEntry(canon)
+		return auditKey(s), auditlog.Encode(canon)
 	}
 	b.ReportAllocs()
 	cpu0 := cpuTime()

@@ -14,6 +14,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/agentvault/agentvault/tokenizer"
+	"github.com/agentvault/agentvault/vault/auditlog"
 )
 
 // scene is a collection with two records and three principals.
@@ -448,7 +449,7 @@ func TestAuditTamper(t *testing.T) {
 			edit(t, txn, 5, func(e *AuditEntry) { e.Purpose = "something else" })
 		}, 5},
 		{"changed field with recomputed hash", func(t *testing.T, txn *badger.Txn, n uint64) {
-			edit(t, txn, 5, func(e *AuditEntry) { e.Actor = "someone-else"; e.Hash = entryHash(e) })
+			edit(t, txn, 5, func(e *AuditEntry) { e.Actor = "someone-else"; e.Hash = auditlog.Hash(e) })
 		}, 6},
 		{"extra byte in stored entry", func(t *testing.T, txn *badger.Txn, n uint64) {
 			b := get(t, txn, 4)

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/agentvault/agentvault/vault"
+	"github.com/agentvault/agentvault/vault/auditlog"
 )
 
 const auditUsage = `usage:
@@ -45,13 +46,13 @@ func audit(args []string) error {
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	var witnesses []vault.Checkpoint
+	var witnesses []auditlog.Checkpoint
 	if *since != "" {
 		f, err := os.Open(*since)
 		if err != nil {
 			return err
 		}
-		witnesses, err = vault.ParseCheckpoints(f)
+		witnesses, err = auditlog.ParseCheckpoints(f)
 		f.Close()
 		if err != nil {
 			return fmt.Errorf("--since-checkpoint %s: %w", *since, err)
@@ -71,7 +72,7 @@ func audit(args []string) error {
 			return err
 		}
 		defer f.Close()
-		res, err := vault.VerifyExport(f, pub, witnesses...)
+		res, err := auditlog.VerifyExport(f, pub, witnesses...)
 		if err != nil {
 			return err
 		}

@@ -76,8 +76,8 @@ func TestRedactURL(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]string{
 		"https://hooks.slack.com/services/T000/B000/XXXXsecret": "https://hooks.slack.com",
-		"https://user:pa55@example.com:8443/hook?token=abc":    "https://example.com:8443",
-		"http://127.0.0.1:9000":                                "http://127.0.0.1:9000",
+		"https://user:pa55@example.com:8443/hook?token=abc":     "https://example.com:8443",
+		"http://127.0.0.1:9000":                                 "http://127.0.0.1:9000",
 	} {
 		if got := redactURL(in); got != want {
 			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)

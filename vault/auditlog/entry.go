@@ -1,0 +1,127 @@
+package auditlog
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/klauspost/compress/s2"
+)
+
+// Entry is one record of the tamper-evident audit log. It never holds
+// a sensitive value; tokens appear only as keyed hashes. Hash is the
+// SHA-256 of the entry's canonical JSON encoding with Hash empty, which
+// covers PrevHash, so every entry commits to all entries before it.
+type Entry struct {
+	Seq        uint64          `json:"seq"`
+	Time       time.Time       `json:"time"`
+	Actor      string          `json:"actor"`
+	Action     string          `json:"action"`
+	Decision   string          `json:"decision"`
+	Collection string          `json:"collection"`
+	Fields     []string        `json:"fields"`
+	RecordIDs  []string        `json:"record_ids"`
+	Purpose    string          `json:"purpose"`
+	GrantID    string          `json:"grant_id"`
+	ApprovalID string          `json:"approval_id"`
+	RequestID  string          `json:"request_id"`
+	RemoteAddr string          `json:"remote_addr,omitempty"`
+	Target     string          `json:"target,omitempty"`
+	Reason     string          `json:"reason,omitempty"`
+	Tokens     []TokenDecision `json:"tokens,omitempty"`
+	PrevHash   string          `json:"prev_hash"`
+	Hash       string          `json:"hash"`
+}
+
+// TokenDecision is the outcome for one token of a detokenize request.
+type TokenDecision struct {
+	TokenHash  string `json:"token_hash"`
+	Collection string `json:"collection,omitempty"`
+	Field      string `json:"field,omitempty"`
+	RecordID   string `json:"record_id,omitempty"`
+	Decision   string `json:"decision"`
+	Reason     string `json:"reason,omitempty"`
+	GrantID    string `json:"grant_id,omitempty"`
+}
+
+// Audit decisions.
+const (
+	DecisionOK      = "ok"
+	DecisionAllowed = "allowed"
+	DecisionDenied  = "denied"
+	DecisionPending = "pending_approval"
+	DecisionPartial = "partial"
+)
+
+// GenesisHash is the PrevHash of the first entry.
+var GenesisHash = hex.EncodeToString(make([]byte, sha256.Size))
+
+// Canonical is the entry's hashed encoding: its JSON with Hash empty.
+func Canonical(e *Entry) []byte {
+	c := *e
+	c.Hash = ""
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(&c) // plain data: cannot fail
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+}
+
+func Hash(e *Entry) string {
+	h := sha256.Sum256(Canonical(e))
+	return hex.EncodeToString(h[:])
+}
+
+// Seal sets e.Hash and returns e's stored encoding, marshalling once:
+// Hash is the last field, so the canonical encoding ends in "hash":""}
+// and the stored one differs only there.
+func Seal(e *Entry) []byte {
+	e.Hash = ""
+	canon := Canonical(e)
+	sum := sha256.Sum256(canon)
+	e.Hash = hex.EncodeToString(sum[:])
+	const tail = `"hash":""}`
+	out := make([]byte, 0, len(canon)+len(e.Hash))
+	out = append(out, canon[:len(canon)-len(tail)]...)
+	out = append(out, `"hash":"`...)
+	out = append(out, e.Hash...)
+	return append(out, `"}`...)
+}
+
+// Large audit entries (a 1,000-token detokenize request's per-token
+// decisions, a batch's record ids) are stored S2-compressed behind a
+// marker byte: the canonical JSON, which the hash covers, compresses to a
+// fraction, and every byte not stored is a byte Badger does not copy
+// through its WAL, memtable, L0 flush and compactions. Small entries stay
+// plain JSON. Readers go through Decode.
+const (
+	compressEntriesOver = 4096
+	compressedEntry     = 0x01 // never the first byte of JSON
+	maxEntryBytes       = 64 << 20
+)
+
+// Encode is how an entry's canonical JSON is stored: S2-compressed
+// behind a marker byte when large, as is otherwise.
+func Encode(canon []byte) []byte {
+	if len(canon) < compressEntriesOver {
+		return canon
+	}
+	out := make([]byte, 1+s2.MaxEncodedLen(len(canon)))
+	out[0] = compressedEntry
+	return out[:1+len(s2.Encode(out[1:], canon))]
+}
+
+// Decode returns a stored entry's JSON.
+func Decode(v []byte) ([]byte, error) {
+	if len(v) == 0 || v[0] != compressedEntry {
+		return v, nil
+	}
+	n, err := s2.DecodedLen(v[1:])
+	if err != nil || n > maxEntryBytes {
+		return nil, fmt.Errorf("audit entry: bad compressed encoding")
+	}
+	return s2.Decode(nil, v[1:])
+}
