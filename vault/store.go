@@ -15,6 +15,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 )
 
 // ErrUnavailable reports that storage cannot take or give data right now.
@@ -46,6 +47,12 @@ type Store struct {
 	dir          string
 	reserve      int64
 	fullRefusals prometheus.Counter
+	// created watches the database directory for new files (inotify), so
+	// syncRetiredLogs lists it only after a memtable or value log was
+	// added; -1 when unavailable (then it lists every round).
+	// retiredPending (sync loop only) keeps listing after a failed round.
+	created        int
+	retiredPending bool
 }
 
 // StoreOptions tune the store; the zero value is fine.
@@ -110,6 +117,7 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
 	}
+	s.created = watchCreates(dir, o.ReadOnly)
 	if o.Registry != nil {
 		o.Registry.MustRegister(s.syncBatch, s.syncTime, s.fullRefusals, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "agentvault_storage_free_bytes",
@@ -178,10 +186,19 @@ func (s *Store) syncLoop() {
 // acknowledged unsynced (TestAcknowledgedWritesSurviveMemtableSwitch
 // shows it). It runs after DB.Sync: a memtable set aside before the sync
 // began has its log here; one set aside after was the current one when
-// DB.Sync synced it. Logs already clean cost a cheap fsync; one flushed
-// meanwhile is gone, its data in a synced table. The value log rotates
-// at 1 GiB, so the one before the newest is synced too.
+// DB.Sync synced it. A set-aside log takes no more writes, so one fsync
+// after it is set aside is enough: the directory is listed only when a
+// file was created since the last round (a new memtable or value log
+// comes with one), otherwise this costs one non-blocking read. Logs
+// already clean cost a cheap fsync; one flushed meanwhile is gone, its
+// data in a synced table. The value log rotates at 1 GiB, so the one
+// before the newest is synced too.
 func (s *Store) syncRetiredLogs() error {
+	if s.created >= 0 && !drainCreates(s.created) && !s.retiredPending {
+		return nil
+	}
+	// Until a listing and its fsyncs succeed, every round tries again.
+	s.retiredPending = true
 	ents, err := os.ReadDir(s.dir)
 	if err != nil {
 		return err
@@ -208,7 +225,44 @@ func (s *Store) syncRetiredLogs() error {
 			return fmt.Errorf("sync %s: %w", name, err)
 		}
 	}
+	s.retiredPending = false
 	return nil
+}
+
+// watchCreates starts an inotify watch for files created in dir, or
+// returns -1 (read-only stores write nothing; a kernel without inotify
+// falls back to listing every round).
+func watchCreates(dir string, readOnly bool) int {
+	if readOnly {
+		return -1
+	}
+	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
+	if err != nil {
+		return -1
+	}
+	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_CREATE|unix.IN_MOVED_TO); err != nil {
+		unix.Close(fd)
+		return -1
+	}
+	return fd
+}
+
+// drainCreates reads every queued event and reports whether there was
+// any (or the queue overflowed, or reading failed: then list anyway).
+func drainCreates(fd int) bool {
+	var buf [4096]byte
+	seen := false
+	for {
+		n, err := unix.Read(fd, buf[:])
+		if n > 0 {
+			seen = true
+			continue
+		}
+		if errors.Is(err, unix.EAGAIN) {
+			return seen
+		}
+		return true
+	}
 }
 
 func fsyncFile(path string) error {
@@ -335,6 +389,9 @@ func (s *Store) Close() error {
 		default:
 		}
 		break
+	}
+	if s.created >= 0 {
+		unix.Close(s.created)
 	}
 	return s.db.Close()
 }
