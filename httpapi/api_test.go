@@ -116,8 +116,12 @@ func (a *api) setup() (writer, agent, auditor string, recordID string) {
 		a.t.Fatalf("create collection: %d %s", ans.status, ans.raw)
 	}
 	_, writer = a.principal("app", "writer")
-	_, agent = a.principal("bot", "agent")
+	agentID, agent := a.principal("bot", "agent")
 	_, auditor = a.principal("audit", "auditor")
+	// The agent sees the collection through a grant that reveals nothing.
+	if g := a.do("POST", "/v1/grants", adminToken, `{"principal_id":"`+agentID+`","collection":"staff","fields":["name","salary","card"],"purpose":"read","ttl":"1h","reveal":"none"}`); g.status != http.StatusCreated {
+		a.t.Fatalf("grant: %d %s", g.status, g.raw)
+	}
 	ans := a.do("POST", "/v1/collections/staff/records", writer, `{"records":[{"fields":{"name":"Ann","salary":50000,"card":"4111111111111111"}}]}`)
 	if ans.status != http.StatusCreated {
 		a.t.Fatalf("create record: %d %s", ans.status, ans.raw)
@@ -152,7 +156,8 @@ func TestAuthAndRoles(t *testing.T) {
 		{"agent cannot write records", "POST", rec, agent, body, 403},
 		{"auditor cannot read records", "GET", rec + "/" + id, auditor, "", 403},
 		{"agent cannot delete records", "DELETE", rec + "/" + id, agent, "", 403},
-		{"agent reads records", "GET", rec + "/" + id, agent, "", 200},
+		{"agent reads records", "GET", rec + "/" + id + "?purpose=read", agent, "", 200},
+		{"agent reads records only with a purpose", "GET", rec + "/" + id, agent, "", 400},
 		{"writer reads records", "GET", rec + "/" + id, writer, "", 200},
 		{"writer writes records", "POST", rec, writer, body, 201},
 		{"admin lists principals", "GET", "/v1/principals", adminToken, "", 200},
@@ -292,14 +297,14 @@ func TestRecordLifecycle(t *testing.T) {
 		}
 	}
 	id := recs[0].(map[string]any)["id"].(string)
-	got := a.do("GET", "/v1/collections/staff/records/"+id, agent, "")
+	got := a.do("GET", "/v1/collections/staff/records/"+id+"?purpose=read", agent, "")
 	if got.status != 200 || got.body["id"] != id {
 		t.Fatalf("read back: %d %s", got.status, got.raw)
 	}
 	if ans := a.do("DELETE", "/v1/collections/staff/records/"+id, writer, ""); ans.status != 204 {
 		t.Fatalf("delete: %d %s", ans.status, ans.raw)
 	}
-	if ans := a.do("GET", "/v1/collections/staff/records/"+id, agent, ""); ans.status != 404 {
+	if ans := a.do("GET", "/v1/collections/staff/records/"+id+"?purpose=read", agent, ""); ans.status != 404 {
 		t.Fatalf("read after delete: %d", ans.status)
 	}
 	if ans := a.do("GET", "/readyz", "", ""); ans.status != 200 {

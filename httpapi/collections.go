@@ -25,19 +25,16 @@ func (s *Server) createCollection(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listCollections(w http.ResponseWriter, r *http.Request) {
-	cs, err := s.svc.ListCollections(r.Context())
+	cs, err := s.svc.VisibleCollections(r.Context(), meta(r).Actor, r.URL.Query().Get("purpose"))
 	if err != nil {
 		s.fail(w, r, err)
 		return
-	}
-	if cs == nil {
-		cs = []vault.Collection{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"collections": cs})
 }
 
 func (s *Server) getCollection(w http.ResponseWriter, r *http.Request) {
-	c, err := s.svc.GetCollection(r.Context(), mux.Vars(r)["collection"])
+	c, err := s.svc.GetCollection(r.Context(), meta(r).Actor, mux.Vars(r)["collection"], r.URL.Query().Get("purpose"))
 	if err != nil {
 		s.fail(w, r, err)
 		return

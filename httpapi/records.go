@@ -34,7 +34,7 @@ func (s *Server) createRecords(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) getRecord(w http.ResponseWriter, r *http.Request) {
 	v := mux.Vars(r)
-	rec, err := s.svc.GetRecord(r.Context(), v["collection"], v["id"])
+	rec, err := s.svc.GetRecord(r.Context(), meta(r), v["collection"], v["id"], r.URL.Query().Get("purpose"))
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -163,7 +163,7 @@ func TestBackupRestore(t *testing.T) {
 
 	r := openEnvAt(t, dir)
 	for _, want := range recs {
-		got, err := r.svc.GetRecord(ctx, "people", want.ID)
+		got, err := r.svc.GetRecord(ctx, RequestMeta{}, "people", want.ID, "")
 		if err != nil {
 			t.Fatalf("record %s lost in the restore: %v", want.ID, err)
 		}
@@ -182,7 +182,7 @@ func TestBackupRestore(t *testing.T) {
 		t.Fatalf("restored audit: %+v %v", vr, err)
 	}
 	// The restored log ends with the restore, naming the backup.
-	last, _, err := r.svc.ListAudit(ctx, AuditFilter{Newest: true, Limit: 1})
+	last, _, err := r.svc.ListAudit(ctx, AuditFilter{Newest: true, Limit: 1, Before: res.Audit.Entries + 1})
 	if err != nil || len(last) != 1 || last[0].Action != "backup.restore" || last[0].Seq != res.Audit.Entries ||
 		!strings.Contains(last[0].Reason, fmt.Sprintf("entry %d ", h.AuditSeq)) {
 		t.Fatalf("last restored audit entry: %+v %v", last, err)
@@ -194,7 +194,7 @@ func TestBackupRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.restart()
-	got, err := r.svc.GetRecord(ctx, "people", after[0].ID)
+	got, err := r.svc.GetRecord(ctx, RequestMeta{}, "people", after[0].ID, "")
 	if err != nil {
 		t.Fatal(err)
 	}

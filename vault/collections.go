@@ -276,14 +276,44 @@ func kmsErr(err error) error {
 	return fmt.Errorf("%w: %v", keys.ErrKMSUnavailable, err)
 }
 
-// GetCollection returns a collection's schema.
-func (s *Service) GetCollection(ctx context.Context, name string) (*Collection, error) {
+// GetCollection returns a collection's schema as the actor may see it: an
+// agent sees only the fields its live grants name (for the purpose, if it
+// gives one), and a collection it has no grant on does not exist for it.
+func (s *Service) GetCollection(ctx context.Context, actor *Principal, name, purpose string) (*Collection, error) {
 	c, err := s.schema(name)
+	if err != nil {
+		return nil, s.hideCollection(actor, err)
+	}
+	v, err := s.schemaView(actor, name, purpose)
 	if err != nil {
 		return nil, err
 	}
-	out := c
-	return &out, nil
+	out := v.visibleSchema(c)
+	if out == nil {
+		return nil, notFound("collection_not_found", "no collection %q", name)
+	}
+	return out, nil
+}
+
+// VisibleCollections lists the schemas the actor may see, by name: every
+// one for writers and admins, for an agent those its live grants name,
+// cut to the fields they name.
+func (s *Service) VisibleCollections(ctx context.Context, actor *Principal, purpose string) ([]Collection, error) {
+	all, err := s.ListCollections(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []Collection{}
+	for _, c := range all {
+		v, err := s.schemaView(actor, c.Name, purpose)
+		if err != nil {
+			return nil, err
+		}
+		if vc := v.visibleSchema(c); vc != nil {
+			out = append(out, *vc)
+		}
+	}
+	return out, nil
 }
 
 // ListCollections returns every collection's schema, by name.

@@ -51,6 +51,7 @@ const (
 	reasonPurpose   = "no grant covers this field for this purpose"
 	reasonRecord    = "the record is outside every grant for this field"
 	reasonGrantGone = "the grant was revoked, expired or used up"
+	reasonTokenOnly = "the grant shows this field's token only (reveal: none)"
 )
 
 // detokItem is one distinct token of a request and what is decided for it.
@@ -329,6 +330,8 @@ func grantRefusal(g *Grant, ref TokenRef, purpose string, now time.Time) string 
 		return reasonNoGrant
 	case g.Purpose != purpose:
 		return reasonPurpose
+	case g.Reveal == RevealNone:
+		return reasonTokenOnly
 	}
 	if st := g.state(now); st != GrantLive {
 		return "the grant for this field is " + st

@@ -16,14 +16,18 @@ import (
 // Reveal says how a grant shows values.
 type Reveal string
 
-// Reveal modes.
+// Reveal modes. RevealNone shows the agent the named fields (sensitive
+// ones as tokens) and reveals nothing.
 const (
 	RevealPlain  Reveal = "plain"
 	RevealMasked Reveal = "masked"
+	RevealNone   Reveal = "none"
 )
 
-// Grant lets one agent reveal named fields of one collection, for one
-// purpose, until it expires, is revoked or is used up.
+// Grant lets one agent see named fields of one collection (plain fields
+// as values, sensitive ones as tokens) and, unless its reveal is none,
+// reveal the sensitive ones, for one purpose, until it expires, is revoked
+// or is used up. Fields no live grant names are invisible to the agent.
 type Grant struct {
 	ID           string     `json:"id"`
 	PrincipalID  string     `json:"principal_id"`
@@ -105,15 +109,14 @@ func (s *Service) CreateGrant(ctx context.Context, meta RequestMeta, req GrantRe
 		return nil, err
 	}
 	if len(req.Fields) == 0 {
-		return nil, invalid("invalid_fields", "fields must name at least one sensitive field")
+		return nil, invalid("invalid_fields", "fields must name at least one field")
 	}
-	for _, f := range req.Fields {
-		fd, ok := c.Field(f)
-		if !ok {
+	for i, f := range req.Fields {
+		if _, ok := c.Field(f); !ok {
 			return nil, invalid("unknown_field", "collection %q has no field %q", c.Name, f)
 		}
-		if !fd.Sensitive {
-			return nil, invalid("invalid_fields", "field %q is not sensitive: it is readable without a grant", f)
+		if slices.Contains(req.Fields[:i], f) {
+			return nil, invalid("invalid_fields", "field %q is listed twice", f)
 		}
 	}
 	if req.RecordIDs != nil && len(req.RecordIDs) == 0 {
@@ -154,9 +157,9 @@ func (s *Service) CreateGrant(ctx context.Context, meta RequestMeta, req GrantRe
 	switch req.Reveal {
 	case "":
 		req.Reveal = RevealMasked
-	case RevealPlain, RevealMasked:
+	case RevealPlain, RevealMasked, RevealNone:
 	default:
-		return nil, invalid("invalid_reveal", "reveal must be plain or masked")
+		return nil, invalid("invalid_reveal", "reveal must be plain, masked or none")
 	}
 	if req.ApprovalOver != nil && *req.ApprovalOver < 0 {
 		return nil, invalid("invalid_approval_over", "approval_over must be zero or positive")

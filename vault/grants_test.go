@@ -101,7 +101,7 @@ func TestGrantValidation(t *testing.T) {
 		{"unknown principal", GrantRequest{PrincipalID: "nobody"}, "unknown_principal"},
 		{"unknown collection", GrantRequest{Collection: "nope"}, "unknown_collection"},
 		{"unknown field", GrantRequest{Fields: []string{"nickname"}}, "unknown_field"},
-		{"non-sensitive field", GrantRequest{Fields: []string{"dept"}}, "invalid_fields"},
+		{"field listed twice", GrantRequest{Fields: []string{"name", "dept", "name"}}, "invalid_fields"},
 		{"no fields", GrantRequest{}, "invalid_fields"},
 		{"zero ttl", GrantRequest{Fields: []string{"name"}, TTL: "0s"}, "invalid_ttl"},
 		{"negative ttl", GrantRequest{Fields: []string{"name"}, TTL: "-5m"}, "invalid_ttl"},

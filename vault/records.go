@@ -396,36 +396,6 @@ func (s *Service) freeFormatToken(txn *badger.Txn, f tokenizer.Format, value str
 	return "", conflict("token_space_exhausted", "no free %s token after %d attempts; the format has too few possible tokens for this value", f, maxTokenAttempts)
 }
 
-// GetRecord returns a record with its sensitive fields as tokens.
-func (s *Service) GetRecord(ctx context.Context, collection, id string) (*Record, error) {
-	if _, err := s.schema(collection); err != nil {
-		return nil, err
-	}
-	var sr storedRecord
-	err := s.store.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(recordKey(collection, id))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return notFound("record_not_found", "no record %q in collection %q", id, collection)
-		}
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) (err error) { sr, err = decodeRecord(v); return err })
-	})
-	if err != nil {
-		return nil, err
-	}
-	rec := &Record{ID: id, Fields: make(map[string]json.RawMessage, len(sr.Fields)), CreatedAt: sr.Created}
-	for _, f := range sr.Fields {
-		if f.sensitive() {
-			rec.Fields[f.Name], _ = json.Marshal(f.Token)
-		} else {
-			rec.Fields[f.Name] = f.Value
-		}
-	}
-	return rec, nil
-}
-
 // DeleteRecord removes a record and its token mappings: its tokens stop
 // resolving at once. A deterministic token shared with other records keeps
 // resolving for them.

@@ -192,7 +192,7 @@ func TestRecordsRoundTrip(t *testing.T) {
 			t.Errorf("reveal %s = %s, want %s", f, got, v)
 		}
 	}
-	got, err := e.svc.GetRecord(ctx, "people", r.ID)
+	got, err := e.svc.GetRecord(ctx, RequestMeta{}, "people", r.ID, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +207,7 @@ func TestRecordsRoundTrip(t *testing.T) {
 	if err := e.svc.DeleteRecord(ctx, RequestMeta{}, "people", r.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.svc.GetRecord(ctx, "people", r.ID); !errors.Is(err, ErrNotFound) {
+	if _, err := e.svc.GetRecord(ctx, RequestMeta{}, "people", r.ID, ""); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("GetRecord after delete = %v", err)
 	}
 	for f := range want {
@@ -415,7 +415,7 @@ func TestRestartAndNoPlaintextOnDisk(t *testing.T) {
 		}
 	}
 	e.open()
-	got, err := e.svc.GetRecord(ctx, "people", recs[0].ID)
+	got, err := e.svc.GetRecord(ctx, RequestMeta{}, "people", recs[0].ID, "")
 	if err != nil {
 		t.Fatal(err)
 	}

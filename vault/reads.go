@@ -1,0 +1,211 @@
+package vault
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// What a principal may see of records, and how reads are recorded.
+//
+// Writers and admins see whole records (sensitive fields as tokens). An
+// agent sees a collection, a record and a field only through a live grant
+// of its own for the purpose it gives: plain fields as values, sensitive
+// ones as tokens, every other field absent, and a record outside every
+// record-scoped grant answers as one that does not exist. Every read of
+// records is written to the audit log before it is answered; if the entry
+// cannot be written, the read fails and returns nothing.
+
+// view is what one principal may see of one collection for one purpose.
+type view struct {
+	all    bool     // a writer or admin: every field of every record
+	grants []*Grant // an agent: its live grants on the collection for the purpose
+}
+
+// fullView reports whether p sees collections and records whole rather
+// than through grants: everyone but a principal whose only way to data is
+// the agent role (a writer or admin that is also an agent sees all).
+func fullView(p *Principal) bool {
+	return p == nil || p.Has(RoleWriter) || p.Has(RoleAdmin) || !p.Has(RoleAgent)
+}
+
+// viewOf works out what the actor may see of a collection for a purpose.
+// An agent must give its purpose. An empty view means the collection is
+// invisible to it.
+func (s *Service) viewOf(actor *Principal, collection, purpose string) (view, error) {
+	if fullView(actor) {
+		if purpose != "" {
+			if err := checkPurpose(purpose); err != nil {
+				return view{}, err
+			}
+		}
+		return view{all: true}, nil
+	}
+	if purpose == "" {
+		return view{}, invalid("purpose_required", "agents give the purpose of every read (?purpose=)")
+	}
+	if err := checkPurpose(purpose); err != nil {
+		return view{}, err
+	}
+	now := s.now()
+	var v view
+	for _, g := range s.agentGrants(actor.ID) {
+		if g.Collection == collection && g.Purpose == purpose && g.state(now) == GrantLive {
+			v.grants = append(v.grants, g)
+		}
+	}
+	return v, nil
+}
+
+// fieldsFor returns the fields the view shows of a record, and false when
+// the record is invisible (no grant covers it).
+func (v view) fieldsFor(recordID string) (map[string]bool, bool) {
+	if v.all {
+		return nil, true
+	}
+	var shown map[string]bool
+	for _, g := range v.grants {
+		if g.RecordIDs != nil && !slices.Contains(g.RecordIDs, recordID) {
+			continue
+		}
+		if shown == nil {
+			shown = map[string]bool{}
+		}
+		for _, f := range g.Fields {
+			shown[f] = true
+		}
+	}
+	return shown, shown != nil
+}
+
+// GetRecord returns a record as the actor may see it, for a purpose
+// (agents must give one), and records the read in the audit log first.
+// For an agent, a record that does not exist, one outside its grants, and
+// a collection it has no grant on (or that does not exist) are answered
+// alike, after an audit entry alike.
+func (s *Service) GetRecord(ctx context.Context, meta RequestMeta, collection, id, purpose string) (*Record, error) {
+	_, schemaErr := s.schema(collection)
+	if schemaErr != nil && (fullView(meta.Actor) || !errors.Is(schemaErr, ErrNotFound)) {
+		return nil, schemaErr
+	}
+	v, err := s.viewOf(meta.Actor, collection, purpose)
+	if err != nil {
+		return nil, err
+	}
+	e := s.newEntry(meta, "records.read")
+	e.Collection, e.Purpose, e.RecordIDs = collection, purpose, []string{id}
+	var rec *Record
+	var answer error
+	switch {
+	case schemaErr != nil, !v.all && len(v.grants) == 0:
+		e.Decision, e.Reason = DecisionDenied, "no live grant of this agent on this collection for this purpose"
+		answer = notFound("collection_not_found", "no collection %q", collection)
+	default:
+		rec, answer = s.readRecord(collection, id)
+		if answer != nil && !errors.Is(answer, ErrNotFound) {
+			return nil, answer
+		}
+		shown, visible := v.fieldsFor(id)
+		switch {
+		case answer != nil:
+			e.Decision = StatusNotFound
+		case !visible:
+			e.Decision, e.Reason = DecisionDenied, "the record is outside every grant of this agent for this purpose"
+			rec, answer = nil, notFound("record_not_found", "no record %q in collection %q", id, collection)
+		default:
+			for name := range rec.Fields {
+				if shown != nil && !shown[name] {
+					delete(rec.Fields, name)
+					continue
+				}
+				e.Fields = append(e.Fields, name)
+			}
+			slices.Sort(e.Fields)
+		}
+	}
+	if err := s.writer.apply(&mutation{entry: e, size: 1024, auditOnly: true}); err != nil {
+		return nil, err
+	}
+	return rec, answer
+}
+
+// hideCollection answers an agent about a collection that does not exist
+// exactly as about one it has no grant on.
+func (s *Service) hideCollection(actor *Principal, err error) error {
+	if errors.Is(err, ErrNotFound) && !fullView(actor) {
+		return notFound("collection_not_found", "no collection")
+	}
+	return err
+}
+
+// readRecord reads a stored record whole, sensitive fields as tokens,
+// without any check or audit entry: callers decide and record.
+func (s *Service) readRecord(collection, id string) (*Record, error) {
+	var sr storedRecord
+	err := s.store.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(recordKey(collection, id))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return notFound("record_not_found", "no record %q in collection %q", id, collection)
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) (err error) { sr, err = decodeRecord(v); return err })
+	})
+	if err != nil {
+		return nil, err
+	}
+	rec := &Record{ID: id, Fields: make(map[string]json.RawMessage, len(sr.Fields)), CreatedAt: sr.Created}
+	for _, f := range sr.Fields {
+		if f.sensitive() {
+			rec.Fields[f.Name], _ = json.Marshal(f.Token)
+		} else {
+			rec.Fields[f.Name] = f.Value
+		}
+	}
+	return rec, nil
+}
+
+// visibleSchema cuts a schema down to what the view shows: for an agent,
+// the fields its grants name (in any record); nil when it shows nothing.
+func (v view) visibleSchema(c Collection) *Collection {
+	if v.all {
+		return &c
+	}
+	shown := map[string]bool{}
+	for _, g := range v.grants {
+		for _, f := range g.Fields {
+			shown[f] = true
+		}
+	}
+	if len(shown) == 0 {
+		return nil
+	}
+	out := c
+	out.Fields = nil
+	for _, f := range c.Fields {
+		if shown[f.Name] {
+			out.Fields = append(out.Fields, f)
+		}
+	}
+	return &out
+}
+
+// schemaView is viewOf for schema reads: an agent may leave the purpose
+// out, and then sees what all its live grants show.
+func (s *Service) schemaView(actor *Principal, collection, purpose string) (view, error) {
+	if fullView(actor) || purpose != "" {
+		return s.viewOf(actor, collection, purpose)
+	}
+	now := s.now()
+	var v view
+	for _, g := range s.agentGrants(actor.ID) {
+		if g.Collection == collection && g.state(now) == GrantLive {
+			v.grants = append(v.grants, g)
+		}
+	}
+	return v, nil
+}
