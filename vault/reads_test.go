@@ -121,4 +121,3 @@ func TestReadFailsClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
