@@ -3,6 +3,7 @@ package httpapi
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 
 	"github.com/gorilla/mux"
 
@@ -40,6 +41,30 @@ func (s *Server) getRecord(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, rec)
+}
+
+// listRecords pages through a collection: ?limit=&after=&purpose=.
+func (s *Server) listRecords(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit := 0
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			writeError(w, http.StatusBadRequest, "invalid_limit", "limit must be a positive number")
+			return
+		}
+		limit = n
+	}
+	recs, next, err := s.svc.ListRecords(r.Context(), meta(r), mux.Vars(r)["collection"], q.Get("purpose"), limit, q.Get("after"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	body := map[string]any{"records": recs}
+	if next != "" {
+		body["next"] = next
+	}
+	writeJSON(w, http.StatusOK, body)
 }
 
 func (s *Server) deleteRecord(w http.ResponseWriter, r *http.Request) {

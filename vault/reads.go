@@ -2,11 +2,16 @@ package vault
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/google/uuid"
 )
 
 // What a principal may see of records, and how reads are recorded.
@@ -158,15 +163,8 @@ func (s *Service) readRecord(collection, id string) (*Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	rec := &Record{ID: id, Fields: make(map[string]json.RawMessage, len(sr.Fields)), CreatedAt: sr.Created}
-	for _, f := range sr.Fields {
-		if f.sensitive() {
-			rec.Fields[f.Name], _ = json.Marshal(f.Token)
-		} else {
-			rec.Fields[f.Name] = f.Value
-		}
-	}
-	return rec, nil
+	rec := recordFrom(id, sr, nil)
+	return &rec, nil
 }
 
 // visibleSchema cuts a schema down to what the view shows: for an agent,
@@ -208,4 +206,187 @@ func (s *Service) schemaView(actor *Principal, collection, purpose string) (view
 		}
 	}
 	return v, nil
+}
+
+// Listing limits.
+const (
+	DefaultPageSize = 100
+	MaxPageSize     = 1000
+	// auditIDsUpTo is how many record ids a read's audit entry lists; a
+	// larger page is recorded by its count and the SHA-256 of its ids.
+	auditIDsUpTo = 100
+)
+
+// ListRecords pages through a collection in key order (record ids are
+// UUIDv7, so roughly creation order), as the actor may see it: after is
+// the last id of the previous page ("" for the first), and the answer's
+// next is the cursor for the one after ("" on the last page). A record
+// that exists for the whole listing is returned exactly once, whatever is
+// inserted meanwhile. An agent sees only records its grants cover, with
+// the fields they name; a page is audited like a read, before it is
+// answered.
+func (s *Service) ListRecords(ctx context.Context, meta RequestMeta, collection, purpose string, limit int, after string) ([]Record, string, error) {
+	switch {
+	case limit == 0:
+		limit = DefaultPageSize
+	case limit < 0 || limit > MaxPageSize:
+		return nil, "", invalid("invalid_limit", "limit is 1 to %d", MaxPageSize)
+	}
+	if after != "" {
+		if _, err := uuid.Parse(after); err != nil {
+			return nil, "", invalid("invalid_cursor", "after must be the next cursor of an earlier page")
+		}
+	}
+	_, schemaErr := s.schema(collection)
+	if schemaErr != nil && (fullView(meta.Actor) || !errors.Is(schemaErr, ErrNotFound)) {
+		return nil, "", schemaErr
+	}
+	v, err := s.viewOf(meta.Actor, collection, purpose)
+	if err != nil {
+		return nil, "", err
+	}
+	e := s.newEntry(meta, "records.read")
+	e.Collection, e.Purpose = collection, purpose
+	if schemaErr != nil || (!v.all && len(v.grants) == 0) {
+		e.Decision, e.Reason = DecisionDenied, "no live grant of this agent on this collection for this purpose"
+		if err := s.writer.apply(&mutation{entry: e, size: 1024, auditOnly: true}); err != nil {
+			return nil, "", err
+		}
+		return nil, "", notFound("collection_not_found", "no collection %q", collection)
+	}
+	recs, next, err := s.page(ctx, collection, v, limit, after)
+	if err != nil {
+		return nil, "", err
+	}
+	fillReadEntry(e, recs)
+	if err := s.writer.apply(&mutation{entry: e, size: 2048 + 40*min(len(recs), auditIDsUpTo), auditOnly: true}); err != nil {
+		return nil, "", err
+	}
+	return recs, next, nil
+}
+
+// page reads up to limit visible records after the cursor. An agent whose
+// grants all name records reads just those; otherwise the collection's
+// keys are walked in order.
+func (s *Service) page(ctx context.Context, collection string, v view, limit int, after string) ([]Record, string, error) {
+	recs := []Record{}
+	next := ""
+	add := func(id string, raw []byte) (bool, error) {
+		shown, visible := v.fieldsFor(id)
+		if !visible {
+			return true, nil
+		}
+		if len(recs) == limit {
+			next = recs[len(recs)-1].ID
+			return false, nil
+		}
+		sr, err := decodeRecord(raw)
+		if err != nil {
+			return false, err
+		}
+		recs = append(recs, recordFrom(id, sr, shown))
+		return true, nil
+	}
+	err := s.store.View(func(txn *badger.Txn) error {
+		if ids, ok := v.namedRecords(); ok {
+			for _, id := range ids {
+				if id <= after {
+					continue
+				}
+				item, err := txn.Get(recordKey(collection, id))
+				if errors.Is(err, badger.ErrKeyNotFound) {
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				raw, err := item.ValueCopy(nil)
+				if err != nil {
+					return err
+				}
+				if more, err := add(id, raw); err != nil || !more {
+					return err
+				}
+			}
+			return nil
+		}
+		prefix := recordKey(collection, "")
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: min(limit+1, 256)})
+		defer it.Close()
+		start := prefix
+		if after != "" {
+			start = append(recordKey(collection, after), 0)
+		}
+		for it.Seek(start); it.ValidForPrefix(prefix); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			raw, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if more, err := add(string(it.Item().Key()[len(prefix):]), raw); err != nil || !more {
+				return err
+			}
+		}
+		return nil
+	})
+	return recs, next, err
+}
+
+// namedRecords returns, sorted, the record ids an agent's grants are
+// limited to, and false when any grant covers the whole collection (or
+// the view is a writer's).
+func (v view) namedRecords() ([]string, bool) {
+	if v.all {
+		return nil, false
+	}
+	var ids []string
+	for _, g := range v.grants {
+		if g.RecordIDs == nil {
+			return nil, false
+		}
+		ids = append(ids, g.RecordIDs...)
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids), true
+}
+
+// recordFrom builds a record as a view shows it: shown nil means every
+// field.
+func recordFrom(id string, sr storedRecord, shown map[string]bool) Record {
+	rec := Record{ID: id, Fields: make(map[string]json.RawMessage, len(sr.Fields)), CreatedAt: sr.Created}
+	for _, f := range sr.Fields {
+		if shown != nil && !shown[f.Name] {
+			continue
+		}
+		if f.sensitive() {
+			rec.Fields[f.Name], _ = json.Marshal(f.Token)
+		} else {
+			rec.Fields[f.Name] = f.Value
+		}
+	}
+	return rec
+}
+
+// fillReadEntry names what a page returned: the record ids (or, for a
+// large page, their count and the SHA-256 of the ids joined by newlines)
+// and every field returned.
+func fillReadEntry(e *AuditEntry, recs []Record) {
+	fields := map[string]bool{}
+	ids := make([]string, len(recs))
+	for i, r := range recs {
+		ids[i] = r.ID
+		for f := range r.Fields {
+			fields[f] = true
+		}
+	}
+	e.Fields = sortedKeys(fields)
+	if len(ids) <= auditIDsUpTo {
+		e.RecordIDs = ids
+		e.Reason = fmt.Sprintf("%d records", len(ids))
+		return
+	}
+	sum := sha256.Sum256([]byte(strings.Join(ids, "\n")))
+	e.Reason = fmt.Sprintf("%d records, sha256 of their ids (one per line): %s", len(ids), hex.EncodeToString(sum[:]))
 }
