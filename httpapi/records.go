@@ -67,6 +67,24 @@ func (s *Server) listRecords(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, body)
 }
 
+// searchRecords finds records by equality conditions.
+func (s *Server) searchRecords(w http.ResponseWriter, r *http.Request) {
+	var req vault.SearchRequest
+	if !s.decode(w, r, &req) {
+		return
+	}
+	recs, next, err := s.svc.SearchRecords(r.Context(), meta(r), mux.Vars(r)["collection"], req)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	body := map[string]any{"records": recs}
+	if next != "" {
+		body["next"] = next
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
 func (s *Server) deleteRecord(w http.ResponseWriter, r *http.Request) {
 	v := mux.Vars(r)
 	if err := s.svc.DeleteRecord(r.Context(), meta(r), v["collection"], v["id"]); err != nil {

@@ -101,6 +101,7 @@ func New(cfg Config) *Server {
 
 	r.Handle("/v1/collections/{collection}/records", s.auth(s.createRecords, vault.RoleWriter)).Methods(http.MethodPost)
 	r.Handle("/v1/collections/{collection}/records", s.auth(s.listRecords, vault.RoleWriter, vault.RoleAgent)).Methods(http.MethodGet)
+	r.Handle("/v1/collections/{collection}/records/search", s.auth(s.searchRecords, vault.RoleWriter, vault.RoleAgent)).Methods(http.MethodPost)
 	r.Handle("/v1/collections/{collection}/records/{id}", s.auth(s.getRecord, vault.RoleWriter, vault.RoleAgent)).Methods(http.MethodGet)
 	r.Handle("/v1/collections/{collection}/records/{id}", s.auth(s.deleteRecord, vault.RoleWriter)).Methods(http.MethodDelete)
 	r.Handle("/v1/grants", s.auth(s.createGrant, vault.RoleAdmin)).Methods(http.MethodPost)

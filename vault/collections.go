@@ -42,6 +42,8 @@ type Field struct {
 	// ApprovalAbove makes a reveal wait for a human when the (numeric)
 	// value is strictly above it.
 	ApprovalAbove *float64 `json:"approval_above,omitempty"`
+	// Index keeps an equality index on a plain field, for search.
+	Index bool `json:"index,omitempty"`
 
 	// inexactThreshold is set when approval_above was written as a number
 	// no float64 holds exactly (it would have been rounded).
@@ -136,6 +138,9 @@ func (f *Field) normalize() error {
 			return invalid("invalid_field", "field %q: token, format, mask and approval apply only to sensitive fields", f.Name)
 		}
 		return nil
+	}
+	if f.Index {
+		return invalid("invalid_field", "field %q: index applies to plain fields; a sensitive field is found by its token (deterministic ones also by value)", f.Name)
 	}
 	if f.Token == "" {
 		f.Token = tokenizer.KindRandom

@@ -333,6 +333,11 @@ func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collectio
 					}
 				} else {
 					sr.Fields = append(sr.Fields, storedField{Name: pf.field.Name, Value: pf.value})
+					if pf.field.Index {
+						if err := txn.Set(plainIndexKey(c.Name, pf.field.Name, indexedValue(pf.field, pf.value), r.id), nil); err != nil {
+							return err
+						}
+					}
 				}
 			}
 			if err := txn.Set(recordKey(c.Name, r.id), encodeRecord(&sr)); err != nil {
@@ -400,13 +405,14 @@ func (s *Service) freeFormatToken(txn *badger.Txn, f tokenizer.Format, value str
 // resolving at once. A deterministic token shared with other records keeps
 // resolving for them.
 func (s *Service) DeleteRecord(ctx context.Context, meta RequestMeta, collection, id string) error {
-	if _, err := s.schema(collection); err != nil {
+	schema, err := s.schema(collection)
+	if err != nil {
 		return err
 	}
 	e := s.newEntry(meta, "records.delete")
 	e.Collection = collection
 	e.RecordIDs = []string{id}
-	err := s.writer.apply(&mutation{entry: e, size: 4096, prepare: func(txn *badger.Txn) error {
+	err = s.writer.apply(&mutation{entry: e, size: 4096, prepare: func(txn *badger.Txn) error {
 		item, err := txn.Get(recordKey(collection, id))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return reject(notFound("record_not_found", "no record %q in collection %q", id, collection))
@@ -421,6 +427,11 @@ func (s *Service) DeleteRecord(ctx context.Context, meta RequestMeta, collection
 		perKey := map[uint32]int64{}
 		for _, f := range sr.Fields {
 			if !f.sensitive() {
+				if fd, ok := schema.Field(f.Name); ok && fd.Index {
+					if err := txn.Delete(plainIndexKey(collection, f.Name, indexedValue(fd, f.Value), id)); err != nil {
+						return err
+					}
+				}
 				continue
 			}
 			key := tokenIndexKey(f.Token, collection, id, f.Name)
