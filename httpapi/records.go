@@ -85,6 +85,21 @@ func (s *Server) searchRecords(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, body)
 }
 
+// updateRecord changes fields of a record: {fields: {name: value|null}}.
+func (s *Server) updateRecord(w http.ResponseWriter, r *http.Request) {
+	var req recordInput
+	if !s.decode(w, r, &req) {
+		return
+	}
+	v := mux.Vars(r)
+	rec, err := s.svc.UpdateRecord(r.Context(), meta(r), v["collection"], v["id"], req.Fields)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, rec)
+}
+
 func (s *Server) deleteRecord(w http.ResponseWriter, r *http.Request) {
 	v := mux.Vars(r)
 	if err := s.svc.DeleteRecord(r.Context(), meta(r), v["collection"], v["id"]); err != nil {

@@ -104,6 +104,7 @@ func New(cfg Config) *Server {
 	r.Handle("/v1/collections/{collection}/records/search", s.auth(s.searchRecords, vault.RoleWriter, vault.RoleAgent)).Methods(http.MethodPost)
 	r.Handle("/v1/collections/{collection}/records/{id}", s.auth(s.getRecord, vault.RoleWriter, vault.RoleAgent)).Methods(http.MethodGet)
 	r.Handle("/v1/collections/{collection}/records/{id}", s.auth(s.deleteRecord, vault.RoleWriter)).Methods(http.MethodDelete)
+	r.Handle("/v1/collections/{collection}/records/{id}", s.auth(s.updateRecord, vault.RoleWriter)).Methods(http.MethodPatch)
 	r.Handle("/v1/grants", s.auth(s.createGrant, vault.RoleAdmin)).Methods(http.MethodPost)
 	r.Handle("/v1/grants", s.auth(s.listGrants, vault.RoleAdmin)).Methods(http.MethodGet)
 	r.Handle("/v1/grants/{id}", s.auth(s.revokeGrant, vault.RoleAdmin)).Methods(http.MethodDelete)

@@ -59,4 +59,18 @@ func TestLeastPrivilegeReadsThroughTheBinary(t *testing.T) {
 	if reads := s.must(200, "GET", "/v1/audit?action=records.read", auditor, nil)["entries"].([]any); len(reads) != 2 {
 		t.Fatalf("read entries: %v", reads)
 	}
+
+	// A writer moves a record to another department; the index follows.
+	id := got[0].(map[string]any)["id"].(string)
+	upd := s.must(200, "PATCH", "/v1/collections/staff/records/"+id, writer, map[string]any{"fields": map[string]any{"dept": "legal", "phone": nil}})
+	if f := upd["fields"].(map[string]any); f["dept"] != "legal" || f["phone"] != nil {
+		t.Fatalf("updated record: %v", upd)
+	}
+	legal := s.must(200, "POST", "/v1/collections/staff/records/search", agent, map[string]any{"where": map[string]any{"dept": "legal"}, "purpose": "hr"})
+	if r := legal["records"].([]any); len(r) != 1 || r[0].(map[string]any)["id"] != id {
+		t.Fatalf("search after the update: %v", legal)
+	}
+	if l := s.must(200, "GET", "/v1/audit?action=records.update", auditor, nil)["entries"].([]any); len(l) != 1 {
+		t.Fatalf("update entries: %v", l)
+	}
 }

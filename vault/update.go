@@ -1,0 +1,202 @@
+package vault
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/agentvault/agentvault/keys"
+	"github.com/agentvault/agentvault/tokenizer"
+)
+
+// UpdateRecord changes the named fields of a record atomically; a null
+// value removes the field. A changed sensitive value is encrypted anew
+// (bound to its record and field); its random or format-preserving token
+// is replaced (the old one answers not_found from then on) and its
+// deterministic token follows the value. Per-key value counts, the token
+// index and plain-field indexes stay exact: the change runs in the single
+// writer against the stored record. Audited as records.update with the
+// fields changed.
+func (s *Service) UpdateRecord(ctx context.Context, meta RequestMeta, collection, id string, changes map[string]json.RawMessage) (*Record, error) {
+	if len(changes) == 0 {
+		return nil, invalid("empty_update", "fields must name at least one field to change")
+	}
+	c, err := s.collection(collection)
+	if err != nil {
+		return nil, err
+	}
+	prepared := map[string]*preparedField{}
+	removed := map[string]bool{}
+	for name, raw := range changes {
+		f, ok := c.Field(name)
+		if !ok {
+			return nil, invalid("unknown_field", "collection %q has no field %q", c.Name, name)
+		}
+		if len(raw) == 0 || string(raw) == "null" {
+			removed[name] = true
+			continue
+		}
+		v, err := parseValue(f, raw)
+		var fe *formatError
+		if errors.As(err, &fe) || errors.Is(err, errInexactNumber) {
+			return nil, invalid("invalid_value", "field %q %v", name, err)
+		}
+		if err != nil {
+			return nil, invalid("wrong_type", "field %q %v", name, err)
+		}
+		if prepared[name], err = s.prepareField(c, f, id, v); err != nil {
+			return nil, err
+		}
+	}
+	e := s.newEntry(meta, "records.update")
+	e.Collection, e.RecordIDs = c.Name, []string{id}
+	for name := range changes {
+		e.Fields = append(e.Fields, name)
+	}
+	slices.Sort(e.Fields)
+	var out *Record
+	err = s.writer.apply(&mutation{entry: e, size: 4096 + 64*len(changes) + MaxValueBytes*len(prepared), prepare: func(txn *badger.Txn) error {
+		item, err := txn.Get(recordKey(c.Name, id))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return reject(notFound("record_not_found", "no record %q in collection %q", id, c.Name))
+		}
+		if err != nil {
+			return err
+		}
+		var sr storedRecord
+		if err := item.Value(func(v []byte) (err error) { sr, err = decodeRecord(v); return err }); err != nil {
+			return err
+		}
+		perKey := map[uint32]int64{}
+		taken := map[string]bool{}
+		for _, pf := range prepared {
+			if kid, ok := keys.KeyID(pf.cipher); ok {
+				if c.isRetired(kid) {
+					return reject(&Error{Kind: ErrUnavailable, Code: "key_rotated", Message: "the collection's data key changed during the request; retry"})
+				}
+				perKey[kid]++
+			}
+			if pf.field.Token == tokenizer.KindFormatPreserving {
+				if pf.token, err = s.freeFormatToken(txn, pf.field.Format, pf.fpe, taken); err != nil {
+					return reject(invalidf(err, "field %q", pf.field.Name))
+				}
+			}
+		}
+		// Every refusal comes before the first write: the batch's
+		// transaction is shared, and a rejected mutation must leave it as
+		// it found it.
+		kept := sr.Fields[:0:0]
+		for _, f := range sr.Fields {
+			if prepared[f.Name] == nil && !removed[f.Name] {
+				kept = append(kept, f)
+			}
+		}
+		if len(kept)+len(prepared) == 0 {
+			return reject(invalid("empty_record", "the update would leave the record with no fields"))
+		}
+		// Drop what the changed fields held: token index entries (and
+		// their per-key counts) and plain index keys.
+		for _, f := range sr.Fields {
+			if prepared[f.Name] != nil || removed[f.Name] {
+				if err := s.dropField(txn, c, id, f, perKey); err != nil {
+					return err
+				}
+			}
+		}
+		sr.Fields = kept
+		for _, f := range c.Fields {
+			pf := prepared[f.Name]
+			if pf == nil {
+				continue
+			}
+			if err := s.setField(txn, c.Name, id, pf); err != nil {
+				return err
+			}
+			if pf.field.Sensitive {
+				sr.Fields = append(sr.Fields, storedField{Name: f.Name, Token: pf.token})
+			} else {
+				sr.Fields = append(sr.Fields, storedField{Name: f.Name, Value: pf.value})
+			}
+		}
+		if err := txn.Set(recordKey(c.Name, id), encodeRecord(&sr)); err != nil {
+			return err
+		}
+		rec := recordFrom(id, sr, nil)
+		out = &rec
+		return addKeyCounts(txn, c.Name, perKey)
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// prepareField encrypts a parsed value for a record (a sensitive field),
+// outside the writer. Format-preserving tokens are drawn in the writer,
+// where the reservation is checked.
+func (s *Service) prepareField(c *collection, f *Field, id string, v json.RawMessage) (*preparedField, error) {
+	var err error
+	pf := &preparedField{field: f}
+	if !f.Sensitive {
+		pf.value = v
+		return pf, nil
+	}
+	if pf.cipher, err = c.dek().Encrypt(v, fieldAD(c.Name, id, f.Name)); err != nil {
+		return nil, fmt.Errorf("encrypt field %q: %w", f.Name, err)
+	}
+	switch f.Token {
+	case tokenizer.KindRandom:
+		pf.token = tokenizer.Random()
+	case tokenizer.KindDeterministic:
+		if pf.token, err = tokenizer.Deterministic(c.index, f.Name, canonical(f, v)); err != nil {
+			return nil, err
+		}
+	case tokenizer.KindFormatPreserving:
+		_ = json.Unmarshal(v, &pf.fpe)
+	}
+	return pf, nil
+}
+
+// dropField removes what a stored field keeps outside the record: its
+// token index entry (counting its key down) or its plain index key.
+func (s *Service) dropField(txn *badger.Txn, c *collection, id string, f storedField, perKey map[uint32]int64) error {
+	if !f.sensitive() {
+		if fd, ok := c.Field(f.Name); ok && fd.Index {
+			return txn.Delete(plainIndexKey(c.Name, f.Name, indexedValue(fd, f.Value), id))
+		}
+		return nil
+	}
+	key := tokenIndexKey(f.Token, c.Name, id, f.Name)
+	item, err := txn.Get(key)
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+		return nil
+	case err != nil:
+		return err
+	}
+	if err := item.Value(func(v []byte) error {
+		ct, _, err := cipherOf(key, v)
+		if kid, ok := keys.KeyID(ct); err == nil && ok {
+			perKey[kid]--
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	return txn.Delete(key)
+}
+
+// setField writes what a new field value keeps outside the record.
+func (s *Service) setField(txn *badger.Txn, collection, id string, pf *preparedField) error {
+	if pf.field.Sensitive {
+		return txn.Set(tokenIndexKey(pf.token, collection, id, pf.field.Name), tokenIndexValue(pf.token, collection, id, pf.field.Name, pf.cipher))
+	}
+	if pf.field.Index {
+		return txn.Set(plainIndexKey(collection, pf.field.Name, indexedValue(pf.field, pf.value), id), nil)
+	}
+	return nil
+}
