@@ -48,7 +48,7 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	f.Actor, f.Action = q.Get("actor"), q.Get("action")
+	f.Actor, f.Action, f.RecordID = q.Get("actor"), q.Get("action"), q.Get("record_id")
 	entries, next, err := s.svc.ListAudit(r.Context(), f)
 	if err != nil {
 		s.fail(w, r, err)

@@ -106,6 +106,11 @@ func TestAgentSeesOnlyWhatGrantsName(t *testing.T) {
 	if es[0].Decision != DecisionDenied || es[1].Decision != DecisionDenied {
 		t.Fatalf("reads without a grant are audited as denied: %+v %+v", es[0], es[1])
 	}
+	// An auditor finds every read of one record.
+	ofB, _, _ := sc.svc.ListAudit(ctx, AuditFilter{Action: "records.read", RecordID: B.ID})
+	if len(ofB) != 3 {
+		t.Fatalf("%d reads of record B found, want 3", len(ofB))
+	}
 }
 
 // TestReadFailsClosed: if the read's audit entry cannot be written, the

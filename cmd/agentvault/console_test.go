@@ -164,8 +164,13 @@ func TestApproverConsole(t *testing.T) {
 		{"fields": map[string]any{"employee": "e-1", "salary": 187345}},
 	}}))
 	token := fields["salary"].(string)
+	recordID := ""
 	s.must(201, "POST", "/v1/grants", admin, map[string]any{"principal_id": agentID, "collection": "comp", "fields": []string{"salary"},
 		"purpose": "payroll", "ttl": "1h", "reveal": "plain"})
+
+	// The agent reads the record first: the read is audited.
+	recordID = s.must(200, "GET", "/v1/collections/comp/records?purpose=payroll", agent, nil)["records"].([]any)[0].(map[string]any)["id"].(string)
+	s.must(200, "GET", "/v1/collections/comp/records/"+recordID+"?purpose=payroll", agent, nil)
 
 	// The agent asks and is held.
 	out := s.must(200, "POST", "/v1/detokenize", agent, map[string]any{"tokens": []string{token}, "purpose": "payroll"})
@@ -296,6 +301,12 @@ func TestApproverConsole(t *testing.T) {
 		chromedp.SetValue(chromedp.CSS("#f-action"), "approval.approve"),
 		chromedp.Click(chromedp.CSS("#apply-filter")),
 		waitJS(`(() => { const rows = document.querySelectorAll('#audit-table tbody tr'); return rows.length === 1 && rows[0].innerText.includes('carol') && rows[0].innerText.includes('HR-7'); })()`),
+		// Reads of one record, with their purpose and fields.
+		chromedp.SetValue(chromedp.CSS("#f-action"), "records.read"),
+		chromedp.SetValue(chromedp.CSS("#f-record"), recordID),
+		chromedp.Click(chromedp.CSS("#apply-filter")),
+		// The listing's page and the single read: two entries.
+		waitJS(`(() => { const rows = [...document.querySelectorAll('#audit-table tbody tr')]; return rows.length === 2 && rows.every(r => r.innerText.includes('payroll') && r.innerText.includes('salary') && r.innerText.includes('payroll-bot')); })()`),
 	)
 	snapshot(t, ctx, "console-audit")
 	if txt := pageText(t, ctx); !strings.Contains(txt, "Chain verified") || strings.Contains(txt, salary) {

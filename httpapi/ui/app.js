@@ -349,8 +349,10 @@ async function verify() {
 function auditQuery() {
   const q = new URLSearchParams({ order: 'desc', limit: '50' });
   const actor = $('#f-actor').value, action = $('#f-action').value;
+  const record = $('#f-record').value.trim();
   if (actor) q.set('actor', actor);
   if (action) q.set('action', action);
+  if (record) q.set('record_id', record);
   for (const [id, name] of [['#f-since', 'since'], ['#f-until', 'until']]) {
     const v = $(id).value;
     if (v) q.set(name, new Date(v).toISOString());
