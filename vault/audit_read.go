@@ -29,8 +29,8 @@ type AuditFilter struct {
 	// token decision). Pages of reads over 100 records name them by count
 	// and hash only, so they are not found this way.
 	RecordID string
-	Since  time.Time
-	Until  time.Time
+	Since    time.Time
+	Until    time.Time
 }
 
 // namesRecord reports whether an entry names the record.
