@@ -63,8 +63,14 @@ echo "== load: agentvault single-record creates" >&2
 fresh_server
 rows+=("$(load -url http://127.0.0.1:18377 -token "$admin" -scenario create -clients 64)")
 rows+=("$(load -url http://127.0.0.1:18377 -token "$admin" -scenario create -clients 256)")
-echo "== load: agentvault record reads (the same HTTP path with no write)" >&2
+echo "== load: agentvault reads: a schema (no write), records (each audited), a 100-record page" >&2
+rows+=("$(load -url http://127.0.0.1:18377 -token "$admin" -scenario schema -clients 64)")
 rows+=("$(load -url http://127.0.0.1:18377 -token "$admin" -scenario read -clients 64)")
+rows+=("$(load -url http://127.0.0.1:18377 -token "$admin" -scenario agent-read -clients 64)")
+rows+=("$(load -url http://127.0.0.1:18377 -token "$admin" -scenario page -clients 16)")
+echo "== load: agentvault search by deterministic value on a 100,000-record collection" >&2
+fresh_server
+rows+=("$(load -url http://127.0.0.1:18377 -token "$admin" -scenario search -records 100000 -clients 32)")
 echo "== load: agentvault 1,000-record batches" >&2
 fresh_server
 rows+=("$(load -url http://127.0.0.1:18377 -token "$admin" -scenario batch -batch 1000 -clients 4)")
@@ -116,8 +122,12 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
   echo "engine and HTTP handler, in memory) answering \`transit/encrypt\` of a 16-byte value: the"
   echo "baseline. \`create\` stores one record with one sensitive field per request and answers only"
   echo "after fsync (group commit). \`batch\` stores 1,000 such records per request."
-  echo "\`read\` reads one stored record (its tokens) per request: the same HTTP, authentication and"
-  echo "JSON path as \`create\` without the durable write."
+  echo "\`schema\` reads a collection's schema: the same HTTP, authentication and JSON path with no write."
+  echo "\`read\` reads one stored record (its tokens) as its writer, \`agent-read\` as an agent through a"
+  echo "grant (fields filtered, purpose given), and \`page\` 100 records per request: every one of them"
+  echo "writes a durable \`records.read\` audit entry before it answers. \`search\` finds one record by"
+  echo "its deterministic email among 100,000 (the value becomes a token, the token index is read, the"
+  echo "match checked; a \`records.search\` entry is written)."
   echo "\`detokenize\` reveals \`batch\` tokens per request under a grant: token lookup, grant check,"
   echo "decryption, and a hash-chained audit entry (with the grant's use count) made durable before"
   echo "the answer. values/s counts records stored or tokens revealed. The last two columns are CPU"
@@ -140,7 +150,7 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
     { sc=$2; gsub(/ /,"",sc); b=$4+0; rps=$5+0; vps=$6+0
       if (sc=="transit" && rps>tr) { tr=rps; trs=$10+0; trc=$11+0 }
       if (sc=="create" && rps>cr) { cr=rps; crs=$10+0; crc=$11+0 }
-      if (sc=="read" && rps>rd) { rd=rps; rds=$10+0 }
+      if (sc=="schema" && rps>rd) { rd=rps; rds=$10+0 }
       if (sc=="batch" && vps>ba) { ba=vps; bas=$10+0; bac=$11+0 }
       if (sc=="detokenize" && b==1 && rps>d1) d1=rps
       if (sc=="detokenize" && b==1000 && vps>dk) dk=vps }
@@ -158,7 +168,7 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
       print "none of the vault'"'"'s own work):"
       print ""
       printf "- A Transit encrypt costs the dev Vault %.0f µs of CPU and the load tool %.0f µs.\n", trs, trc
-      printf "- A record read, no write, costs agentvault %.0f µs: %.0f req/s, %.2fx the Transit rate.\n", rds, rd, (tr>0 ? rd/tr : 0)
+      printf "- An authenticated schema read, no write, costs agentvault %.0f µs: %.0f req/s, %.2fx the Transit rate.\n", rds, rd, (tr>0 ? rd/tr : 0)
       printf "- A durable create costs agentvault %.0f µs and the load tool %.0f µs. Its storage floor alone is\n", crs, crc
       printf "  %.0f µs, so with the read'"'"'s %.0f µs of HTTP, authentication and JSON no create can cost\n", fs, rds
       printf "  agentvault less than about %.0f µs here. On two shared cores that bounds creates at about\n", rds+fs

@@ -44,6 +44,7 @@ import (
 
 type config struct {
 	url, token, scenario  string
+	records               int
 	vaultAddr, vaultToken string
 	clients, batch        int
 	duration, warmup      time.Duration
@@ -75,7 +76,8 @@ func main() {
 	var c config
 	flag.StringVar(&c.url, "url", "http://127.0.0.1:8080", "agentvault base URL (loopback)")
 	flag.StringVar(&c.token, "token", os.Getenv("AGENTVAULT_ADMIN_TOKEN"), "admin token (default $AGENTVAULT_ADMIN_TOKEN)")
-	flag.StringVar(&c.scenario, "scenario", "create", "create, batch, detokenize, read or transit")
+	flag.StringVar(&c.scenario, "scenario", "create", "create, batch, detokenize, read, agent-read, page, search, schema or transit")
+	flag.IntVar(&c.records, "records", 100000, "records in the collection, for -scenario search")
 	flag.StringVar(&c.vaultAddr, "vault-addr", os.Getenv("VAULT_ADDR"), "Vault address, for -scenario transit")
 	flag.StringVar(&c.vaultToken, "vault-token", os.Getenv("VAULT_TOKEN"), "Vault token, for -scenario transit")
 	flag.IntVar(&c.clients, "clients", 64, "concurrent clients")
@@ -150,7 +152,41 @@ func run(c config) (Result, error) {
 		if err != nil {
 			return Result{}, err
 		}
-		req = readRecords(c.url, coll, writer, ids)
+		req = readRecords(c.url, coll, writer, ids, "")
+	case "schema":
+		coll, writer, err := setup(client, c)
+		if err != nil {
+			return Result{}, err
+		}
+		url := c.url + "/v1/collections/" + coll
+		req = func(ctx context.Context, client *http.Client) error {
+			return get(client, url, "Authorization", writer, nil)
+		}
+	case "agent-read":
+		coll, ids, agent, err := setupAgentRead(client, c)
+		if err != nil {
+			return Result{}, err
+		}
+		req = readRecords(c.url, coll, agent, ids, "?purpose=load")
+	case "page":
+		coll, writer, err := setup(client, c)
+		if err != nil {
+			return Result{}, err
+		}
+		if _, err := storeRecords(client, c.url, coll, writer); err != nil {
+			return Result{}, err
+		}
+		values = 100
+		url := c.url + "/v1/collections/" + coll + "/records?limit=100"
+		req = func(ctx context.Context, client *http.Client) error {
+			return get(client, url, "Authorization", writer, nil)
+		}
+	case "search":
+		coll, writer, err := setupSearch(client, c)
+		if err != nil {
+			return Result{}, err
+		}
+		req = searchByValue(c.url, coll, writer, c.records)
 	case "detokenize":
 		agent, tokens, err := setupDetokenize(client, c)
 		if err != nil {
@@ -338,11 +374,80 @@ func storeRecords(client *http.Client, base, coll, writer string) ([]string, err
 	return ids, nil
 }
 
-func readRecords(base, coll, token string, ids []string) request {
+func readRecords(base, coll, token string, ids []string, query string) request {
 	var next atomic.Int64
 	return func(ctx context.Context, client *http.Client) error {
 		id := ids[int(next.Add(1))%len(ids)]
-		return get(client, base+"/v1/collections/"+coll+"/records/"+id, "Authorization", token, nil)
+		return get(client, base+"/v1/collections/"+coll+"/records/"+id+query, "Authorization", token, nil)
+	}
+}
+
+// setupAgentRead stores 1,000 records and creates an agent whose grant
+// shows both fields (reveal none), for audited agent reads.
+func setupAgentRead(client *http.Client, c config) (coll string, ids []string, agent string, err error) {
+	coll, writer, err := setup(client, c)
+	if err != nil {
+		return "", nil, "", err
+	}
+	if ids, err = storeRecords(client, c.url, coll, writer); err != nil {
+		return "", nil, "", err
+	}
+	var a struct{ ID, Token string }
+	if err := post(client, c.url+"/v1/principals", "Authorization", c.token, []byte(`{"name":"avload-reader-`+coll+`","roles":["agent"]}`), &a); err != nil {
+		return "", nil, "", fmt.Errorf("create agent: %w", err)
+	}
+	grant := fmt.Sprintf(`{"principal_id":%q,"collection":%q,"fields":["ref","secret"],"purpose":"load","ttl":"1h","reveal":"none"}`, a.ID, coll)
+	if err := post(client, c.url+"/v1/grants", "Authorization", c.token, []byte(grant), nil); err != nil {
+		return "", nil, "", fmt.Errorf("create grant: %w", err)
+	}
+	return coll, ids, a.Token, nil
+}
+
+// setupSearch creates a collection with a deterministic email field and
+// stores c.records records, 1,000 per request.
+func setupSearch(client *http.Client, c config) (string, string, error) {
+	name := fmt.Sprintf("search_%d", time.Now().UnixNano())
+	schema := fmt.Sprintf(`{"name":%q,"fields":[{"name":"ref","type":"string"},{"name":"email","type":"string","sensitive":true,"token":"deterministic"}]}`, name)
+	if err := post(client, c.url+"/v1/collections", "Authorization", c.token, []byte(schema), nil); err != nil {
+		return "", "", fmt.Errorf("create collection: %w", err)
+	}
+	var p struct{ Token string }
+	if err := post(client, c.url+"/v1/principals", "Authorization", c.token, []byte(`{"name":"avload-`+name+`","roles":["writer"]}`), &p); err != nil {
+		return "", "", fmt.Errorf("create writer: %w", err)
+	}
+	for start := 0; start < c.records; start += 1000 {
+		var body bytes.Buffer
+		body.WriteString(`{"records":[`)
+		for i := start; i < min(start+1000, c.records); i++ {
+			if i > start {
+				body.WriteByte(',')
+			}
+			fmt.Fprintf(&body, `{"fields":{"ref":"r%d","email":"user%d@example.com"}}`, i, i)
+		}
+		body.WriteString(`]}`)
+		if err := post(client, c.url+"/v1/collections/"+name+"/records", "Authorization", p.Token, body.Bytes(), nil); err != nil {
+			return "", "", fmt.Errorf("store records: %w", err)
+		}
+	}
+	return name, p.Token, nil
+}
+
+// searchByValue finds one record by its deterministic email, a different
+// one each request.
+func searchByValue(base, coll, token string, n int) request {
+	var next atomic.Int64
+	url := base + "/v1/collections/" + coll + "/records/search"
+	return func(ctx context.Context, client *http.Client) error {
+		i := int(next.Add(7919)) % n
+		body := []byte(fmt.Sprintf(`{"where":{"email":"user%d@example.com"}}`, i))
+		var out struct{ Records []json.RawMessage }
+		if err := post(client, url, "Authorization", token, body, &out); err != nil {
+			return err
+		}
+		if len(out.Records) != 1 {
+			return fmt.Errorf("search found %d records, want 1", len(out.Records))
+		}
+		return nil
 	}
 }
 

@@ -25,13 +25,17 @@ func TestScenarios(t *testing.T) {
 		{"create", 0, 1},
 		{"batch", 50, 50},
 		{"read", 0, 1},
+		{"schema", 0, 1},
+		{"agent-read", 0, 1},
+		{"page", 0, 100},
+		{"search", 0, 1},
 		{"detokenize", 5, 5},
 		{"transit", 0, 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.scenario, func(t *testing.T) {
 			res, err := run(config{
-				url: url, token: apitest.AdminToken, scenario: tc.scenario, batch: tc.batch,
+				url: url, token: apitest.AdminToken, scenario: tc.scenario, batch: tc.batch, records: 2500,
 				vaultAddr: dv.Addr, vaultToken: dv.Token,
 				clients: 4, duration: 300 * time.Millisecond, serverPID: os.Getpid(),
 			})
