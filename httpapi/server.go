@@ -88,6 +88,7 @@ func New(cfg Config) *Server {
 	r.HandleFunc("/healthz", s.healthz).Methods(http.MethodGet)
 	r.HandleFunc("/readyz", s.readyz).Methods(http.MethodGet)
 	r.HandleFunc("/v1/openapi.json", s.openAPIDoc).Methods(http.MethodGet)
+	r.Handle("/mcp", s.mcpHandler()).Methods(http.MethodGet, http.MethodPost, http.MethodDelete)
 	r.Handle("/metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 
 	r.Handle("/v1/principals", s.auth(s.createPrincipal, vault.RoleAdmin)).Methods(http.MethodPost)
@@ -175,7 +176,33 @@ func principal(r *http.Request) *vault.Principal { return state(r).principal }
 
 // meta is who is asking, for the audit log.
 func meta(r *http.Request) vault.RequestMeta {
-	return vault.RequestMeta{Actor: principal(r), RequestID: requestID(r), RemoteAddr: r.RemoteAddr}
+	m := vault.RequestMeta{Actor: principal(r), RequestID: requestID(r), RemoteAddr: r.RemoteAddr}
+	// `agentvault mcp` says so on the calls it makes for an MCP client;
+	// the audit entry records it as the caller reported it.
+	if r.Header.Get(HeaderVia) == "mcp" {
+		m.Via, m.Client = "mcp", clientName(r.Header.Get(HeaderClient))
+	}
+	return m
+}
+
+// Headers `agentvault mcp` sets on its calls.
+const (
+	HeaderVia    = "X-Agentvault-Via"
+	HeaderClient = "X-Agentvault-Client"
+)
+
+// clientName keeps a reported client name/version if it is short,
+// printable ASCII.
+func clientName(s string) string {
+	if len(s) > 100 {
+		s = s[:100]
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return "unprintable"
+		}
+	}
+	return s
 }
 
 type statusWriter struct {

@@ -40,6 +40,9 @@ type RequestMeta struct {
 	Actor      *Principal
 	RequestID  string
 	RemoteAddr string
+	// Via and Client say the call came through MCP, from which client
+	// (as the client reported it at initialize).
+	Via, Client string
 }
 
 func auditKey(seq uint64) []byte {
@@ -301,6 +304,7 @@ func (s *Service) newEntry(meta RequestMeta, action string) *AuditEntry {
 	return &AuditEntry{
 		Time: s.now(), Actor: actorID(meta.Actor), Action: action, Decision: DecisionOK,
 		Fields: []string{}, RecordIDs: []string{}, RequestID: meta.RequestID, RemoteAddr: meta.RemoteAddr,
+		Via: meta.Via, Client: meta.Client,
 	}
 }
 

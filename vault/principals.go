@@ -333,3 +333,15 @@ func (s *Service) loadPrincipals() error {
 		return nil
 	})
 }
+
+// Principal returns a copy of the principal with this id, or nil.
+func (s *Service) Principal(id string) *Principal {
+	s.pmu.RLock()
+	defer s.pmu.RUnlock()
+	p, ok := s.byID[id]
+	if !ok {
+		return nil
+	}
+	cp := *p
+	return &cp
+}
