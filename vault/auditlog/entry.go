@@ -34,10 +34,10 @@ type Entry struct {
 	Tokens     []TokenDecision `json:"tokens,omitempty"`
 	// Via names the way the call came in when not the plain HTTP API
 	// ("mcp"), and Client the MCP client's name/version it reported.
-	Via    string `json:"via,omitempty"`
-	Client string `json:"client,omitempty"`
-	PrevHash   string          `json:"prev_hash"`
-	Hash       string          `json:"hash"`
+	Via      string `json:"via,omitempty"`
+	Client   string `json:"client,omitempty"`
+	PrevHash string `json:"prev_hash"`
+	Hash     string `json:"hash"`
 }
 
 // TokenDecision is the outcome for one token of a detokenize request.
