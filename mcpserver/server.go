@@ -41,11 +41,12 @@ type Identity struct {
 	Roles []vault.Role `json:"roles"`
 }
 
-// CodedError is an error with the HTTP API's error code; a tool error
-// shows the code and the message. Other errors show only "internal".
+// CodedError is an error answered by the HTTP API, with its code and
+// message; a tool error shows both. Other errors show only "internal".
 type CodedError interface {
 	error
 	ErrorCode() string
+	ErrorMessage() string
 }
 
 // BackendFor returns the backend acting for the caller of one tool call,
@@ -88,7 +89,7 @@ func toolError(err error) error {
 	case errors.As(err, &ve):
 		code, msg = ve.Code, ve.Message
 	case errors.As(err, &ce):
-		code, msg = ce.ErrorCode(), ce.Error()
+		code, msg = ce.ErrorCode(), ce.ErrorMessage()
 	case errors.Is(err, vault.ErrUnavailable):
 		code, msg = "unavailable", "the vault is unavailable; try again later"
 	}

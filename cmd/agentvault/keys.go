@@ -47,6 +47,9 @@ type client struct {
 	// insecureHTTP allows sending the token over plain http beyond
 	// loopback.
 	insecureHTTP bool
+	// header is added to every request (agentvault mcp says where its
+	// calls come from).
+	header http.Header
 }
 
 // apiError is the contract's error shape.
@@ -57,6 +60,10 @@ type apiError struct {
 }
 
 func (e *apiError) Error() string { return fmt.Sprintf("%s (%d %s)", e.Message, e.Status, e.Code) }
+
+// ErrorCode and ErrorMessage give the API's answer to the MCP tools.
+func (e *apiError) ErrorCode() string    { return e.Code }
+func (e *apiError) ErrorMessage() string { return e.Message }
 
 func (c *client) call(method, path string, body, out any) error {
 	resp, err := c.request(method, path, body)
@@ -91,6 +98,9 @@ func (c *client) request(method, path string, body any) (*http.Response, error) 
 		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
+	for k, v := range c.header {
+		req.Header[k] = v
+	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

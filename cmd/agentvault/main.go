@@ -31,6 +31,7 @@ usage:
   agentvault backup --out FILE   online backup from a running server
   agentvault backup --check FILE check a backup file
   agentvault restore --data-dir DIR FILE   restore into a new data directory
+  agentvault mcp             MCP server over stdio for an agent host (AGENTVAULT_URL, AGENTVAULT_TOKEN)
   agentvault version         print the version
 `
 
@@ -51,6 +52,8 @@ func main() {
 		err = backupCmd(os.Args[2:], os.Stdout, os.Stderr)
 	case "restore":
 		err = restoreCmd(os.Args[2:], os.Stdout, os.Stderr)
+	case "mcp":
+		err = mcpCmd(os.Args[2:], os.Stdin, os.Stdout, os.Stderr)
 	case "version":
 		fmt.Println(version)
 	case "-h", "--help", "help":
