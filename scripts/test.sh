@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: builds (or reuses) the dev Vault
-# server, installs Chromium if it is missing, then vets and runs every
-# test with the race detector, including the tests against real Vault
-# Transit, the real agentvault binary and the console in a real browser,
-# and a short run of every fuzz target.
+# server, installs Chromium if it is missing and the TypeScript MCP client,
+# then vets and runs every test with the race detector, including the tests
+# against real Vault Transit, the real agentvault binary, the console in a
+# real browser and MCP clients in Go and TypeScript, and a short run of
+# every fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,11 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 AGENTVAULT_CHROMIUM=$(command -v chromium)
 export AGENTVAULT_CHROMIUM AGENTVAULT_REQUIRE_BROWSER=1
+
+# A second MCP client, independent of the Go SDK the server uses: the
+# TypeScript SDK's, from the npm registry (Node from Debian when missing).
+AGENTVAULT_MCP_CLIENT=$(scripts/mcpclient.sh)
+export AGENTVAULT_MCP_CLIENT
 
 echo "== go vet, staticcheck"
 go vet ./...

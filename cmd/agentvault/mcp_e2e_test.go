@@ -176,3 +176,72 @@ func TestMCPThroughTheBinary(t *testing.T) {
 		t.Fatal("streamable HTTP call after revocation went through")
 	}
 }
+
+// TestMCPWithTheTypeScriptClient holds the server to the protocol with a
+// second, independent client: the official TypeScript SDK's (installed by
+// scripts/mcpclient.sh from the npm registry), over streamable HTTP and
+// over stdio. That client also validates each structured result against
+// the tool's output schema.
+func TestMCPWithTheTypeScriptClient(t *testing.T) {
+	t.Parallel()
+	dir := os.Getenv("AGENTVAULT_MCP_CLIENT")
+	if dir == "" {
+		if os.Getenv("AGENTVAULT_REQUIRE_VAULT") == "1" || os.Getenv("CI") != "" {
+			t.Fatal("AGENTVAULT_MCP_CLIENT is not set: scripts/test.sh installs the TypeScript client check")
+		}
+		t.Skip("TypeScript MCP client not installed; scripts/test.sh installs it (scripts/mcpclient.sh)")
+	}
+	s := start(t, t.TempDir(), adminEnv)
+	_, id, tokens, agent := seedRevealable(s, "name")
+	cmd := exec.Command("node", "check.mjs")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "AV_URL="+s.url, "AV_TOKEN="+agent, "AV_BIN="+avBinary,
+		"AV_COLLECTION=hr", "AV_RECORD="+id, "AV_PURPOSE=e2e", "AV_REVEAL="+tokens["name"].(string))
+	out, err := cmd.Output()
+	if err != nil {
+		var stderr string
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = string(ee.Stderr)
+		}
+		t.Fatalf("TypeScript client: %v\n%s\n%s", err, out, stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("want a line per transport:\n%s", out)
+	}
+	for _, line := range lines {
+		var got struct {
+			Transport string
+			Tools     []struct {
+				Name, Input, Output string
+				ReadOnly            bool
+				OpenWorld           *bool
+			}
+			Collections struct{ Collections []struct{ Name string } }
+			Record      struct{ Fields map[string]any }
+			Reveal      struct{ Results []struct{ Status, Value string } }
+			Refused     struct {
+				IsError bool
+				Text    string
+			}
+		}
+		if err := json.Unmarshal([]byte(line), &got); err != nil {
+			t.Fatalf("%v: %s", err, line)
+		}
+		if len(got.Tools) != 8 {
+			t.Fatalf("%s: %d tools", got.Transport, len(got.Tools))
+		}
+		for _, tl := range got.Tools {
+			if tl.Input != "object" || tl.Output != "object" || tl.OpenWorld == nil || *tl.OpenWorld || tl.ReadOnly == (tl.Name == "detokenize") {
+				t.Fatalf("%s: tool %+v", got.Transport, tl)
+			}
+		}
+		if len(got.Collections.Collections) != 1 || got.Record.Fields["name"] != tokens["name"] ||
+			len(got.Reveal.Results) != 1 || got.Reveal.Results[0].Status != "ok" || got.Reveal.Results[0].Value != secrets[0] {
+			t.Fatalf("%s: %s", got.Transport, line)
+		}
+		if !got.Refused.IsError || !strings.HasPrefix(got.Refused.Text, "collection_not_found: ") {
+			t.Fatalf("%s: refusal %+v", got.Transport, got.Refused)
+		}
+	}
+}
