@@ -78,6 +78,10 @@ rows+=("$(load -url http://127.0.0.1:18377 -token "$admin" -scenario batch -batc
 echo "== load: agentvault detokenize (grant check + durable audit entry)" >&2
 fresh_server
 rows+=("$(load -url http://127.0.0.1:18377 -token "$admin" -scenario detokenize -batch 1 -clients 32)")
+echo "== load: the same reads and reveals as MCP tool calls over streamable HTTP" >&2
+rows+=("$(load -url http://127.0.0.1:18377 -token "$admin" -scenario agent-read -clients 32)")
+rows+=("$(load -url http://127.0.0.1:18377 -token "$admin" -scenario mcp-read -clients 32)")
+rows+=("$(load -url http://127.0.0.1:18377 -token "$admin" -scenario mcp-detokenize -clients 32)")
 rows+=("$(load -url http://127.0.0.1:18377 -token "$admin" -scenario detokenize -batch 1 -clients 128)")
 rows+=("$(load -url http://127.0.0.1:18377 -token "$admin" -scenario detokenize -batch 1000 -clients 4)")
 echo "== load: creates while a re-encryption job runs" >&2
@@ -128,6 +132,9 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
   echo "writes a durable \`records.read\` audit entry before it answers. \`search\` finds one record by"
   echo "its deterministic email among 100,000 (the value becomes a token, the token index is read, the"
   echo "match checked; a \`records.search\` entry is written)."
+  echo "\`mcp-read\` and \`mcp-detokenize\` are \`agent-read\` and single-token \`detokenize\` as MCP tool calls"
+  echo "(get_record, detokenize) over streamable HTTP at /mcp, one Go SDK session shared by the clients;"
+  echo "compare them with the plain HTTP rows of the same clients just above them."
   echo "\`detokenize\` reveals \`batch\` tokens per request under a grant: token lookup, grant check,"
   echo "decryption, and a hash-chained audit entry (with the grant's use count) made durable before"
   echo "the answer. values/s counts records stored or tokens revealed. The last two columns are CPU"

@@ -40,6 +40,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 type config struct {
@@ -76,7 +78,7 @@ func main() {
 	var c config
 	flag.StringVar(&c.url, "url", "http://127.0.0.1:8080", "agentvault base URL (loopback)")
 	flag.StringVar(&c.token, "token", os.Getenv("AGENTVAULT_ADMIN_TOKEN"), "admin token (default $AGENTVAULT_ADMIN_TOKEN)")
-	flag.StringVar(&c.scenario, "scenario", "create", "create, batch, detokenize, read, agent-read, page, search, schema or transit")
+	flag.StringVar(&c.scenario, "scenario", "create", "create, batch, detokenize, read, agent-read, page, search, schema, mcp-read, mcp-detokenize or transit")
 	flag.IntVar(&c.records, "records", 100000, "records in the collection, for -scenario search")
 	flag.StringVar(&c.vaultAddr, "vault-addr", os.Getenv("VAULT_ADDR"), "Vault address, for -scenario transit")
 	flag.StringVar(&c.vaultToken, "vault-token", os.Getenv("VAULT_TOKEN"), "Vault token, for -scenario transit")
@@ -187,6 +189,28 @@ func run(c config) (Result, error) {
 			return Result{}, err
 		}
 		req = searchByValue(c.url, coll, writer, c.records)
+	case "mcp-read":
+		coll, ids, agent, err := setupAgentRead(client, c)
+		if err != nil {
+			return Result{}, err
+		}
+		sess, err := mcpSession(c.url, agent, tr)
+		if err != nil {
+			return Result{}, err
+		}
+		defer sess.Close()
+		req = mcpGetRecord(sess, coll, ids)
+	case "mcp-detokenize":
+		agent, tokens, err := setupDetokenize(client, c)
+		if err != nil {
+			return Result{}, err
+		}
+		sess, err := mcpSession(c.url, agent, tr)
+		if err != nil {
+			return Result{}, err
+		}
+		defer sess.Close()
+		req = mcpDetokenize(sess, tokens)
 	case "detokenize":
 		agent, tokens, err := setupDetokenize(client, c)
 		if err != nil {
@@ -534,4 +558,59 @@ func selfCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// bearerTransport adds the agent's token to every MCP request.
+type bearerTransport struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.next.RoundTrip(r)
+}
+
+// mcpSession opens one MCP session over streamable HTTP, shared by every
+// client goroutine (calls are multiplexed).
+func mcpSession(base, token string, tr http.RoundTripper) (*mcp.ClientSession, error) {
+	c := mcp.NewClient(&mcp.Implementation{Name: "avload", Version: "1"}, nil)
+	sess, err := c.Connect(context.Background(), &mcp.StreamableClientTransport{
+		Endpoint: base + "/mcp", HTTPClient: &http.Client{Timeout: 30 * time.Second, Transport: bearerTransport{token, tr}},
+		MaxRetries: -1, DisableStandaloneSSE: true,
+	}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("connect to /mcp: %w", err)
+	}
+	return sess, nil
+}
+
+func mcpCall(ctx context.Context, sess *mcp.ClientSession, name string, args map[string]any) error {
+	res, err := sess.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: args})
+	if err != nil {
+		return err
+	}
+	if res.IsError {
+		return fmt.Errorf("%s: %v", name, res.Content)
+	}
+	return nil
+}
+
+// mcpGetRecord reads one record per call through the get_record tool.
+func mcpGetRecord(sess *mcp.ClientSession, coll string, ids []string) request {
+	var next atomic.Int64
+	return func(ctx context.Context, _ *http.Client) error {
+		id := ids[int(next.Add(1))%len(ids)]
+		return mcpCall(ctx, sess, "get_record", map[string]any{"collection": coll, "id": id, "purpose": "load"})
+	}
+}
+
+// mcpDetokenize reveals one token per call through the detokenize tool.
+func mcpDetokenize(sess *mcp.ClientSession, tokens []string) request {
+	var next atomic.Int64
+	return func(ctx context.Context, _ *http.Client) error {
+		tok := tokens[int(next.Add(1))%len(tokens)]
+		return mcpCall(ctx, sess, "detokenize", map[string]any{"tokens": []string{tok}, "purpose": "load"})
+	}
 }

@@ -29,6 +29,8 @@ func TestScenarios(t *testing.T) {
 		{"agent-read", 0, 1},
 		{"page", 0, 100},
 		{"search", 0, 1},
+		{"mcp-read", 0, 1},
+		{"mcp-detokenize", 0, 1},
 		{"detokenize", 5, 5},
 		{"transit", 0, 1},
 	}
