@@ -219,8 +219,10 @@ func TestMCPWithTheTypeScriptClient(t *testing.T) {
 			}
 			Collections struct{ Collections []struct{ Name string } }
 			Record      struct{ Fields map[string]any }
-			Reveal      struct{ Results []struct{ Status, Value string } }
-			Refused     struct {
+			Reveal      struct {
+				Results []struct{ Status, Value string }
+			}
+			Refused struct {
 				IsError bool
 				Text    string
 			}
