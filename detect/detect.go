@@ -1,0 +1,253 @@
+// Package detect finds sensitive values in free text: email addresses,
+// phone numbers, payment cards, IBANs, US social security numbers, IP
+// addresses, secrets with well-known shapes and dates of birth written
+// next to words that say so.
+//
+// What it guarantees: detection is local (no network, no model), works on
+// the text's bytes and reports byte offsets into it, and every candidate
+// a pattern finds must also pass its format's own check (Luhn for cards,
+// mod-97 for IBANs, the issued ranges for SSNs, a phone-number library's
+// validation for phones) before it is reported, so order numbers, version
+// strings and card-like numbers that fail Luhn are not. What it does not:
+// find sensitive values no pattern describes (a name, an account number);
+// the vault's known-value detection does that from what it stores.
+package detect
+
+import (
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/nyaruka/phonenumbers"
+)
+
+// Entity types, upper snake case as the API names them.
+const (
+	Email       = "EMAIL"
+	Phone       = "PHONE"
+	CreditCard  = "CREDIT_CARD"
+	IBAN        = "IBAN"
+	USSSN       = "US_SSN"
+	IPAddress   = "IP_ADDRESS"
+	Secret      = "SECRET"
+	DateOfBirth = "DATE_OF_BIRTH"
+)
+
+// Types lists every pattern entity type.
+var Types = []string{Email, Phone, CreditCard, IBAN, USSSN, IPAddress, Secret, DateOfBirth}
+
+// Entity is one value found: its type and its byte offsets in the text.
+type Entity struct {
+	Type  string `json:"type"`
+	Start int    `json:"start"`
+	End   int    `json:"end"`
+}
+
+// Options tune a search; the zero value finds every type, reading phone
+// numbers without a country code as US numbers.
+type Options struct {
+	Types  []string // only these types; nil: all
+	Region string   // default region for phone numbers (ISO 3166 alpha-2)
+}
+
+// pattern is one type's candidate finder and the check a candidate must
+// pass; span may narrow the match to the value (a submatch).
+type pattern struct {
+	typ   string
+	re    *regexp.Regexp
+	group int
+	valid func(s string, o Options) bool
+}
+
+var patterns = []pattern{
+	{Secret, regexp.MustCompile(`-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----[\s\S]+?-----END (?:[A-Z]+ )?PRIVATE KEY-----`), 0, nil},
+	{Secret, regexp.MustCompile(`\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|\bgh[pousr]_[A-Za-z0-9]{36}\b|\bxox[abprs]-[A-Za-z0-9-]{10,}\b|\bsk_(?:live|test)_[A-Za-z0-9]{16,}\b|\bAIza[0-9A-Za-z_-]{35}\b|\bavt_[A-Z2-7]{52}\b`), 0, nil},
+	{Secret, regexp.MustCompile(`(?i)\bbearer\s+([A-Za-z0-9\-._~+/]{20,}=*)`), 1, nil},
+	{Email, regexp.MustCompile(`[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}`), 0, validEmail},
+	{IBAN, regexp.MustCompile(`\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b`), 0, validIBAN},
+	{CreditCard, regexp.MustCompile(`\b\d(?:[ -]?\d){12,18}\b`), 0, validCard},
+	{USSSN, regexp.MustCompile(`\b(\d{3})-(\d{2})-(\d{4})\b`), 0, validSSN},
+	{DateOfBirth, regexp.MustCompile(`(?i)\b(?:born(?: on)?|dob|d\.o\.b\.|date of birth|birth ?date|birthday|geboren(?: am)?|né(?:e)? le|fecha de nacimiento)\b[\s:,-]*((?:\d{4}-\d{2}-\d{2})|(?:\d{1,2}[./-]\d{1,2}[./-]\d{2,4})|(?:\d{1,2}(?:st|nd|rd|th)? (?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.? \d{4})|(?:(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.? \d{1,2}(?:st|nd|rd|th)?,? \d{4}))`), 1, nil},
+	{IPAddress, regexp.MustCompile(`\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b`), 0, nil},
+	{IPAddress, regexp.MustCompile(`(?i)(?:[0-9a-f]{1,4}|:)(?::[0-9a-f]{0,4}){2,7}`), 0, validIPv6},
+	{Phone, regexp.MustCompile(`(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{1,5}(?:[ .-]?\d{1,5}){1,5}`), 0, validPhone},
+}
+
+// Find returns the sensitive values in text, in order, none overlapping:
+// where two candidates overlap, the one found by the earlier (more
+// specific) pattern wins, then the longer.
+func Find(text string, o Options) []Entity {
+	type cand struct {
+		Entity
+		rank int
+	}
+	var cands []cand
+	for rank, p := range patterns {
+		if o.Types != nil && !slices.Contains(o.Types, p.typ) {
+			continue
+		}
+		for _, m := range p.re.FindAllStringSubmatchIndex(text, -1) {
+			start, end := m[2*p.group], m[2*p.group+1]
+			if start < 0 {
+				continue
+			}
+			if p.valid != nil && !p.valid(text[start:end], o) {
+				continue
+			}
+			if !bounded(text, start, end) {
+				continue
+			}
+			cands = append(cands, cand{Entity{p.typ, start, end}, rank})
+		}
+	}
+	slices.SortStableFunc(cands, func(a, b cand) int {
+		if a.rank != b.rank {
+			return a.rank - b.rank
+		}
+		return (b.End - b.Start) - (a.End - a.Start)
+	})
+	var out []Entity
+	for _, c := range cands {
+		if !slices.ContainsFunc(out, func(e Entity) bool { return c.Start < e.End && e.Start < c.End }) {
+			out = append(out, c.Entity)
+		}
+	}
+	slices.SortFunc(out, func(a, b Entity) int { return a.Start - b.Start })
+	return out
+}
+
+// bounded reports whether a match stands on its own: not glued to a
+// letter, digit or another piece of a longer code.
+func bounded(text string, start, end int) bool {
+	glued := func(c byte) bool { return isAlnum(c) || c == '_' }
+	return (start == 0 || !glued(text[start-1])) && (end == len(text) || !glued(text[end]))
+}
+
+func isAlnum(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+}
+
+func digitsOf(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] >= '0' && s[i] <= '9' {
+			b.WriteByte(s[i])
+		}
+	}
+	return b.String()
+}
+
+func validEmail(s string, _ Options) bool {
+	local, _, _ := strings.Cut(s, "@")
+	return !strings.HasPrefix(local, ".") && !strings.HasSuffix(local, ".") && !strings.Contains(local, "..")
+}
+
+// validCard: Luhn, a length and prefix of a real card network, and
+// separators only between groups of digits.
+func validCard(s string, _ Options) bool {
+	d := digitsOf(s)
+	if !luhn(d) {
+		return false
+	}
+	n := len(d)
+	p := func(prefixes ...string) bool {
+		for _, x := range prefixes {
+			if strings.HasPrefix(d, x) {
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case d[0] == '4':
+		return n == 13 || n == 16 || n == 19
+	case p("51", "52", "53", "54", "55") || (d[:4] >= "2221" && d[:4] <= "2720"):
+		return n == 16
+	case p("34", "37"):
+		return n == 15
+	case p("6011", "65") || (d[:3] >= "644" && d[:3] <= "649") || (d[:6] >= "622126" && d[:6] <= "622925"):
+		return n >= 16 && n <= 19
+	case d[:4] >= "3528" && d[:4] <= "3589":
+		return n >= 16 && n <= 19
+	case p("36", "38", "39") || (d[:3] >= "300" && d[:3] <= "305"):
+		return n >= 14 && n <= 19
+	case p("62"):
+		return n >= 16 && n <= 19
+	}
+	return false
+}
+
+func luhn(d string) bool {
+	sum, double := 0, false
+	for i := len(d) - 1; i >= 0; i-- {
+		x := int(d[i] - '0')
+		if double {
+			x *= 2
+			if x > 9 {
+				x -= 9
+			}
+		}
+		sum += x
+		double = !double
+	}
+	return len(d) > 0 && sum%10 == 0
+}
+
+// ibanLengths are the IBAN lengths of the countries that use them.
+var ibanLengths = map[string]int{
+	"AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29, "CH": 21, "CR": 22,
+	"CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22,
+	"GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IS": 26, "IT": 27, "JO": 30,
+	"KW": 30, "KZ": 20, "LB": 28, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MR": 27,
+	"MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24,
+	"SE": 24, "SI": 19, "SK": 24, "SM": 27, "TN": 24, "TR": 26, "UA": 29, "VG": 24, "XK": 20,
+}
+
+// validIBAN: the country's length and the mod-97 check.
+func validIBAN(s string, _ Options) bool {
+	c := strings.ReplaceAll(s, " ", "")
+	if n, ok := ibanLengths[c[:2]]; !ok || n != len(c) {
+		return false
+	}
+	r := c[4:] + c[:4]
+	mod := 0
+	for i := 0; i < len(r); i++ {
+		ch := r[i]
+		switch {
+		case ch >= '0' && ch <= '9':
+			mod = (mod*10 + int(ch-'0')) % 97
+		case ch >= 'A' && ch <= 'Z':
+			mod = (mod*100 + int(ch-'A'+10)) % 97
+		default:
+			return false
+		}
+	}
+	return mod == 1
+}
+
+// validSSN: area 001-899 but 666, group 01-99, serial 0001-9999.
+func validSSN(s string, _ Options) bool {
+	area, group, serial := s[:3], s[4:6], s[7:]
+	return area != "000" && area != "666" && area < "900" && group != "00" && serial != "0000"
+}
+
+func validIPv6(s string, _ Options) bool {
+	if strings.Count(s, ":") < 2 {
+		return false
+	}
+	addr, err := parseIPv6(s)
+	return err == nil && addr
+}
+
+func validPhone(s string, o Options) bool {
+	d := digitsOf(s)
+	if len(d) < 7 || len(d) > 15 {
+		return false
+	}
+	region := o.Region
+	if region == "" {
+		region = "US"
+	}
+	n, err := phonenumbers.Parse(s, region)
+	return err == nil && phonenumbers.IsValidNumber(n)
+}

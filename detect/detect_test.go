@@ -1,0 +1,97 @@
+package detect
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"slices"
+	"testing"
+)
+
+type labelled struct {
+	Text     string   `json:"text"`
+	Entities []Entity `json:"entities"`
+}
+
+// floors are the precision and recall each type must reach on the corpus.
+var floors = map[string]float64{
+	CreditCard: 0.98, IBAN: 0.98, USSSN: 0.98, Email: 0.98, Phone: 0.95,
+	IPAddress: 0.95, Secret: 0.95, DateOfBirth: 0.95,
+}
+
+// TestCorpus measures precision and recall per entity type on the
+// labelled corpus (testdata/corpus.jsonl, made by internal/corpusgen): an
+// entity counts as found only with its exact type and offsets.
+func TestCorpus(t *testing.T) {
+	f, err := os.Open("testdata/corpus.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tp, fp, fn := map[string]int{}, map[string]int{}, map[string]int{}
+	total := 0
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var s labelled
+		if err := json.Unmarshal(sc.Bytes(), &s); err != nil {
+			t.Fatal(err)
+		}
+		total += len(s.Entities)
+		got := Find(s.Text, Options{})
+		for _, g := range got {
+			if slices.Contains(s.Entities, g) {
+				tp[g.Type]++
+			} else {
+				fp[g.Type]++
+				t.Logf("false %s %q in %q", g.Type, s.Text[g.Start:g.End], s.Text)
+			}
+		}
+		for _, w := range s.Entities {
+			if !slices.Contains(got, w) {
+				fn[w.Type]++
+				t.Logf("missed %s %q in %q", w.Type, s.Text[w.Start:w.End], s.Text)
+			}
+		}
+	}
+	if total < 500 {
+		t.Fatalf("the corpus labels %d entities; it needs at least 500", total)
+	}
+	for _, typ := range Types {
+		p := ratio(tp[typ], tp[typ]+fp[typ])
+		r := ratio(tp[typ], tp[typ]+fn[typ])
+		t.Logf("%-14s precision %.3f recall %.3f (%d found, %d false, %d missed)", typ, p, r, tp[typ], fp[typ], fn[typ])
+		if p < floors[typ] || r < floors[typ] {
+			t.Errorf("%s below its floor %.2f: precision %.3f, recall %.3f", typ, floors[typ], p, r)
+		}
+	}
+}
+
+func ratio(a, b int) float64 {
+	if b == 0 {
+		return 1
+	}
+	return float64(a) / float64(b)
+}
+
+func TestTypesFilter(t *testing.T) {
+	text := "mail jane@example.com card 4111 1111 1111 1111"
+	got := Find(text, Options{Types: []string{CreditCard}})
+	if len(got) != 1 || got[0].Type != CreditCard || text[got[0].Start:got[0].End] != "4111 1111 1111 1111" {
+		t.Fatalf("%+v", got)
+	}
+}
+
+func FuzzFind(f *testing.F) {
+	f.Add("jane@example.com 4111111111111111 DE89 3704 0044 0532 0130 00 123-45-6789 ::1 +1 415 555 2671")
+	f.Add("-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----")
+	f.Fuzz(func(t *testing.T, text string) {
+		prev := -1
+		for _, e := range Find(text, Options{}) {
+			if e.Start < 0 || e.End > len(text) || e.Start >= e.End || e.Start < prev {
+				t.Fatalf("bad entity %+v in %q", e, text)
+			}
+			prev = e.End
+		}
+	})
+}
