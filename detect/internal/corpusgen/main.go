@@ -31,7 +31,7 @@ var r = rand.New(rand.NewPCG(2026, 11))
 
 // builder writes text, labelling the values it is told are sensitive.
 type builder struct {
-	b   strings.Builder
+	b    strings.Builder
 	ents []entity
 }
 
@@ -265,7 +265,7 @@ func main() {
 		case 6:
 			b.s("Hard negatives: order ").s(digits(16)).s(", tracking ").s(badCard()).s(", ref ").s(ssn(false)).s(", account ").s(iban(false)).s(", version ").s(fmt.Sprintf("%d.%d.%d", r.IntN(5), r.IntN(20), r.IntN(99))).s(", sha ").s(fmt.Sprintf("%x", r.Uint64())).s(".")
 		case 7:
-			b.s("Server ").v("IP_ADDRESS", ipv6()).s(" rejected the token; card on file ").v("CREDIT_CARD", card()).s(", expiry 0").s(fmt.Sprint(1+r.IntN(9))).s("/2").s(fmt.Sprint(7+r.IntN(3))).s(".")
+			b.s("Server ").v("IP_ADDRESS", ipv6()).s(" rejected the token; card on file ").v("CREDIT_CARD", card()).s(", expiry 0").s(fmt.Sprint(1 + r.IntN(9))).s("/2").s(fmt.Sprint(7 + r.IntN(3))).s(".")
 		case 8:
 			b.s("Le client ").s(title(pick(firsts...))).s(" (").v("EMAIL", email()).s(") appelle depuis le ").v("PHONE", phone()).s(" au sujet de la carte ").v("CREDIT_CARD", card()).s(".")
 		case 9:
