@@ -18,7 +18,7 @@ go build -o "$work/agentvault" ./cmd/agentvault
 go build -o "$work/avload" ./cmd/avload
 
 echo "== go test -bench" >&2
-go test -run '^$' -bench . -benchtime 2s ./keys ./tokenizer ./vault | grep -E '^(Benchmark|goos|goarch|cpu)' > "$work/gobench.txt"
+go test -run '^$' -bench . -benchtime 2s ./keys ./tokenizer ./vault ./detect | grep -E '^(Benchmark|goos|goarch|cpu)' > "$work/gobench.txt"
 
 echo "== dev Vault and agentvault" >&2
 coproc DV { exec "$devvault" -listen 127.0.0.1:0; }
