@@ -57,59 +57,67 @@ type pattern struct {
 	re    *regexp.Regexp
 	group int
 	valid func(s string, o Options) bool
+	// need, if set, is a cheap test the text must pass for the pattern
+	// to be run at all (the literal every match contains).
+	need func(text string) bool
+}
+
+func contains(subs ...string) func(string) bool {
+	return func(text string) bool {
+		for _, s := range subs {
+			if strings.Contains(text, s) {
+				return true
+			}
+		}
+		return false
+	}
 }
 
 var patterns = []pattern{
-	{Secret, regexp.MustCompile(`-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----[\s\S]+?-----END (?:[A-Z]+ )?PRIVATE KEY-----`), 0, nil},
-	{Secret, regexp.MustCompile(`\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|\bgh[pousr]_[A-Za-z0-9]{36}\b|\bxox[abprs]-[A-Za-z0-9-]{10,}\b|\bsk_(?:live|test)_[A-Za-z0-9]{16,}\b|\bAIza[0-9A-Za-z_-]{35}\b|\bavt_[A-Z2-7]{52}\b`), 0, nil},
-	{Secret, regexp.MustCompile(`(?i)\bbearer\s+([A-Za-z0-9\-._~+/]{20,}=*)`), 1, nil},
-	{Email, regexp.MustCompile(`[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}`), 0, validEmail},
-	{IBAN, regexp.MustCompile(`\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b`), 0, validIBAN},
-	{CreditCard, regexp.MustCompile(`\b\d(?:[ -]?\d){12,18}\b`), 0, validCard},
-	{USSSN, regexp.MustCompile(`\b(\d{3})-(\d{2})-(\d{4})\b`), 0, validSSN},
-	{DateOfBirth, regexp.MustCompile(`(?i)\b(?:born(?: on)?|dob|d\.o\.b\.|date of birth|birth ?date|birthday|geboren(?: am)?|né(?:e)? le|fecha de nacimiento)\b[\s:,-]*((?:\d{4}-\d{2}-\d{2})|(?:\d{1,2}[./-]\d{1,2}[./-]\d{2,4})|(?:\d{1,2}(?:st|nd|rd|th)? (?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.? \d{4})|(?:(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.? \d{1,2}(?:st|nd|rd|th)?,? \d{4}))`), 1, nil},
-	{IPAddress, regexp.MustCompile(`\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b`), 0, nil},
-	{IPAddress, regexp.MustCompile(`(?i)(?:[0-9a-f]{1,4}|:)(?::[0-9a-f]{0,4}){2,7}`), 0, validIPv6},
-	{Phone, regexp.MustCompile(`(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{1,5}(?:[ .-]?\d{1,5}){1,5}`), 0, validPhone},
+	{Secret, regexp.MustCompile(`-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----[\s\S]+?-----END (?:[A-Z]+ )?PRIVATE KEY-----`), 0, nil, contains("-----BEGIN")},
+	{Secret, regexp.MustCompile(`\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|\bgh[pousr]_[A-Za-z0-9]{36}\b|\bxox[abprs]-[A-Za-z0-9-]{10,}\b|\bsk_(?:live|test)_[A-Za-z0-9]{16,}\b|\bAIza[0-9A-Za-z_-]{35}\b|\bavt_[A-Z2-7]{52}\b`), 0, nil, contains("AKIA", "ASIA", "gh", "xox", "sk_", "AIza", "avt_")},
+	{Secret, regexp.MustCompile(`(?i)\bbearer\s+([A-Za-z0-9\-._~+/]{20,}=*)`), 1, nil, contains("earer", "EARER")},
+	{Email, regexp.MustCompile(`[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}`), 0, validEmail, contains("@")},
+	{IBAN, regexp.MustCompile(`\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b`), 0, validIBAN, nil},
+	{CreditCard, regexp.MustCompile(`\b\d(?:[ -]?\d){12,18}\b`), 0, validCard, nil},
+	{USSSN, regexp.MustCompile(`\b(\d{3})-(\d{2})-(\d{4})\b`), 0, validSSN, nil},
+	{DateOfBirth, regexp.MustCompile(`(?i)\b(?:born(?: on)?|dob|d\.o\.b\.|date of birth|birth ?date|birthday|geboren(?: am)?|né(?:e)? le|fecha de nacimiento)\b[\s:,-]*((?:\d{4}-\d{2}-\d{2})|(?:\d{1,2}[./-]\d{1,2}[./-]\d{2,4})|(?:\d{1,2}(?:st|nd|rd|th)? (?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.? \d{4})|(?:(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.? \d{1,2}(?:st|nd|rd|th)?,? \d{4}))`), 1, nil, nil},
+	{IPAddress, regexp.MustCompile(`\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b`), 0, nil, nil},
+	{IPAddress, regexp.MustCompile(`(?i)(?:[0-9a-f]{1,4}|:)(?::[0-9a-f]{0,4}){2,7}`), 0, validIPv6, contains("::", ":0", ":1", ":2", ":3", ":4", ":5", ":6", ":7", ":8", ":9", ":a", ":b", ":c", ":d", ":e", ":f", ":A", ":B", ":C", ":D", ":E", ":F")},
+	{Phone, regexp.MustCompile(`(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{1,5}(?:[ .-]?\d{1,5}){1,5}`), 0, validPhone, nil},
 }
 
 // Find returns the sensitive values in text, in order, none overlapping:
-// where two candidates overlap, the one found by the earlier (more
-// specific) pattern wins, then the longer.
+// patterns run from the most specific (secrets, emails, IBANs, cards) to
+// the least (phone numbers), and a candidate overlapping a value already
+// found is dropped before it is checked, so the costly checks (a phone
+// number's parse) run only on what no earlier pattern explained.
 func Find(text string, o Options) []Entity {
-	type cand struct {
-		Entity
-		rank int
+	var out []Entity
+	overlaps := func(start, end int) bool {
+		for _, e := range out {
+			if start < e.End && e.Start < end {
+				return true
+			}
+		}
+		return false
 	}
-	var cands []cand
-	for rank, p := range patterns {
+	for _, p := range patterns {
 		if o.Types != nil && !slices.Contains(o.Types, p.typ) {
+			continue
+		}
+		if p.need != nil && !p.need(text) {
 			continue
 		}
 		for _, m := range p.re.FindAllStringSubmatchIndex(text, -1) {
 			start, end := m[2*p.group], m[2*p.group+1]
-			if start < 0 {
+			if start < 0 || !bounded(text, start, end) || overlaps(start, end) {
 				continue
 			}
 			if p.valid != nil && !p.valid(text[start:end], o) {
 				continue
 			}
-			if !bounded(text, start, end) {
-				continue
-			}
-			cands = append(cands, cand{Entity{p.typ, start, end}, rank})
-		}
-	}
-	slices.SortStableFunc(cands, func(a, b cand) int {
-		if a.rank != b.rank {
-			return a.rank - b.rank
-		}
-		return (b.End - b.Start) - (a.End - a.Start)
-	})
-	var out []Entity
-	for _, c := range cands {
-		if !slices.ContainsFunc(out, func(e Entity) bool { return c.Start < e.End && e.Start < c.End }) {
-			out = append(out, c.Entity)
+			out = append(out, Entity{p.typ, start, end})
 		}
 	}
 	slices.SortFunc(out, func(a, b Entity) int { return a.Start - b.Start })
