@@ -88,6 +88,8 @@ func New(cfg Config) *Server {
 	r.HandleFunc("/healthz", s.healthz).Methods(http.MethodGet)
 	r.HandleFunc("/readyz", s.readyz).Methods(http.MethodGet)
 	r.HandleFunc("/v1/openapi.json", s.openAPIDoc).Methods(http.MethodGet)
+	r.Handle("/v1/redact", s.auth(s.redact, vault.RoleWriter, vault.RoleAgent)).Methods(http.MethodPost)
+	r.Handle("/v1/restore", s.auth(s.restore, vault.RoleAgent)).Methods(http.MethodPost)
 	r.Handle("/mcp", s.mcpHandler()).Methods(http.MethodGet, http.MethodPost, http.MethodDelete)
 	r.Handle("/metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 
