@@ -92,3 +92,11 @@ func (b *serviceBackend) Detokenize(ctx context.Context, req vault.DetokenizeReq
 func (b *serviceBackend) Approval(ctx context.Context, id string) (*vault.Approval, error) {
 	return b.svc.GetApproval(ctx, b.meta.Actor, id)
 }
+
+func (b *serviceBackend) Redact(ctx context.Context, req vault.RedactRequest) (*vault.RedactResult, error) {
+	return b.svc.Redact(ctx, b.meta, req)
+}
+
+func (b *serviceBackend) Restore(ctx context.Context, req vault.TextRestoreRequest) (*vault.TextRestoreResult, error) {
+	return b.svc.RestoreText(ctx, b.meta, req)
+}

@@ -87,7 +87,7 @@ func TestMCPOverHTTP(t *testing.T) {
 		}
 	}
 	slices.Sort(names)
-	if want := []string{"approval_status", "describe_collection", "detokenize", "get_record", "list_collections", "list_records", "search_records", "whoami"}; !slices.Equal(names, want) {
+	if want := []string{"approval_status", "describe_collection", "detokenize", "get_record", "list_collections", "list_records", "redact_text", "restore_text", "search_records", "whoami"}; !slices.Equal(names, want) {
 		t.Fatalf("tools %v, want %v", names, want)
 	}
 	if who, _ := callTool(t, s, "whoami", nil); who["id"] != botID {

@@ -32,6 +32,8 @@ type Backend interface {
 	Search(ctx context.Context, collection string, req vault.SearchRequest) ([]vault.Record, string, error)
 	Detokenize(ctx context.Context, req vault.DetokenizeRequest) ([]vault.DetokenizeResult, error)
 	Approval(ctx context.Context, id string) (*vault.Approval, error)
+	Redact(ctx context.Context, req vault.RedactRequest) (*vault.RedactResult, error)
+	Restore(ctx context.Context, req vault.TextRestoreRequest) (*vault.TextRestoreResult, error)
 }
 
 // Identity is who the caller is.

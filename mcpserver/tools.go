@@ -42,6 +42,16 @@ type (
 		Purpose    string   `json:"purpose" jsonschema:"the task you are doing: must be the purpose of a grant you hold"`
 		ApprovalID string   `json:"approval_id,omitempty" jsonschema:"after a person approved a held request: its approval id, with the same tokens and purpose"`
 	}
+	redactIn struct {
+		Text  string   `json:"text" jsonschema:"the text, for example a prompt or a document, at most 1 MiB"`
+		Types []string `json:"types,omitempty" jsonschema:"only these entity types: EMAIL, PHONE, CREDIT_CARD, IBAN, US_SSN, IP_ADDRESS, SECRET, DATE_OF_BIRTH (default all)"`
+		Mode  string   `json:"mode,omitempty" jsonschema:"token (default): replace each value with a [TYPE_...] token that restore_text can turn back; mask: with [TYPE], for good"`
+	}
+	restoreIn struct {
+		Text       string `json:"text" jsonschema:"a text holding [TYPE_...] tokens, for example a model's answer"`
+		Purpose    string `json:"purpose" jsonschema:"the task you are doing: must be the purpose of a grant on the text collection"`
+		ApprovalID string `json:"approval_id,omitempty" jsonschema:"after a person approved a held restore: its approval id, with the same text and purpose"`
+	}
 	approvalIn struct {
 		ApprovalID string `json:"approval_id" jsonschema:"the approval id a held detokenize request returned"`
 	}
@@ -71,6 +81,10 @@ type (
 	detokenizeOut struct {
 		Results []resultOut `json:"results"`
 	}
+	restoreOut struct {
+		Text    string      `json:"text" jsonschema:"the text with every token you may see replaced by its value"`
+		Results []resultOut `json:"results"`
+	}
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -98,6 +112,7 @@ func call[In, Out any](backend BackendFor, do func(context.Context, Backend, In)
 }
 
 func addTools(s *mcp.Server, backend BackendFor) {
+	addTextTools(s, backend)
 	mcp.AddTool(s, &mcp.Tool{Name: "whoami", Description: "Who you are in agentvault: your principal id, name and roles.", Annotations: readOnly("Who am I")},
 		call(backend, func(ctx context.Context, b Backend, _ struct{}) (*Identity, error) { return b.WhoAmI(ctx) }))
 	mcp.AddTool(s, &mcp.Tool{Name: "list_collections", Description: "The collections you may see, each with the fields your grants show (sensitive fields hold tokens). A collection you have no grant on is not listed.", Annotations: readOnly("List collections")},
@@ -155,19 +170,44 @@ func addTools(s *mcp.Server, backend BackendFor) {
 		if err != nil {
 			return nil, err
 		}
-		out := &detokenizeOut{Results: make([]resultOut, len(res))}
-		for i, r := range res {
-			out.Results[i] = resultOut{Token: r.Token, Status: r.Status, Reason: r.Reason, ApprovalID: r.ApprovalID}
-			if len(r.Value) > 0 {
-				json.Unmarshal(r.Value, &out.Results[i].Value)
-			}
-		}
-		return out, nil
+		return &detokenizeOut{Results: toResults(res)}, nil
 	}))
 	mcp.AddTool(s, &mcp.Tool{Name: "approval_status", Description: "The state of one of your approval requests: pending (wait and ask again), approved (call detokenize again with approval_id before redeem_by), denied, expired, or redeemed.", Annotations: readOnly("Approval status")},
 		call(backend, func(ctx context.Context, b Backend, in approvalIn) (*vault.Approval, error) {
 			return b.Approval(ctx, in.ApprovalID)
 		}))
+}
+
+func addTextTools(s *mcp.Server, backend BackendFor) {
+	mcp.AddTool(s, &mcp.Tool{
+		Name:        "redact_text",
+		Description: "Replace the sensitive values in a text (emails, phone numbers, cards, IBANs, SSNs, IP addresses, secrets, dates of birth) with tokens like [EMAIL_ABC...], before the text goes anywhere else. The same value gets the same token, so you can still tell mentions apart. Copy tokens exactly as they are.",
+		Annotations: &mcp.ToolAnnotations{Title: "Redact text", ReadOnlyHint: false, DestructiveHint: ptr(false), IdempotentHint: true, OpenWorldHint: ptr(false)},
+	}, call(backend, func(ctx context.Context, b Backend, in redactIn) (*vault.RedactResult, error) {
+		return b.Redact(ctx, vault.RedactRequest{Text: in.Text, Types: in.Types, Mode: in.Mode})
+	}))
+	mcp.AddTool(s, &mcp.Tool{
+		Name:        "restore_text",
+		Description: "Put back the values behind the [TYPE_...] tokens of a text that your grants let you see, plain or masked; other tokens stay. Results per token are as detokenize answers, including pending_approval: then poll approval_status and send the same text again with approval_id. Audited.",
+		Annotations: &mcp.ToolAnnotations{Title: "Restore text", ReadOnlyHint: false, DestructiveHint: ptr(false), OpenWorldHint: ptr(false)},
+	}, call(backend, func(ctx context.Context, b Backend, in restoreIn) (*restoreOut, error) {
+		res, err := b.Restore(ctx, vault.TextRestoreRequest{Text: in.Text, Purpose: in.Purpose, ApprovalID: in.ApprovalID})
+		if err != nil {
+			return nil, err
+		}
+		return &restoreOut{Text: res.Text, Results: toResults(res.Results)}, nil
+	}))
+}
+
+func toResults(res []vault.DetokenizeResult) []resultOut {
+	out := make([]resultOut, len(res))
+	for i, r := range res {
+		out[i] = resultOut{Token: r.Token, Status: r.Status, Reason: r.Reason, ApprovalID: r.ApprovalID}
+		if len(r.Value) > 0 {
+			json.Unmarshal(r.Value, &out[i].Value)
+		}
+	}
+	return out
 }
 
 func toRecord(r vault.Record) recordOut {

@@ -137,3 +137,19 @@ func (b *apiBackend) Approval(_ context.Context, id string) (*vault.Approval, er
 	}
 	return &out, nil
 }
+
+func (b *apiBackend) Redact(_ context.Context, req vault.RedactRequest) (*vault.RedactResult, error) {
+	var out vault.RedactResult
+	if err := b.c.call("POST", "/v1/redact", req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+func (b *apiBackend) Restore(_ context.Context, req vault.TextRestoreRequest) (*vault.TextRestoreResult, error) {
+	var out vault.TextRestoreResult
+	if err := b.c.call("POST", "/v1/restore", req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

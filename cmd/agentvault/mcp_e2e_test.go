@@ -111,7 +111,7 @@ func TestMCPThroughTheBinary(t *testing.T) {
 			t.Fatalf("collections without a grant: %v", got)
 		}
 	}
-	if !slices.Equal(toolsets[0], toolsets[1]) || len(toolsets[0]) != 8 {
+	if !slices.Equal(toolsets[0], toolsets[1]) || len(toolsets[0]) != 10 {
 		t.Fatalf("the transports list different tools: %v", toolsets)
 	}
 
@@ -152,6 +152,19 @@ func TestMCPThroughTheBinary(t *testing.T) {
 	}
 	if again := tool(t, sessions["http"], "detokenize", redeem); again["error"].(map[string]any)["code"] != "approval_not_redeemable" {
 		t.Fatalf("second redemption: %v", again)
+	}
+
+	// Free text: redacted through one transport, restored through the
+	// other, as far as the agent's grants on the text collection go.
+	red := tool(t, sessions["http"], "redact_text", map[string]any{"text": "Mail jane.doe@example.com about card 4111 1111 1111 1111."})
+	redacted, _ := red["text"].(string)
+	if strings.Contains(redacted, "jane.doe@example.com") || !strings.Contains(redacted, "[EMAIL_") {
+		t.Fatalf("redact_text: %v", red)
+	}
+	s.must(201, "POST", "/v1/grants", admin, map[string]any{"principal_id": agentID, "collection": "text", "fields": []string{"email"}, "purpose": "review", "ttl": "1h", "reveal": "plain"})
+	back := tool(t, sessions["stdio"], "restore_text", map[string]any{"text": redacted, "purpose": "review"})
+	if txt, _ := back["text"].(string); !strings.Contains(txt, "jane.doe@example.com") || strings.Contains(txt, "4111") || !strings.Contains(txt, "[CREDIT_CARD_") {
+		t.Fatalf("restore_text: %v", back)
 	}
 
 	// Every call is audited as MCP, with the host's name.
@@ -230,11 +243,12 @@ func TestMCPWithTheTypeScriptClient(t *testing.T) {
 		if err := json.Unmarshal([]byte(line), &got); err != nil {
 			t.Fatalf("%v: %s", err, line)
 		}
-		if len(got.Tools) != 8 {
+		if len(got.Tools) != 10 {
 			t.Fatalf("%s: %d tools", got.Transport, len(got.Tools))
 		}
 		for _, tl := range got.Tools {
-			if tl.Input != "object" || tl.Output != "object" || tl.OpenWorld == nil || *tl.OpenWorld || tl.ReadOnly == (tl.Name == "detokenize") {
+			writes := tl.Name == "detokenize" || tl.Name == "redact_text" || tl.Name == "restore_text"
+			if tl.Input != "object" || tl.Output != "object" || tl.OpenWorld == nil || *tl.OpenWorld || tl.ReadOnly == writes {
 				t.Fatalf("%s: tool %+v", got.Transport, tl)
 			}
 		}
