@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 )
 
 var version = "dev"
@@ -32,6 +33,8 @@ usage:
   agentvault backup --check FILE check a backup file
   agentvault restore --data-dir DIR FILE   restore into a new data directory
   agentvault mcp             MCP server over stdio for an agent host (AGENTVAULT_URL, AGENTVAULT_TOKEN)
+  agentvault redact < in > out        replace sensitive values in text with vault tokens
+  agentvault restore-text --purpose P < in > out   put back what the agent may see
   agentvault version         print the version
 `
 
@@ -54,6 +57,8 @@ func main() {
 		err = restoreCmd(os.Args[2:], os.Stdout, os.Stderr)
 	case "mcp":
 		err = mcpCmd(os.Args[2:], os.Stdin, os.Stdout, os.Stderr)
+	case "redact", "restore-text":
+		err = textCmd(strings.TrimSuffix(os.Args[1], "-text"), os.Args[2:], os.Stdin, os.Stdout, os.Stderr)
 	case "version":
 		fmt.Println(version)
 	case "-h", "--help", "help":
