@@ -60,6 +60,10 @@ type pattern struct {
 	// need, if set, is a cheap test the text must pass for the pattern
 	// to be run at all (the literal every match contains).
 	need func(text string) bool
+	// claims: a candidate that fails its check still keeps later patterns
+	// out of its span (an IBAN-shaped code with a bad check digit is an
+	// account-like identifier, not a card or phone number inside one).
+	claims bool
 }
 
 func contains(subs ...string) func(string) bool {
@@ -74,17 +78,17 @@ func contains(subs ...string) func(string) bool {
 }
 
 var patterns = []pattern{
-	{Secret, regexp.MustCompile(`-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----[\s\S]+?-----END (?:[A-Z]+ )?PRIVATE KEY-----`), 0, nil, contains("-----BEGIN")},
-	{Secret, regexp.MustCompile(`\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|\bgh[pousr]_[A-Za-z0-9]{36}\b|\bxox[abprs]-[A-Za-z0-9-]{10,}\b|\bsk_(?:live|test)_[A-Za-z0-9]{16,}\b|\bAIza[0-9A-Za-z_-]{35}\b|\bavt_[A-Z2-7]{52}\b`), 0, nil, contains("AKIA", "ASIA", "gh", "xox", "sk_", "AIza", "avt_")},
-	{Secret, regexp.MustCompile(`(?i)\bbearer\s+([A-Za-z0-9\-._~+/]{20,}=*)`), 1, nil, contains("earer", "EARER")},
-	{Email, regexp.MustCompile(`[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}`), 0, validEmail, contains("@")},
-	{IBAN, regexp.MustCompile(`\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b`), 0, validIBAN, nil},
-	{CreditCard, regexp.MustCompile(`\b\d(?:[ -]?\d){12,18}\b`), 0, validCard, nil},
-	{USSSN, regexp.MustCompile(`\b(\d{3})-(\d{2})-(\d{4})\b`), 0, validSSN, nil},
-	{DateOfBirth, regexp.MustCompile(`(?i)\b(?:born(?: on)?|dob|d\.o\.b\.|date of birth|birth ?date|birthday|geboren(?: am)?|né(?:e)? le|fecha de nacimiento)\b[\s:,-]*((?:\d{4}-\d{2}-\d{2})|(?:\d{1,2}[./-]\d{1,2}[./-]\d{2,4})|(?:\d{1,2}(?:st|nd|rd|th)? (?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.? \d{4})|(?:(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.? \d{1,2}(?:st|nd|rd|th)?,? \d{4}))`), 1, nil, nil},
-	{IPAddress, regexp.MustCompile(`\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b`), 0, nil, nil},
-	{IPAddress, regexp.MustCompile(`(?i)(?:[0-9a-f]{1,4}|:)(?::[0-9a-f]{0,4}){2,7}`), 0, validIPv6, contains("::", ":0", ":1", ":2", ":3", ":4", ":5", ":6", ":7", ":8", ":9", ":a", ":b", ":c", ":d", ":e", ":f", ":A", ":B", ":C", ":D", ":E", ":F")},
-	{Phone, regexp.MustCompile(`(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{1,5}(?:[ .-]?\d{1,5}){1,5}`), 0, validPhone, nil},
+	{Secret, regexp.MustCompile(`-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----[\s\S]+?-----END (?:[A-Z]+ )?PRIVATE KEY-----`), 0, nil, contains("-----BEGIN"), false},
+	{Secret, regexp.MustCompile(`\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|\bgh[pousr]_[A-Za-z0-9]{36}\b|\bxox[abprs]-[A-Za-z0-9-]{10,}\b|\bsk_(?:live|test)_[A-Za-z0-9]{16,}\b|\bAIza[0-9A-Za-z_-]{35}\b|\bavt_[A-Z2-7]{52}\b`), 0, nil, contains("AKIA", "ASIA", "gh", "xox", "sk_", "AIza", "avt_"), false},
+	{Secret, regexp.MustCompile(`(?i)\bbearer\s+([A-Za-z0-9\-._~+/]{20,}=*)`), 1, nil, contains("earer", "EARER"), false},
+	{Email, regexp.MustCompile(`[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}`), 0, validEmail, contains("@"), false},
+	{IBAN, regexp.MustCompile(`\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b`), 0, validIBAN, nil, true},
+	{CreditCard, regexp.MustCompile(`\b\d(?:[ -]?\d){12,18}\b`), 0, validCard, nil, false},
+	{USSSN, regexp.MustCompile(`\b(\d{3})-(\d{2})-(\d{4})\b`), 0, validSSN, nil, false},
+	{DateOfBirth, regexp.MustCompile(`(?i)\b(?:born(?: on)?|dob|d\.o\.b\.|date of birth|birth ?date|birthday|geboren(?: am)?|né(?:e)? le|fecha de nacimiento)\b[\s:,-]*((?:\d{4}-\d{2}-\d{2})|(?:\d{1,2}[./-]\d{1,2}[./-]\d{2,4})|(?:\d{1,2}(?:st|nd|rd|th)? (?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.? \d{4})|(?:(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.? \d{1,2}(?:st|nd|rd|th)?,? \d{4}))`), 1, nil, nil, false},
+	{IPAddress, regexp.MustCompile(`\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b`), 0, nil, nil, false},
+	{IPAddress, regexp.MustCompile(`(?i)(?:[0-9a-f]{1,4}|:)(?::[0-9a-f]{0,4}){2,7}`), 0, validIPv6, contains("::", ":0", ":1", ":2", ":3", ":4", ":5", ":6", ":7", ":8", ":9", ":a", ":b", ":c", ":d", ":e", ":f", ":A", ":B", ":C", ":D", ":E", ":F"), false},
+	{Phone, regexp.MustCompile(`(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{1,5}(?:[ .-]?\d{1,5}){1,5}`), 0, validPhone, nil, false},
 }
 
 // Find returns the sensitive values in text, in order, none overlapping:
@@ -93,11 +97,13 @@ var patterns = []pattern{
 // found is dropped before it is checked, so the costly checks (a phone
 // number's parse) run only on what no earlier pattern explained.
 func Find(text string, o Options) []Entity {
-	var out []Entity
+	var out, claimed []Entity
 	overlaps := func(start, end int) bool {
-		for _, e := range out {
-			if start < e.End && e.Start < end {
-				return true
+		for _, spans := range [][]Entity{out, claimed} {
+			for _, e := range spans {
+				if start < e.End && e.Start < end {
+					return true
+				}
 			}
 		}
 		return false
@@ -115,6 +121,9 @@ func Find(text string, o Options) []Entity {
 				continue
 			}
 			if p.valid != nil && !p.valid(text[start:end], o) {
+				if p.claims {
+					claimed = append(claimed, Entity{p.typ, start, end})
+				}
 				continue
 			}
 			out = append(out, Entity{p.typ, start, end})
