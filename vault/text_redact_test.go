@@ -2,6 +2,7 @@ package vault
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 )
@@ -68,5 +69,40 @@ func TestRedactRestore(t *testing.T) {
 		if _, err := e.svc.Redact(ctx, writer, bad); err == nil {
 			t.Errorf("redact %+v accepted", bad)
 		}
+	}
+}
+
+// TestRestoreNeedsApproval: a restore that trips an approval rule (here a
+// grant's approval_over) is held, and the same text with the approval id
+// restores once after a person approves.
+func TestRestoreNeedsApproval(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	red, err := e.svc.Redact(ctx, RequestMeta{}, RedactRequest{Text: "a@example.com b@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent, _, _ := e.svc.CreatePrincipal(ctx, RequestMeta{}, "bot", []Role{RoleAgent})
+	approver, _, _ := e.svc.CreatePrincipal(ctx, RequestMeta{}, "carol", []Role{RoleApprover})
+	one := 1
+	if _, err := e.svc.CreateGrant(ctx, RequestMeta{}, GrantRequest{PrincipalID: agent.ID, Collection: "text", Fields: []string{"email"}, Purpose: "p", TTL: "1h", Reveal: RevealPlain, ApprovalOver: &one}); err != nil {
+		t.Fatal(err)
+	}
+	as := RequestMeta{Actor: agent}
+	held, err := e.svc.RestoreText(ctx, as, TextRestoreRequest{Text: red.Text, Purpose: "p"})
+	if err != nil || held.Text != red.Text || held.Results[0].Status != StatusPending {
+		t.Fatalf("held: %+v %v", held, err)
+	}
+	id := held.Results[0].ApprovalID
+	if _, err := e.svc.DecideApproval(ctx, RequestMeta{Actor: approver}, id, true, "ok for the ticket"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := e.svc.RestoreText(ctx, as, TextRestoreRequest{Text: red.Text, Purpose: "p", ApprovalID: id})
+	if err != nil || out.Text != "a@example.com b@example.com" {
+		t.Fatalf("redeemed: %+v %v", out, err)
+	}
+	if _, err := e.svc.RestoreText(ctx, as, TextRestoreRequest{Text: red.Text, Purpose: "p", ApprovalID: id}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("a second redemption: %v", err)
 	}
 }
