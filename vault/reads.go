@@ -92,6 +92,61 @@ func (v view) fieldsFor(recordID string) (map[string]bool, bool) {
 // a collection it has no grant on (or that does not exist) are answered
 // alike, after an audit entry alike.
 func (s *Service) GetRecord(ctx context.Context, meta RequestMeta, collection, id, purpose string) (*Record, error) {
+	r, err := s.openRead(meta, "records.read", collection, purpose)
+	if err != nil {
+		return nil, err
+	}
+	r.entry.RecordIDs = []string{id}
+	if r.hidden {
+		return nil, r.refuse(noGrant, 1024, r.collectionNotFound())
+	}
+	rec, err := s.readRecord(collection, id)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	shown, visible := r.view.fieldsFor(id)
+	switch {
+	case err != nil:
+		r.entry.Decision = StatusNotFound
+		return nil, r.answer(1024, err)
+	case !visible:
+		return nil, r.refuse("the record is outside every grant of this agent for this purpose", 1024,
+			notFound("record_not_found", "no record %q in collection %q", id, collection))
+	}
+	for name := range rec.Fields {
+		if shown != nil && !shown[name] {
+			delete(rec.Fields, name)
+			continue
+		}
+		r.entry.Fields = append(r.entry.Fields, name)
+	}
+	slices.Sort(r.entry.Fields)
+	if err := r.answer(1024, nil); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// recordRead is one read of records on its way in. Every read of records,
+// whatever asks (GetRecord, ListRecords, SearchRecords; over HTTP or MCP),
+// starts at openRead and ends in refuse or answer, so the grant check and
+// the fail-closed audit entry are the same for all of them.
+type recordRead struct {
+	s      *Service
+	view   view
+	entry  *AuditEntry
+	hidden bool // the collection is missing or the agent has no live grant on it for the purpose
+}
+
+// noGrant is the audit reason for a read of a collection the agent has no
+// live grant on for its purpose (or that does not exist).
+const noGrant = "no live grant of this agent on this collection for this purpose"
+
+// openRead checks the collection and works out the actor's view of it for
+// the purpose, and starts the read's audit entry. For an agent, a missing
+// collection is not an error here: it is hidden, answered later exactly
+// like one it has no grant on, after an audit entry alike.
+func (s *Service) openRead(meta RequestMeta, action, collection, purpose string) (*recordRead, error) {
 	_, schemaErr := s.schema(collection)
 	if schemaErr != nil && (fullView(meta.Actor) || !errors.Is(schemaErr, ErrNotFound)) {
 		return nil, schemaErr
@@ -100,41 +155,31 @@ func (s *Service) GetRecord(ctx context.Context, meta RequestMeta, collection, i
 	if err != nil {
 		return nil, err
 	}
-	e := s.newEntry(meta, "records.read")
-	e.Collection, e.Purpose, e.RecordIDs = collection, purpose, []string{id}
-	var rec *Record
-	var answer error
-	switch {
-	case schemaErr != nil, !v.all && len(v.grants) == 0:
-		e.Decision, e.Reason = DecisionDenied, "no live grant of this agent on this collection for this purpose"
-		answer = notFound("collection_not_found", "no collection %q", collection)
-	default:
-		rec, answer = s.readRecord(collection, id)
-		if answer != nil && !errors.Is(answer, ErrNotFound) {
-			return nil, answer
-		}
-		shown, visible := v.fieldsFor(id)
-		switch {
-		case answer != nil:
-			e.Decision = StatusNotFound
-		case !visible:
-			e.Decision, e.Reason = DecisionDenied, "the record is outside every grant of this agent for this purpose"
-			rec, answer = nil, notFound("record_not_found", "no record %q in collection %q", id, collection)
-		default:
-			for name := range rec.Fields {
-				if shown != nil && !shown[name] {
-					delete(rec.Fields, name)
-					continue
-				}
-				e.Fields = append(e.Fields, name)
-			}
-			slices.Sort(e.Fields)
-		}
+	e := s.newEntry(meta, action)
+	e.Collection, e.Purpose = collection, purpose
+	return &recordRead{s: s, view: v, entry: e, hidden: schemaErr != nil || (!v.all && len(v.grants) == 0)}, nil
+}
+
+// collectionNotFound is the answer to a hidden collection.
+func (r *recordRead) collectionNotFound() error {
+	return notFound("collection_not_found", "no collection %q", r.entry.Collection)
+}
+
+// refuse records the read as denied for reason and answers with refusal;
+// if the entry cannot be written, that error is the answer.
+func (r *recordRead) refuse(reason string, size int, refusal error) error {
+	r.entry.Decision, r.entry.Reason = DecisionDenied, reason
+	return r.answer(size, refusal)
+}
+
+// answer writes the read's audit entry (size is its estimated encoded
+// size) and then answers with result; a read whose entry cannot be
+// written fails and returns nothing.
+func (r *recordRead) answer(size int, result error) error {
+	if err := r.s.writer.apply(&mutation{entry: r.entry, size: size, auditOnly: true}); err != nil {
+		return err
 	}
-	if err := s.writer.apply(&mutation{entry: e, size: 1024, auditOnly: true}); err != nil {
-		return nil, err
-	}
-	return rec, answer
+	return result
 }
 
 // hideCollection answers an agent about a collection that does not exist
@@ -237,29 +282,19 @@ func (s *Service) ListRecords(ctx context.Context, meta RequestMeta, collection,
 			return nil, "", invalid("invalid_cursor", "after must be the next cursor of an earlier page")
 		}
 	}
-	_, schemaErr := s.schema(collection)
-	if schemaErr != nil && (fullView(meta.Actor) || !errors.Is(schemaErr, ErrNotFound)) {
-		return nil, "", schemaErr
-	}
-	v, err := s.viewOf(meta.Actor, collection, purpose)
+	r, err := s.openRead(meta, "records.read", collection, purpose)
 	if err != nil {
 		return nil, "", err
 	}
-	e := s.newEntry(meta, "records.read")
-	e.Collection, e.Purpose = collection, purpose
-	if schemaErr != nil || (!v.all && len(v.grants) == 0) {
-		e.Decision, e.Reason = DecisionDenied, "no live grant of this agent on this collection for this purpose"
-		if err := s.writer.apply(&mutation{entry: e, size: 1024, auditOnly: true}); err != nil {
-			return nil, "", err
-		}
-		return nil, "", notFound("collection_not_found", "no collection %q", collection)
+	if r.hidden {
+		return nil, "", r.refuse(noGrant, 1024, r.collectionNotFound())
 	}
-	recs, next, err := s.page(ctx, collection, v, limit, after)
+	recs, next, err := s.page(ctx, collection, r.view, limit, after)
 	if err != nil {
 		return nil, "", err
 	}
-	fillReadEntry(e, recs)
-	if err := s.writer.apply(&mutation{entry: e, size: 2048 + 40*min(len(recs), auditIDsUpTo), auditOnly: true}); err != nil {
+	fillReadEntry(r.entry, recs)
+	if err := r.answer(2048+40*min(len(recs), auditIDsUpTo), nil); err != nil {
 		return nil, "", err
 	}
 	return recs, next, nil

@@ -113,21 +113,56 @@ func TestAgentSeesOnlyWhatGrantsName(t *testing.T) {
 	}
 }
 
-// TestReadFailsClosed: if the read's audit entry cannot be written, the
-// read returns nothing.
+// TestReadFailsClosed: every read of records, allowed or refused, writes
+// its audit entry before it answers; if the entry cannot be written, the
+// read returns nothing and says the vault is unavailable.
 func TestReadFailsClosed(t *testing.T) {
 	t.Parallel()
 	sc := newScene(t)
 	ctx := context.Background()
-	fault := errors.New("injected: disk gone")
-	sc.svc.writer.fault.Store(&fault)
-	rec, err := sc.svc.GetRecord(ctx, RequestMeta{Actor: sc.writer}, "hr", sc.recA.ID, "")
-	if rec != nil || !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("read with the audit log down: %+v %v", rec, err)
+	card := tokenOf(t, sc.recA, "card")
+	reads := map[string]func(meta RequestMeta, purpose string) (int, error){
+		"get": func(meta RequestMeta, purpose string) (int, error) {
+			rec, err := sc.svc.GetRecord(ctx, meta, "hr", sc.recA.ID, purpose)
+			if rec != nil {
+				return 1, err
+			}
+			return 0, err
+		},
+		"list": func(meta RequestMeta, purpose string) (int, error) {
+			recs, _, err := sc.svc.ListRecords(ctx, meta, "hr", purpose, 0, "")
+			return len(recs), err
+		},
+		"search": func(meta RequestMeta, purpose string) (int, error) {
+			recs, _, err := sc.svc.SearchRecords(ctx, meta, "hr", SearchRequest{Where: where("card", card), Purpose: purpose})
+			return len(recs), err
+		},
 	}
-	sc.svc.writer.fault.Store(nil)
-	if _, err := sc.svc.GetRecord(ctx, RequestMeta{Actor: sc.writer}, "hr", sc.recA.ID, ""); err != nil {
-		t.Fatal(err)
+	actors := []struct {
+		name    string
+		meta    RequestMeta
+		purpose string
+		want    error // the answer with the audit log up
+	}{
+		{"writer", RequestMeta{Actor: sc.writer}, "", nil},
+		{"agent without a grant", RequestMeta{Actor: sc.agent}, "payroll", ErrNotFound},
+	}
+	fault := errors.New("injected: disk gone")
+	for name, read := range reads {
+		for _, a := range actors {
+			t.Run(name+"/"+a.name, func(t *testing.T) {
+				sc.svc.writer.fault.Store(&fault)
+				n, err := read(a.meta, a.purpose)
+				sc.svc.writer.fault.Store(nil)
+				if n != 0 || !errors.Is(err, ErrUnavailable) {
+					t.Fatalf("with the audit log down: %d records, %v; want none and unavailable", n, err)
+				}
+				n, err = read(a.meta, a.purpose)
+				if !errors.Is(err, a.want) || (a.want == nil && n == 0) {
+					t.Fatalf("with the audit log up: %d records, %v; want %v", n, err, a.want)
+				}
+			})
+		}
 	}
 }
 

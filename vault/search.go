@@ -81,11 +81,7 @@ func (s *Service) SearchRecords(ctx context.Context, meta RequestMeta, collectio
 			return nil, "", invalid("invalid_cursor", "after must be the next cursor of an earlier page")
 		}
 	}
-	c, schemaErr := s.collection(collection)
-	if schemaErr != nil && (fullView(meta.Actor) || !errors.Is(schemaErr, ErrNotFound)) {
-		return nil, "", schemaErr
-	}
-	v, err := s.viewOf(meta.Actor, collection, req.Purpose)
+	r, err := s.openRead(meta, "records.search", collection, req.Purpose)
 	if err != nil {
 		return nil, "", err
 	}
@@ -93,8 +89,6 @@ func (s *Service) SearchRecords(ctx context.Context, meta RequestMeta, collectio
 	if err != nil {
 		return nil, "", err
 	}
-	e := s.newEntry(meta, "records.search")
-	e.Collection, e.Purpose = collection, req.Purpose
 	names := make([]string, 0, len(req.Where))
 	for name := range req.Where {
 		names = append(names, name)
@@ -105,32 +99,29 @@ func (s *Service) SearchRecords(ctx context.Context, meta RequestMeta, collectio
 		if err != nil {
 			return nil, "", err
 		}
-		e.Tokens = append(e.Tokens, TokenDecision{TokenHash: hex.EncodeToString(h), Field: name, Decision: "searched"})
+		r.entry.Tokens = append(r.entry.Tokens, TokenDecision{TokenHash: hex.EncodeToString(h), Field: name, Decision: "searched"})
 	}
-	if schemaErr != nil || (!v.all && len(v.grants) == 0) {
-		e.Decision, e.Reason = DecisionDenied, "no live grant of this agent on this collection for this purpose"
-		if err := s.writer.apply(&mutation{entry: e, size: 2048, auditOnly: true}); err != nil {
-			return nil, "", err
-		}
-		return nil, "", notFound("collection_not_found", "no collection %q", collection)
+	if r.hidden {
+		return nil, "", r.refuse(noGrant, 2048, r.collectionNotFound())
 	}
-	conds, err := s.conditions(c, v, meta.Actor, req.Where, names)
+	c, err := s.collection(collection)
+	if err != nil {
+		return nil, "", err
+	}
+	conds, err := s.conditions(c, r.view, meta.Actor, req.Where, names)
 	if errors.Is(err, ErrForbidden) {
 		// A refused membership probe is worth an entry of its own.
-		e.Decision, e.Reason = DecisionDenied, err.Error()
-		if aerr := s.writer.apply(&mutation{entry: e, size: 2048, auditOnly: true}); aerr != nil {
-			return nil, "", aerr
-		}
+		return nil, "", r.refuse(err.Error(), 2048, err)
 	}
 	if err != nil {
 		return nil, "", err
 	}
-	recs, next, err := s.searchPage(ctx, c.Name, v, conds, req.Limit, req.After)
+	recs, next, err := s.searchPage(ctx, c.Name, r.view, conds, req.Limit, req.After)
 	if err != nil {
 		return nil, "", err
 	}
-	fillReadEntry(e, recs)
-	if err := s.writer.apply(&mutation{entry: e, size: 4096 + 40*min(len(recs), auditIDsUpTo), auditOnly: true}); err != nil {
+	fillReadEntry(r.entry, recs)
+	if err := r.answer(4096+40*min(len(recs), auditIDsUpTo), nil); err != nil {
 		return nil, "", err
 	}
 	return recs, next, nil
