@@ -165,6 +165,18 @@ func isPlainJSONString(raw []byte) bool {
 	return true
 }
 
+// badValue answers a value parseValue refused, where names it:
+// invalid_value for the right type outside the field's format or a
+// float64's precision, wrong_type otherwise. Neither names the value.
+func badValue(err error, where string) error {
+	code := "wrong_type"
+	var fe *formatError
+	if errors.As(err, &fe) || errors.Is(err, errInexactNumber) {
+		code = "invalid_value"
+	}
+	return invalid(code, "%s %v", where, err)
+}
+
 // errInexactNumber reports a number that a float64 would round.
 var errInexactNumber = errors.New("must be a number a 64-bit float holds exactly (at most 15 significant digits, within ±1.7e308); store longer numbers as strings")
 
@@ -240,32 +252,12 @@ func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collectio
 				return nil, invalid("unknown_field", "record %d: collection %q has no field %q", i, c.Name, name)
 			}
 			v, err := parseValue(f, raw)
-			var fe *formatError
-			if errors.As(err, &fe) || errors.Is(err, errInexactNumber) {
-				return nil, invalid("invalid_value", "record %d: field %q %v", i, name, err)
-			}
 			if err != nil {
-				return nil, invalid("wrong_type", "record %d: field %q %v", i, name, err)
+				return nil, badValue(err, fmt.Sprintf("record %d: field %q", i, name))
 			}
-			all = append(all, preparedField{field: f})
-			pf := &all[len(all)-1]
-			if !f.Sensitive {
-				pf.value = v
-			} else {
-				pf.cipher, err = c.dek().Encrypt(v, fieldAD(c.Name, pr.id, name))
-				if err != nil {
-					return nil, fmt.Errorf("encrypt field %q: %w", name, err)
-				}
-				switch f.Token {
-				case tokenizer.KindRandom:
-					pf.token = tokenizer.Random()
-				case tokenizer.KindDeterministic:
-					if pf.token, err = tokenizer.Deterministic(c.index, name, canonical(f, v)); err != nil {
-						return nil, err
-					}
-				case tokenizer.KindFormatPreserving:
-					_ = json.Unmarshal(v, &pf.fpe) // a string: parseValue checked it
-				}
+			all = append(all, preparedField{})
+			if err := prepareField(&all[len(all)-1], c, f, pr.id, v); err != nil {
+				return nil, err
 			}
 		}
 		pr.fields = all[first:len(all):len(all)]
@@ -426,30 +418,7 @@ func (s *Service) DeleteRecord(ctx context.Context, meta RequestMeta, collection
 		}
 		perKey := map[uint32]int64{}
 		for _, f := range sr.Fields {
-			if !f.sensitive() {
-				if fd, ok := schema.Field(f.Name); ok && fd.Index {
-					if err := txn.Delete(plainIndexKey(collection, f.Name, indexedValue(fd, f.Value), id)); err != nil {
-						return err
-					}
-				}
-				continue
-			}
-			key := tokenIndexKey(f.Token, collection, id, f.Name)
-			if item, err := txn.Get(key); err == nil {
-				err := item.Value(func(v []byte) error {
-					ct, _, err := cipherOf(key, v)
-					if kid, ok := keys.KeyID(ct); err == nil && ok {
-						perKey[kid]--
-					}
-					return err
-				})
-				if err != nil {
-					return err
-				}
-			} else if !errors.Is(err, badger.ErrKeyNotFound) {
-				return err
-			}
-			if err := txn.Delete(key); err != nil {
+			if err := dropField(txn, &schema, id, f, perKey); err != nil {
 				return err
 			}
 		}

@@ -41,14 +41,11 @@ func (s *Service) UpdateRecord(ctx context.Context, meta RequestMeta, collection
 			continue
 		}
 		v, err := parseValue(f, raw)
-		var fe *formatError
-		if errors.As(err, &fe) || errors.Is(err, errInexactNumber) {
-			return nil, invalid("invalid_value", "field %q %v", name, err)
-		}
 		if err != nil {
-			return nil, invalid("wrong_type", "field %q %v", name, err)
+			return nil, badValue(err, fmt.Sprintf("field %q", name))
 		}
-		if prepared[name], err = s.prepareField(c, f, id, v); err != nil {
+		prepared[name] = new(preparedField)
+		if err := prepareField(prepared[name], c, f, id, v); err != nil {
 			return nil, err
 		}
 	}
@@ -102,7 +99,7 @@ func (s *Service) UpdateRecord(ctx context.Context, meta RequestMeta, collection
 		// their per-key counts) and plain index keys.
 		for _, f := range sr.Fields {
 			if prepared[f.Name] != nil || removed[f.Name] {
-				if err := s.dropField(txn, c, id, f, perKey); err != nil {
+				if err := dropField(txn, &c.Collection, id, f, perKey); err != nil {
 					return err
 				}
 			}
@@ -135,35 +132,36 @@ func (s *Service) UpdateRecord(ctx context.Context, meta RequestMeta, collection
 	return out, nil
 }
 
-// prepareField encrypts a parsed value for a record (a sensitive field),
-// outside the writer. Format-preserving tokens are drawn in the writer,
-// where the reservation is checked.
-func (s *Service) prepareField(c *collection, f *Field, id string, v json.RawMessage) (*preparedField, error) {
+// prepareField encrypts a parsed value for a record (a sensitive field)
+// into pf, outside the writer. Format-preserving tokens are drawn in the
+// writer, where the reservation is checked. Batches fill their fields in
+// place, one allocation for all of them.
+func prepareField(pf *preparedField, c *collection, f *Field, id string, v json.RawMessage) error {
 	var err error
-	pf := &preparedField{field: f}
+	*pf = preparedField{field: f}
 	if !f.Sensitive {
 		pf.value = v
-		return pf, nil
+		return nil
 	}
 	if pf.cipher, err = c.dek().Encrypt(v, fieldAD(c.Name, id, f.Name)); err != nil {
-		return nil, fmt.Errorf("encrypt field %q: %w", f.Name, err)
+		return fmt.Errorf("encrypt field %q: %w", f.Name, err)
 	}
 	switch f.Token {
 	case tokenizer.KindRandom:
 		pf.token = tokenizer.Random()
 	case tokenizer.KindDeterministic:
 		if pf.token, err = tokenizer.Deterministic(c.index, f.Name, canonical(f, v)); err != nil {
-			return nil, err
+			return err
 		}
 	case tokenizer.KindFormatPreserving:
-		_ = json.Unmarshal(v, &pf.fpe)
+		_ = json.Unmarshal(v, &pf.fpe) // a string: parseValue checked it
 	}
-	return pf, nil
+	return nil
 }
 
 // dropField removes what a stored field keeps outside the record: its
 // token index entry (counting its key down) or its plain index key.
-func (s *Service) dropField(txn *badger.Txn, c *collection, id string, f storedField, perKey map[uint32]int64) error {
+func dropField(txn *badger.Txn, c *Collection, id string, f storedField, perKey map[uint32]int64) error {
 	if !f.sensitive() {
 		if fd, ok := c.Field(f.Name); ok && fd.Index {
 			return txn.Delete(plainIndexKey(c.Name, f.Name, indexedValue(fd, f.Value), id))
