@@ -19,6 +19,8 @@ import (
 	"strings"
 
 	"github.com/nyaruka/phonenumbers"
+
+	"github.com/agentvault/agentvault/tokenizer"
 )
 
 // Entity types, upper snake case as the API names them.
@@ -163,7 +165,7 @@ func validEmail(s string, _ Options) bool {
 // separators only between groups of digits.
 func validCard(s string, _ Options) bool {
 	d := digitsOf(s)
-	if !luhn(d) {
+	if len(d) < 13 || !tokenizer.LuhnValid(d) {
 		return false
 	}
 	n := len(d)
@@ -192,22 +194,6 @@ func validCard(s string, _ Options) bool {
 		return n >= 16 && n <= 19
 	}
 	return false
-}
-
-func luhn(d string) bool {
-	sum, double := 0, false
-	for i := len(d) - 1; i >= 0; i-- {
-		x := int(d[i] - '0')
-		if double {
-			x *= 2
-			if x > 9 {
-				x -= 9
-			}
-		}
-		sum += x
-		double = !double
-	}
-	return len(d) > 0 && sum%10 == 0
 }
 
 // ibanLengths are the IBAN lengths of the countries that use them.
