@@ -28,23 +28,19 @@ func printableText(s string) bool {
 }
 
 // checkPurpose validates a purpose given with a grant or a request.
-func checkPurpose(p string) error {
-	if p == "" || len(p) > MaxPurposeLen {
-		return invalid("invalid_purpose", "purpose is required, at most %d characters", MaxPurposeLen)
-	}
-	if !printableText(p) {
-		return invalid("invalid_purpose", "purpose must be printable text: no control, format or bidirectional characters")
-	}
-	return nil
-}
+func checkPurpose(p string) error { return checkLabel(p, "purpose", MaxPurposeLen) }
 
 // checkReason validates an approver's reason.
-func checkReason(r string) error {
-	if r == "" || len(r) > MaxReasonLen {
-		return invalid("invalid_reason", "a reason is required, at most %d characters", MaxReasonLen)
+func checkReason(r string) error { return checkLabel(r, "reason", MaxReasonLen) }
+
+// checkLabel validates a short required text that is kept in the audit
+// log and shown to people: what names it in answers (invalid_<what>).
+func checkLabel(v, what string, max int) error {
+	if v == "" || len(v) > max {
+		return invalid("invalid_"+what, "%s is required, at most %d characters", what, max)
 	}
-	if !printableText(r) {
-		return invalid("invalid_reason", "reason must be printable text: no control, format or bidirectional characters")
+	if !printableText(v) {
+		return invalid("invalid_"+what, "%s must be printable text: no control, format or bidirectional characters", what)
 	}
 	return nil
 }

@@ -215,6 +215,9 @@ func (s *Service) RestoreText(ctx context.Context, meta RequestMeta, req TextRes
 	if len(req.Text) > MaxTextBytes {
 		return nil, &Error{Kind: ErrTooLarge, Code: "text_too_large", Message: "a text holds at most 1 MiB"}
 	}
+	if err := checkPurpose(req.Purpose); err != nil {
+		return nil, err
+	}
 	matches := textTokenRe.FindAllStringSubmatchIndex(req.Text, -1)
 	var inText, dtks []string
 	for _, m := range matches {
@@ -226,7 +229,7 @@ func (s *Service) RestoreText(ctx context.Context, meta RequestMeta, req TextRes
 		dtks = append(dtks, tokenizer.DeterministicPrefix+req.Text[m[4]:m[5]])
 	}
 	if len(dtks) == 0 {
-		return &TextRestoreResult{Text: req.Text, Results: []DetokenizeResult{}}, checkPurpose(req.Purpose)
+		return &TextRestoreResult{Text: req.Text, Results: []DetokenizeResult{}}, nil
 	}
 	res, err := s.Detokenize(ctx, meta, DetokenizeRequest{Tokens: dtks, Purpose: req.Purpose, ApprovalID: req.ApprovalID})
 	if err != nil {
