@@ -56,6 +56,12 @@ func (s *Server) listRecords(w http.ResponseWriter, r *http.Request) {
 		limit = n
 	}
 	recs, next, err := s.svc.ListRecords(r.Context(), meta(r), mux.Vars(r)["collection"], q.Get("purpose"), limit, q.Get("after"))
+	s.writeRecordPage(w, r, recs, next, err)
+}
+
+// writeRecordPage answers a page of records: {records, next} with next
+// left out on the last page.
+func (s *Server) writeRecordPage(w http.ResponseWriter, r *http.Request, recs []vault.Record, next string, err error) {
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -74,15 +80,7 @@ func (s *Server) searchRecords(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	recs, next, err := s.svc.SearchRecords(r.Context(), meta(r), mux.Vars(r)["collection"], req)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	body := map[string]any{"records": recs}
-	if next != "" {
-		body["next"] = next
-	}
-	writeJSON(w, http.StatusOK, body)
+	s.writeRecordPage(w, r, recs, next, err)
 }
 
 // updateRecord changes fields of a record: {fields: {name: value|null}}.
