@@ -2,21 +2,15 @@ package httpapi
 
 import (
 	"net/http"
-	"strconv"
 
 	"github.com/gorilla/mux"
 )
 
 func (s *Server) listApprovals(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	limit := 0 // all
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			writeError(w, http.StatusBadRequest, "invalid_limit", "limit must be a positive number")
-			return
-		}
-		limit = n
+	limit, ok := queryLimit(w, q) // 0: all
+	if !ok {
+		return
 	}
 	as, err := s.svc.ListApprovals(r.Context(), principal(r), q.Get("status"))
 	if err != nil {

@@ -34,11 +34,9 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_order", "order must be asc or desc")
 		return
 	}
-	if v := q.Get("limit"); v != "" {
-		if f.Limit, err = strconv.Atoi(v); err != nil || f.Limit < 1 {
-			writeError(w, http.StatusBadRequest, "invalid_limit", "limit must be a positive number")
-			return
-		}
+	var ok bool
+	if f.Limit, ok = queryLimit(w, q); !ok {
+		return
 	}
 	for name, dst := range map[string]*time.Time{"since": &f.Since, "until": &f.Until} {
 		if v := q.Get(name); v != "" {

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"strconv"
 
 	"github.com/gorilla/mux"
@@ -46,17 +47,27 @@ func (s *Server) getRecord(w http.ResponseWriter, r *http.Request) {
 // listRecords pages through a collection: ?limit=&after=&purpose=.
 func (s *Server) listRecords(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	limit := 0
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			writeError(w, http.StatusBadRequest, "invalid_limit", "limit must be a positive number")
-			return
-		}
-		limit = n
+	limit, ok := queryLimit(w, q)
+	if !ok {
+		return
 	}
 	recs, next, err := s.svc.ListRecords(r.Context(), meta(r), mux.Vars(r)["collection"], q.Get("purpose"), limit, q.Get("after"))
 	s.writeRecordPage(w, r, recs, next, err)
+}
+
+// queryLimit reads ?limit=, 0 when it is absent; a limit that is not a
+// positive number is answered invalid_limit and ok is false.
+func queryLimit(w http.ResponseWriter, q url.Values) (limit int, ok bool) {
+	v := q.Get("limit")
+	if v == "" {
+		return 0, true
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		writeError(w, http.StatusBadRequest, "invalid_limit", "limit must be a positive number")
+		return 0, false
+	}
+	return n, true
 }
 
 // writeRecordPage answers a page of records: {records, next} with next
