@@ -195,21 +195,30 @@ func (s *Service) hideCollection(actor *Principal, err error) error {
 // without any check or audit entry: callers decide and record.
 func (s *Service) readRecord(collection, id string) (*Record, error) {
 	var sr storedRecord
-	err := s.store.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(recordKey(collection, id))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return notFound("record_not_found", "no record %q in collection %q", id, collection)
-		}
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) (err error) { sr, err = decodeRecord(v); return err })
+	err := s.store.View(func(txn *badger.Txn) (err error) {
+		sr, err = loadRecord(txn, collection, id)
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	rec := recordFrom(id, sr, nil)
 	return &rec, nil
+}
+
+// loadRecord reads a stored record in txn; a missing one is
+// record_not_found.
+func loadRecord(txn *badger.Txn, collection, id string) (storedRecord, error) {
+	item, err := txn.Get(recordKey(collection, id))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return storedRecord{}, notFound("record_not_found", "no record %q in collection %q", id, collection)
+	}
+	if err != nil {
+		return storedRecord{}, err
+	}
+	var sr storedRecord
+	err = item.Value(func(v []byte) (err error) { sr, err = decodeRecord(v); return err })
+	return sr, err
 }
 
 // visibleSchema cuts a schema down to what the view shows: for an agent,

@@ -405,15 +405,11 @@ func (s *Service) DeleteRecord(ctx context.Context, meta RequestMeta, collection
 	e.Collection = collection
 	e.RecordIDs = []string{id}
 	err = s.writer.apply(&mutation{entry: e, size: 4096, prepare: func(txn *badger.Txn) error {
-		item, err := txn.Get(recordKey(collection, id))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return reject(notFound("record_not_found", "no record %q in collection %q", id, collection))
+		sr, err := loadRecord(txn, collection, id)
+		if errors.Is(err, ErrNotFound) {
+			return reject(err)
 		}
 		if err != nil {
-			return err
-		}
-		var sr storedRecord
-		if err := item.Value(func(v []byte) (err error) { sr, err = decodeRecord(v); return err }); err != nil {
 			return err
 		}
 		perKey := map[uint32]int64{}

@@ -57,15 +57,11 @@ func (s *Service) UpdateRecord(ctx context.Context, meta RequestMeta, collection
 	slices.Sort(e.Fields)
 	var out *Record
 	err = s.writer.apply(&mutation{entry: e, size: 4096 + 64*len(changes) + MaxValueBytes*len(prepared), prepare: func(txn *badger.Txn) error {
-		item, err := txn.Get(recordKey(c.Name, id))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return reject(notFound("record_not_found", "no record %q in collection %q", id, c.Name))
+		sr, err := loadRecord(txn, c.Name, id)
+		if errors.Is(err, ErrNotFound) {
+			return reject(err)
 		}
 		if err != nil {
-			return err
-		}
-		var sr storedRecord
-		if err := item.Value(func(v []byte) (err error) { sr, err = decodeRecord(v); return err }); err != nil {
 			return err
 		}
 		perKey := map[uint32]int64{}
