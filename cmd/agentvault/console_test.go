@@ -16,6 +16,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/agentvault/agentvault/internal/vaulttest"
 	"github.com/agentvault/agentvault/notify"
 )
 
@@ -35,10 +36,7 @@ func browser(t *testing.T) context.Context {
 		}
 	}
 	if path == "" {
-		if os.Getenv("AGENTVAULT_REQUIRE_BROWSER") == "1" || os.Getenv("CI") != "" {
-			t.Fatal("no Chromium found and AGENTVAULT_REQUIRE_BROWSER=1: install Debian's chromium (scripts/test.sh does)")
-		}
-		t.Skip("no Chromium on this machine; scripts/test.sh installs it")
+		vaulttest.Missing(t, "AGENTVAULT_REQUIRE_BROWSER", "no Chromium found: install Debian's chromium (scripts/test.sh does)")
 	}
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
 		chromedp.ExecPath(path),

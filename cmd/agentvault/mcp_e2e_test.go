@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/agentvault/agentvault/internal/vaulttest"
 )
 
 type bearerRT struct {
@@ -199,10 +201,7 @@ func TestMCPWithTheTypeScriptClient(t *testing.T) {
 	t.Parallel()
 	dir := os.Getenv("AGENTVAULT_MCP_CLIENT")
 	if dir == "" {
-		if os.Getenv("AGENTVAULT_REQUIRE_VAULT") == "1" || os.Getenv("CI") != "" {
-			t.Fatal("AGENTVAULT_MCP_CLIENT is not set: scripts/test.sh installs the TypeScript client check")
-		}
-		t.Skip("TypeScript MCP client not installed; scripts/test.sh installs it (scripts/mcpclient.sh)")
+		vaulttest.Missing(t, "AGENTVAULT_REQUIRE_VAULT", "AGENTVAULT_MCP_CLIENT is not set: the TypeScript MCP client is not installed; scripts/test.sh installs it (scripts/mcpclient.sh)")
 	}
 	s := start(t, t.TempDir(), adminEnv)
 	_, id, tokens, agent := seedRevealable(s, "name")

@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agentvault/agentvault/internal/vaulttest"
 )
 
 // smallFilesystem mounts a tmpfs of size bytes for the test and unmounts
@@ -24,10 +27,7 @@ func smallFilesystem(t *testing.T, size string) string {
 		t.Fatal(err)
 	}
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size+",mode=0700", "tmpfs", dir).CombinedOutput(); err != nil {
-		if os.Getenv("AGENTVAULT_REQUIRE_VAULT") == "1" || os.Getenv("CI") != "" {
-			t.Fatalf("mount a tmpfs for the full-disk test (needs root): %v %s", err, out)
-		}
-		t.Skipf("cannot mount a tmpfs here (not root?): %v %s", err, out)
+		vaulttest.Missing(t, "AGENTVAULT_REQUIRE_VAULT", fmt.Sprintf("mount a tmpfs for the full-disk test (needs root): %v %s", err, out))
 	}
 	t.Cleanup(func() {
 		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
