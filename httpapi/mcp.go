@@ -17,19 +17,20 @@ import (
 // authenticated with the same bearer tokens as the API. Every tool call
 // acts as the token's principal, through the vault's own checks, and is
 // audited with via "mcp" and the client's name and version. The token is
-// checked again on every HTTP request of a session, so a revoked token
-// stops at its next call.
+// checked on every HTTP request of a session, so a revoked token stops at
+// its next call.
 func (s *Server) mcpHandler() http.Handler {
 	server := mcpserver.NewServer(s.mcpBackend, "1")
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{
 		Logger: s.log.With("component", "mcp"), SessionTimeout: 30 * time.Minute,
 	})
-	// The transport binds a session to the user its first request
-	// authenticated as (TokenInfo.UserID), so a session id alone is no
-	// way in for another principal.
-	verify := func(_ context.Context, token string, r *http.Request) (*auth.TokenInfo, error) {
-		p, err := s.svc.Authenticate(token)
-		if err != nil {
+	// s.auth has checked the token and the role; verify hands the
+	// principal on as TokenInfo, and the transport binds a session to the
+	// user its first request authenticated as (TokenInfo.UserID), so a
+	// session id alone is no way in for another principal.
+	verify := func(_ context.Context, _ string, r *http.Request) (*auth.TokenInfo, error) {
+		p := principal(r)
+		if p == nil {
 			return nil, auth.ErrInvalidToken
 		}
 		return &auth.TokenInfo{UserID: p.ID, Expiration: time.Now().Add(24 * time.Hour), Extra: map[string]any{"remote": r.RemoteAddr}}, nil
