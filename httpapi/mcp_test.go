@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -127,6 +128,24 @@ func TestMCPOverHTTP(t *testing.T) {
 		if m["via"] != "mcp" || m["client"] != "agentvault-test-client/0.1" || !strings.HasPrefix(m["request_id"].(string), "mcp-") {
 			t.Fatalf("entry without its MCP context: %v", m)
 		}
+	}
+	// A session belongs to the principal that opened it: another agent's
+	// token with its session id is refused, and learns nothing.
+	_, otherBot := a.principal("other-bot", "agent")
+	call := `{"jsonrpc":"2.0","id":99,"method":"tools/call","params":{"name":"whoami","arguments":{}}}`
+	req, _ := http.NewRequest("POST", a.url+"/mcp", strings.NewReader(call))
+	req.Header.Set("Authorization", "Bearer "+otherBot)
+	req.Header.Set("Mcp-Session-Id", s.ID())
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusOK || strings.Contains(string(body), botID) {
+		t.Fatalf("another agent's token on this session: %d %s", resp.StatusCode, body)
 	}
 	// A revoked token stops at its next call.
 	if ans := a.do("DELETE", "/v1/principals/"+botID, adminToken, ""); ans.status != 204 {
