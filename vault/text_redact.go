@@ -149,10 +149,17 @@ func (s *Service) Redact(ctx context.Context, meta RequestMeta, req RedactReques
 }
 
 // tokenizeEntities gives each found value its deterministic token and
-// stores the values the collection does not hold yet, one record each.
+// stores the values the collection does not hold yet, one record each:
+// one read transaction finds which those are, and they are written in
+// batches as large as the vault takes.
 func (s *Service) tokenizeEntities(ctx context.Context, meta RequestMeta, c *collection, text string, found []detect.Entity, res *RedactResult, repl []string) error {
-	var missing []map[string]json.RawMessage
-	stored := map[string]bool{}
+	type value struct {
+		dtk   string
+		field string
+		raw   json.RawMessage
+	}
+	var distinct []value
+	seen := map[string]bool{}
 	for i, e := range found {
 		name := textField(e.Type)
 		f, _ := c.Field(name)
@@ -163,27 +170,31 @@ func (s *Service) tokenizeEntities(ctx context.Context, meta RequestMeta, c *col
 		}
 		res.Entities[i] = RedactedEntity{Type: e.Type, Start: e.Start, End: e.End, Token: textToken(e.Type, dtk)}
 		repl[i] = res.Entities[i].Token
-		if stored[dtk] {
-			continue
-		}
-		stored[dtk] = true
-		var exists bool
-		err = s.store.View(func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
-			defer it.Close()
-			var err error
-			_, exists, err = firstShared(it, dtk)
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		if !exists {
-			missing = append(missing, map[string]json.RawMessage{name: raw})
+		if !seen[dtk] {
+			seen[dtk] = true
+			distinct = append(distinct, value{dtk, name, raw})
 		}
 	}
+	var missing []map[string]json.RawMessage
+	err := s.store.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
+		defer it.Close()
+		for _, v := range distinct {
+			_, exists, err := firstShared(it, v.dtk)
+			if err != nil {
+				return err
+			}
+			if !exists {
+				missing = append(missing, map[string]json.RawMessage{v.field: v.raw})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
 	for len(missing) > 0 {
-		n := min(len(missing), 1000)
+		n := min(len(missing), s.cfg.MaxBatchRecords)
 		if _, err := s.CreateRecords(ctx, meta, c.Name, missing[:n]); err != nil {
 			return err
 		}
