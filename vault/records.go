@@ -215,21 +215,11 @@ type preparedRecord struct {
 	fields []preparedField
 }
 
-// CreateRecords validates, encrypts and stores a batch of records
-// atomically: one bad record rejects the batch and nothing is stored. It
-// returns once the batch is durable.
-func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collection string, inputs []map[string]json.RawMessage) ([]Record, error) {
-	if len(inputs) == 0 {
-		return nil, invalid("empty_batch", "records must hold at least one record")
-	}
-	if len(inputs) > s.cfg.MaxBatchRecords {
-		return nil, &Error{Kind: ErrTooLarge, Code: "batch_too_large", Message: fmt.Sprintf("a batch holds at most %d records", s.cfg.MaxBatchRecords)}
-	}
-	c, err := s.collection(collection)
-	if err != nil {
-		return nil, err
-	}
-	now := s.now()
+// prepareBatch validates a batch of records against the collection and
+// encrypts their sensitive fields, outside the writer: ids drawn, values
+// parsed, tokens computed (format-preserving ones are drawn in the
+// writer). The batch's fields share one allocation.
+func prepareBatch(c *collection, inputs []map[string]json.RawMessage) ([]preparedRecord, error) {
 	recs := make([]preparedRecord, len(inputs))
 	nfields := 0
 	for _, in := range inputs {
@@ -262,6 +252,28 @@ func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collectio
 		}
 		pr.fields = all[first:len(all):len(all)]
 		recs[i] = pr
+	}
+	return recs, nil
+}
+
+// CreateRecords validates, encrypts and stores a batch of records
+// atomically: one bad record rejects the batch and nothing is stored. It
+// returns once the batch is durable.
+func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collection string, inputs []map[string]json.RawMessage) ([]Record, error) {
+	if len(inputs) == 0 {
+		return nil, invalid("empty_batch", "records must hold at least one record")
+	}
+	if len(inputs) > s.cfg.MaxBatchRecords {
+		return nil, &Error{Kind: ErrTooLarge, Code: "batch_too_large", Message: fmt.Sprintf("a batch holds at most %d records", s.cfg.MaxBatchRecords)}
+	}
+	c, err := s.collection(collection)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	recs, err := prepareBatch(c, inputs)
+	if err != nil {
+		return nil, err
 	}
 
 	e := s.newEntry(meta, "records.create")
