@@ -53,7 +53,9 @@ type serveFlags struct {
 	memtableSize    int64
 }
 
-func serve(args []string) error {
+// parseServeFlags reads serve's flags and checks the ones that depend on
+// each other.
+func parseServeFlags(args []string) (serveFlags, error) {
 	var f serveFlags
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8080", "address to listen on")
@@ -81,21 +83,125 @@ func serve(args []string) error {
 	fs.Int64Var(&f.memtableSize, "memtable-size", 64<<20, "Badger's memtable size in bytes (tuning; the storage reserve must cover three)")
 	fs.StringVar(&f.cpuProfile, "cpu-profile", "", "write a CPU profile to this file until shutdown (for performance work)")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return f, err
 	}
 	if err := f.tls.check(); err != nil {
-		return err
+		return f, err
 	}
 	if f.memtableSize < 1<<20 {
-		return errors.New("--memtable-size must be at least 1 MiB")
+		return f, errors.New("--memtable-size must be at least 1 MiB")
 	}
 	if f.storageReserve != 0 && f.storageReserve < 3*f.memtableSize {
-		return fmt.Errorf("--storage-reserve must be 0 or at least 3x --memtable-size (%d bytes): Badger needs that room to flush and compact", 3*f.memtableSize)
+		return f, fmt.Errorf("--storage-reserve must be 0 or at least 3x --memtable-size (%d bytes): Badger needs that room to flush and compact", 3*f.memtableSize)
 	}
 	if f.publicURL != "" {
 		if u, err := url.Parse(f.publicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("--public-url %q: want an absolute http(s) URL", f.publicURL)
+			return f, fmt.Errorf("--public-url %q: want an absolute http(s) URL", f.publicURL)
 		}
+	}
+	return f, nil
+}
+
+// newRegistry is the server's Prometheus registry: Go and process
+// collectors, and with Vault as the KEK, the Vault token's remaining TTL.
+func newRegistry(kek keys.KEK) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if vk, ok := kek.(*keys.VaultKEK); ok {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "agentvault_vault_token_ttl_seconds",
+			Help: "Time the Vault token has left (+Inf: it does not expire); it is renewed, or replaced by a new login, before it runs out.",
+		}, func() float64 {
+			ttl, ok := vk.TokenTTL()
+			if !ok {
+				return math.Inf(1)
+			}
+			return ttl.Seconds()
+		}))
+	}
+	return reg
+}
+
+// runHTTP serves the API until ctx ends, then gives in-flight requests
+// --shutdown-timeout to finish.
+func runHTTP(ctx context.Context, f serveFlags, api http.Handler, certs *tlsReloader, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           api,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	if certs != nil {
+		srv.TLSConfig = certs.serverConfig()
+		srv.Handler = strictTransport(api)
+		go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { errc <- srv.Serve(ln) }()
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "tls", certs != nil, "kms", f.kms, "data_dir", f.dataDir)
+	if certs == nil && !isLoopback(ln.Addr()) {
+		log.Warn("serving plain HTTP on a non-loopback address: API tokens and revealed values cross the network in the clear. " +
+			"Use --tls-cert-file and --tls-key-file, or keep agentvault on loopback behind a TLS-terminating proxy.")
+	}
+
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing in-flight requests")
+	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		// Requests still running (a long backup, say) are cut off so the
+		// database can be synced and closed now, not when they end.
+		log.Warn("shutdown timeout: closing the connections still open", "err", err)
+		srv.Close()
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// webhookHooks returns what the vault calls on approval events and audit
+// checkpoints when --approval-webhook is set (nil hooks otherwise), and a
+// close that drains the webhook's queue.
+func webhookHooks(f serveFlags, log *slog.Logger, reg *prometheus.Registry) (func(string, vault.Approval), func(vault.Checkpoint), func(), error) {
+	if f.webhookURL == "" {
+		return nil, nil, func() {}, nil
+	}
+	wh, err := openWebhook(f, log, reg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	base := strings.TrimRight(f.publicURL, "/")
+	onApproval := func(event string, a vault.Approval) {
+		ev := approvalEvent{Approval: a}
+		if base != "" {
+			ev.ConsoleURL = base + "/ui/#approval=" + url.PathEscape(a.ID)
+		}
+		wh.Send(event, ev)
+	}
+	// Each audit checkpoint leaves the box as it is made, so an auditor
+	// holds signed heads the database cannot take back.
+	onCheckpoint := func(cp vault.Checkpoint) { wh.Send("audit.checkpoint", cp) }
+	log.Info("approval webhook on", "url", redactURL(f.webhookURL))
+	return onApproval, onCheckpoint, wh.Close, nil
+}
+
+func serve(args []string) error {
+	f, err := parseServeFlags(args)
+	if err != nil {
+		return err
 	}
 	if f.cpuProfile != "" {
 		pf, err := os.Create(f.cpuProfile)
@@ -129,20 +235,9 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := newRegistry(kek)
 	if vk, ok := kek.(*keys.VaultKEK); ok {
 		defer vk.Close()
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "agentvault_vault_token_ttl_seconds",
-			Help: "Time the Vault token has left (+Inf: it does not expire); it is renewed, or replaced by a new login, before it runs out.",
-		}, func() float64 {
-			ttl, ok := vk.TokenTTL()
-			if !ok {
-				return math.Inf(1)
-			}
-			return ttl.Seconds()
-		}))
 	}
 	store, err := vault.OpenStore(filepath.Join(f.dataDir, "db"), vault.StoreOptions{Logger: log, Registry: reg, Reserve: f.storageReserve, MemTableSize: f.memtableSize})
 	if err != nil {
@@ -153,27 +248,11 @@ func serve(args []string) error {
 			log.Error("close store", "err", err)
 		}
 	}()
-	var onApproval func(string, vault.Approval)
-	var onCheckpoint func(vault.Checkpoint)
-	if f.webhookURL != "" {
-		wh, err := openWebhook(f, log, reg)
-		if err != nil {
-			return err
-		}
-		defer wh.Close()
-		base := strings.TrimRight(f.publicURL, "/")
-		onApproval = func(event string, a vault.Approval) {
-			ev := approvalEvent{Approval: a}
-			if base != "" {
-				ev.ConsoleURL = base + "/ui/#approval=" + url.PathEscape(a.ID)
-			}
-			wh.Send(event, ev)
-		}
-		// Each audit checkpoint leaves the box as it is made, so an
-		// auditor holds signed heads the database cannot take back.
-		onCheckpoint = func(cp vault.Checkpoint) { wh.Send("audit.checkpoint", cp) }
-		log.Info("approval webhook on", "url", redactURL(f.webhookURL))
+	onApproval, onCheckpoint, closeWebhook, err := webhookHooks(f, log, reg)
+	if err != nil {
+		return err
 	}
+	defer closeWebhook()
 	svc, err := vault.New(vault.Config{
 		Store: store, Keys: keys.NewManager(kek), Logger: log, Registry: reg, MaxBatchRecords: f.maxBatch,
 		CheckpointEvery: f.checkpointEvery,
@@ -238,51 +317,7 @@ func serve(args []string) error {
 	}()
 
 	api := httpapi.New(httpapi.Config{Service: svc, Logger: log, Registry: reg, MaxBodyBytes: f.maxBodyBytes})
-	ln, err := net.Listen("tcp", f.listen)
-	if err != nil {
-		return err
-	}
-	srv := &http.Server{
-		Handler:           api,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       60 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	errc := make(chan error, 1)
-	if certs != nil {
-		srv.TLSConfig = certs.serverConfig()
-		srv.Handler = strictTransport(api)
-		go func() { errc <- srv.ServeTLS(ln, "", "") }()
-	} else {
-		go func() { errc <- srv.Serve(ln) }()
-	}
-	log.Info("listening", "addr", ln.Addr().String(), "tls", certs != nil, "kms", f.kms, "data_dir", f.dataDir)
-	if certs == nil && !isLoopback(ln.Addr()) {
-		log.Warn("serving plain HTTP on a non-loopback address: API tokens and revealed values cross the network in the clear. " +
-			"Use --tls-cert-file and --tls-key-file, or keep agentvault on loopback behind a TLS-terminating proxy.")
-	}
-
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	log.Info("shutting down: finishing in-flight requests")
-	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		// Requests still running (a long backup, say) are cut off so the
-		// database can be synced and closed now, not when they end.
-		log.Warn("shutdown timeout: closing the connections still open", "err", err)
-		srv.Close()
-		return fmt.Errorf("shutdown: %w", err)
-	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	log.Info("stopped")
-	return nil
+	return runHTTP(ctx, f, api, certs, log)
 }
 
 func devKEKPath(f serveFlags) string { return filepath.Join(f.dataDir, "dev-kek.json") }
