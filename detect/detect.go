@@ -66,6 +66,12 @@ type pattern struct {
 	// out of its span (an IBAN-shaped code with a bad check digit is an
 	// account-like identifier, not a card or phone number inside one).
 	claims bool
+	// in, if set, holds every byte a match of re can contain, and worth
+	// tells whether a run of such bytes can hold one: the pattern then runs
+	// only on those runs (each with the byte either side, so \b sees what
+	// it sees in the whole text) instead of on every byte of the text.
+	in    func(c byte) bool
+	worth func(run string) bool
 }
 
 func contains(subs ...string) func(string) bool {
@@ -80,17 +86,17 @@ func contains(subs ...string) func(string) bool {
 }
 
 var patterns = []pattern{
-	{Secret, regexp.MustCompile(`-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----[\s\S]+?-----END (?:[A-Z]+ )?PRIVATE KEY-----`), 0, nil, contains("-----BEGIN"), false},
-	{Secret, regexp.MustCompile(`\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|\bgh[pousr]_[A-Za-z0-9]{36}\b|\bxox[abprs]-[A-Za-z0-9-]{10,}\b|\bsk_(?:live|test)_[A-Za-z0-9]{16,}\b|\bAIza[0-9A-Za-z_-]{35}\b|\bavt_[A-Z2-7]{52}\b`), 0, nil, contains("AKIA", "ASIA", "gh", "xox", "sk_", "AIza", "avt_"), false},
-	{Secret, regexp.MustCompile(`(?i)\bbearer\s+([A-Za-z0-9\-._~+/]{20,}=*)`), 1, nil, contains("earer", "EARER"), false},
-	{Email, regexp.MustCompile(`[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}`), 0, validEmail, contains("@"), false},
-	{IBAN, regexp.MustCompile(`\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b`), 0, validIBAN, nil, true},
-	{CreditCard, regexp.MustCompile(`\b\d(?:[ -]?\d){12,18}\b`), 0, validCard, nil, false},
-	{USSSN, regexp.MustCompile(`\b(\d{3})-(\d{2})-(\d{4})\b`), 0, validSSN, nil, false},
-	{DateOfBirth, regexp.MustCompile(`(?i)\b(?:born(?: on)?|dob|d\.o\.b\.|date of birth|birth ?date|birthday|geboren(?: am)?|né(?:e)? le|fecha de nacimiento)\b[\s:,-]*((?:\d{4}-\d{2}-\d{2})|(?:\d{1,2}[./-]\d{1,2}[./-]\d{2,4})|(?:\d{1,2}(?:st|nd|rd|th)? (?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.? \d{4})|(?:(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.? \d{1,2}(?:st|nd|rd|th)?,? \d{4}))`), 1, nil, nil, false},
-	{IPAddress, regexp.MustCompile(`\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b`), 0, nil, nil, false},
-	{IPAddress, regexp.MustCompile(`(?i)(?:[0-9a-f]{1,4}|:)(?::[0-9a-f]{0,4}){2,7}`), 0, validIPv6, contains("::", ":0", ":1", ":2", ":3", ":4", ":5", ":6", ":7", ":8", ":9", ":a", ":b", ":c", ":d", ":e", ":f", ":A", ":B", ":C", ":D", ":E", ":F"), false},
-	{Phone, regexp.MustCompile(`(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{1,5}(?:[ .-]?\d{1,5}){1,5}`), 0, validPhone, nil, false},
+	{Secret, regexp.MustCompile(`-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----[\s\S]+?-----END (?:[A-Z]+ )?PRIVATE KEY-----`), 0, nil, contains("-----BEGIN"), false, nil, nil},
+	{Secret, regexp.MustCompile(`\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|\bgh[pousr]_[A-Za-z0-9]{36}\b|\bxox[abprs]-[A-Za-z0-9-]{10,}\b|\bsk_(?:live|test)_[A-Za-z0-9]{16,}\b|\bAIza[0-9A-Za-z_-]{35}\b|\bavt_[A-Z2-7]{52}\b`), 0, nil, contains("AKIA", "ASIA", "gh", "xox", "sk_", "AIza", "avt_"), false, anyOf(isAlnum, "_-"), longer(15)},
+	{Secret, regexp.MustCompile(`(?i)\bbearer\s+([A-Za-z0-9\-._~+/]{20,}=*)`), 1, nil, contains("earer", "EARER"), false, nil, nil},
+	{Email, regexp.MustCompile(`[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}`), 0, validEmail, contains("@"), false, anyOf(isAlnum, "._%+-@"), holds("@")},
+	{IBAN, regexp.MustCompile(`\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b`), 0, validIBAN, nil, true, anyOf(isUpperOrDigit, " "), digits(2)},
+	{CreditCard, regexp.MustCompile(`\b\d(?:[ -]?\d){12,18}\b`), 0, validCard, nil, false, anyOf(isDigit, " -"), digits(13)},
+	{USSSN, regexp.MustCompile(`\b(\d{3})-(\d{2})-(\d{4})\b`), 0, validSSN, nil, false, anyOf(isDigit, "-"), digits(9)},
+	{DateOfBirth, regexp.MustCompile(`(?i)\b(?:born(?: on)?|dob|d\.o\.b\.|date of birth|birth ?date|birthday|geboren(?: am)?|né(?:e)? le|fecha de nacimiento)\b[\s:,-]*((?:\d{4}-\d{2}-\d{2})|(?:\d{1,2}[./-]\d{1,2}[./-]\d{2,4})|(?:\d{1,2}(?:st|nd|rd|th)? (?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.? \d{4})|(?:(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.? \d{1,2}(?:st|nd|rd|th)?,? \d{4}))`), 1, nil, dobWords, false, nil, nil},
+	{IPAddress, regexp.MustCompile(`\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b`), 0, nil, nil, false, anyOf(isDigit, "."), digits(4)},
+	{IPAddress, regexp.MustCompile(`(?i)(?:[0-9a-f]{1,4}|:)(?::[0-9a-f]{0,4}){2,7}`), 0, validIPv6, contains("::", ":0", ":1", ":2", ":3", ":4", ":5", ":6", ":7", ":8", ":9", ":a", ":b", ":c", ":d", ":e", ":f", ":A", ":B", ":C", ":D", ":E", ":F"), false, anyOf(isHex, ":"), holds(":")},
+	{Phone, regexp.MustCompile(`(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{1,5}(?:[ .-]?\d{1,5}){1,5}`), 0, validPhone, nil, false, anyOf(isDigit, "+() .-"), digits(7)}, // validPhone needs 7
 }
 
 // Find returns the sensitive values in text, in order, none overlapping:
@@ -98,7 +104,11 @@ var patterns = []pattern{
 // the least (phone numbers), and a candidate overlapping a value already
 // found is dropped before it is checked, so the costly checks (a phone
 // number's parse) run only on what no earlier pattern explained.
-func Find(text string, o Options) []Entity {
+func Find(text string, o Options) []Entity { return find(text, o, true) }
+
+// find is Find; with windows false every pattern runs on the whole text
+// (the reference the runs must agree with: TestWindowsFindTheSame).
+func find(text string, o Options, windows bool) []Entity {
 	var out, claimed []Entity
 	overlaps := func(start, end int) bool {
 		for _, spans := range [][]Entity{out, claimed} {
@@ -117,7 +127,7 @@ func Find(text string, o Options) []Entity {
 		if p.need != nil && !p.need(text) {
 			continue
 		}
-		for _, m := range p.re.FindAllStringSubmatchIndex(text, -1) {
+		for _, m := range p.matches(text, windows) {
 			start, end := m[2*p.group], m[2*p.group+1]
 			if start < 0 || !bounded(text, start, end) || overlaps(start, end) {
 				continue
@@ -133,6 +143,80 @@ func Find(text string, o Options) []Entity {
 	}
 	slices.SortFunc(out, func(a, b Entity) int { return a.Start - b.Start })
 	return out
+}
+
+// matches returns re's matches in text, as FindAllStringSubmatchIndex
+// would: with windows, from the runs of the pattern's bytes alone. A match
+// holds only such bytes, so it lies within one run; leftmost-first
+// matching in a run, given the byte either side as context, finds what it
+// finds there in the whole text.
+func (p *pattern) matches(text string, windows bool) [][]int {
+	if !windows || p.in == nil {
+		return p.re.FindAllStringSubmatchIndex(text, -1)
+	}
+	var all [][]int
+	for i := 0; i < len(text); {
+		if !p.in(text[i]) {
+			i++
+			continue
+		}
+		j := i + 1
+		for j < len(text) && p.in(text[j]) {
+			j++
+		}
+		if p.worth(text[i:j]) {
+			lo, hi := max(i-1, 0), min(j+1, len(text))
+			for _, m := range p.re.FindAllStringSubmatchIndex(text[lo:hi], -1) {
+				for k := range m {
+					if m[k] >= 0 {
+						m[k] += lo
+					}
+				}
+				all = append(all, m)
+			}
+		}
+		i = j
+	}
+	return all
+}
+
+// Byte classes and run tests for pattern windows.
+func isDigit(c byte) bool        { return c >= '0' && c <= '9' }
+func isUpperOrDigit(c byte) bool { return isDigit(c) || c >= 'A' && c <= 'Z' }
+func isHex(c byte) bool          { return isDigit(c) || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }
+
+func anyOf(class func(byte) bool, extra string) func(byte) bool {
+	return func(c byte) bool { return class(c) || strings.IndexByte(extra, c) >= 0 }
+}
+
+func digits(n int) func(string) bool {
+	return func(run string) bool {
+		seen := 0
+		for i := 0; i < len(run) && seen < n; i++ {
+			if isDigit(run[i]) {
+				seen++
+			}
+		}
+		return seen == n
+	}
+}
+
+func holds(sub string) func(string) bool {
+	return func(run string) bool { return strings.Contains(run, sub) }
+}
+
+func longer(n int) func(string) bool { return func(run string) bool { return len(run) >= n } }
+
+// dobWords: a date of birth is found only after a word that says so;
+// case-insensitive, as the pattern is.
+func dobWords(text string) bool {
+	l := strings.ToLower(text)
+	for _, w := range []string{"born", "dob", "d.o.b.", "birth", "geboren", "né", "nacimiento"} {
+		if strings.Contains(l, w) {
+			return true
+		}
+	}
+	return false
 }
 
 // bounded reports whether a match stands on its own: not glued to a

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -85,13 +86,58 @@ func TestTypesFilter(t *testing.T) {
 func FuzzFind(f *testing.F) {
 	f.Add("jane@example.com 4111111111111111 DE89 3704 0044 0532 0130 00 123-45-6789 ::1 +1 415 555 2671")
 	f.Add("-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----")
+	f.Add("ab12 3456 7890 1234 5678 x4111 1111 1111 1111é 123-45-6789b")
+	f.Add("Bearer abcdefghijklmnopqrstuvwxyz0123 AKIAABCDEFGHIJKLMNOP gh sk_live_abcdefghijklmnop1234")
 	f.Fuzz(func(t *testing.T, text string) {
 		prev := -1
-		for _, e := range Find(text, Options{}) {
+		got := Find(text, Options{})
+		for _, e := range got {
 			if e.Start < 0 || e.End > len(text) || e.Start >= e.End || e.Start < prev {
 				t.Fatalf("bad entity %+v in %q", e, text)
 			}
 			prev = e.End
 		}
+		if full := find(text, Options{}, false); !slices.Equal(got, full) {
+			t.Fatalf("runs found %v, the whole text %v, in %q", got, full, text)
+		}
 	})
+}
+
+// TestWindowsFindTheSame: running each pattern only on the runs of bytes
+// it can match finds exactly what running it on the whole text finds, on
+// every corpus text and on texts built to test the runs' edges.
+func TestWindowsFindTheSame(t *testing.T) {
+	texts := []string{
+		"ab12 3456 7890 1234 5678 then 4111 1111 1111 1111, x4111111111111111",
+		"call +1 (415) 555-2671 or 415.555.2671; ssn 123-45-6789b or a123-45-6789",
+		"hosts 10.0.0.1, 256.1.1.1 and fe80::1%eth0, ::ffff:10.0.0.1, dead:beef::1",
+		"é4111111111111111é DE89 3704 0044 0532 0130 00é jane.doe+tag@example.co.uk",
+		"Born on 1980-02-01; DOB: 02/03/1981; NÉ LE 3 mar 1982; BIRTHDAY Jan 5th, 1990",
+		"key AKIAABCDEFGHIJKLMNOP, ghp_" + strings.Repeat("a", 36) + " xoxb-1234567890-abc",
+	}
+	f, err := os.Open("testdata/corpus.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var s labelled
+		if err := json.Unmarshal(sc.Bytes(), &s); err != nil {
+			t.Fatal(err)
+		}
+		texts = append(texts, s.Text)
+	}
+	found := 0
+	for _, text := range texts {
+		got, full := find(text, Options{}, true), find(text, Options{}, false)
+		if !slices.Equal(got, full) {
+			t.Fatalf("runs found %v, the whole text %v, in %q", got, full, text)
+		}
+		found += len(got)
+	}
+	if found < 500 {
+		t.Fatalf("only %d values found in %d texts: the comparison proves little", found, len(texts))
+	}
 }
