@@ -45,7 +45,7 @@ const MaxEmailDomain = MaxTokenLength - 17
 func (f Format) Rule() string {
 	switch f {
 	case FormatCard:
-		return "13 to 19 digits, spaces or dashes allowed between them"
+		return "13 to 19 digits, single spaces or dashes allowed between them"
 	case FormatDigits:
 		return "1 to 64 digits"
 	case FormatSSN:
@@ -83,7 +83,9 @@ func CheckValue(f Format, value string) error {
 			switch {
 			case isDigit(c):
 				n++
-			case (c == ' ' || c == '-') && i > 0 && i < len(value)-1:
+			case (c == ' ' || c == '-') && i > 0 && i < len(value)-1 && isDigit(value[i-1]):
+				// One separator between digits, so the token (which keeps
+				// the value's shape) stays within MaxTokenLength.
 			default:
 				return ErrBadValue
 			}
