@@ -50,6 +50,9 @@ type Entity struct {
 type Options struct {
 	Types  []string // only these types; nil: all
 	Region string   // default region for phone numbers (ISO 3166 alpha-2)
+	// Known, if set, finds values held elsewhere (see Known). They are
+	// found first: a pattern's candidate overlapping one is dropped.
+	Known Known
 }
 
 // pattern is one type's candidate finder and the check a candidate must
@@ -110,6 +113,9 @@ func Find(text string, o Options) []Entity { return find(text, o, true) }
 // (the reference the runs must agree with: TestWindowsFindTheSame).
 func find(text string, o Options, windows bool) []Entity {
 	var out, claimed []Entity
+	if o.Known != nil {
+		out = findKnown(text, o.Known, func(typ string) bool { return o.Types == nil || slices.Contains(o.Types, typ) })
+	}
 	overlaps := func(start, end int) bool {
 		for _, spans := range [][]Entity{out, claimed} {
 			for _, e := range spans {
