@@ -76,7 +76,7 @@ func TestFindKnown(t *testing.T) {
 	}{
 		{"Please call JANE   doe today.", []string{"customers.name:JANE   doe"}},
 		{"Jane Doe-Smith paid", []string{"customers.name:Jane Doe-Smith"}}, // the longest match
-		{"Jane Doex paid", []string{"customers.first:Jane"}},                // never inside a word
+		{"Jane Doex paid", []string{"customers.first:Jane"}},               // never inside a word
 		{"Janet Doe", nil},
 		{"account ACC-0042, not ACC-00421", []string{"accounts.number:ACC-0042"}},
 		{"(acc-0042)", []string{"accounts.number:acc-0042"}},
