@@ -44,6 +44,9 @@ type Field struct {
 	ApprovalAbove *float64 `json:"approval_above,omitempty"`
 	// Index keeps an equality index on a plain field, for search.
 	Index bool `json:"index,omitempty"`
+	// Detect makes redaction find this field's values in free text
+	// (known-value detection); string values with deterministic tokens.
+	Detect bool `json:"detect,omitempty"`
 
 	// inexactThreshold is set when approval_above was written as a number
 	// no float64 holds exactly (it would have been rounded).
@@ -98,6 +101,11 @@ const MaxFields = 128
 
 var identifier = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
 
+// detects reports whether a field of the collection has detect.
+func (c *Collection) detects() bool {
+	return slices.ContainsFunc(c.Fields, func(f Field) bool { return f.Detect })
+}
+
 // normalize checks a requested schema and fills defaults: sensitive fields
 // default to random tokens and a mask suited to their format.
 func (c *Collection) normalize() error {
@@ -134,8 +142,8 @@ func (f *Field) normalize() error {
 		return invalid("invalid_field", "field %q: type must be string, number or boolean", f.Name)
 	}
 	if !f.Sensitive {
-		if f.Token != "" || f.Format != "" || f.Mask != "" || f.Approval != "" || f.ApprovalAbove != nil {
-			return invalid("invalid_field", "field %q: token, format, mask and approval apply only to sensitive fields", f.Name)
+		if f.Token != "" || f.Format != "" || f.Mask != "" || f.Approval != "" || f.ApprovalAbove != nil || f.Detect {
+			return invalid("invalid_field", "field %q: token, format, mask, approval and detect apply only to sensitive fields", f.Name)
 		}
 		return nil
 	}
@@ -182,6 +190,11 @@ func (f *Field) normalize() error {
 	if f.ApprovalAbove != nil && f.Type != TypeNumber {
 		return invalid("invalid_field", "field %q: approval_above applies only to number fields", f.Name)
 	}
+	if f.Detect && (f.Type != TypeString || f.Token != tokenizer.KindDeterministic) {
+		// A mention in text is a value, not a record: it is replaced by
+		// the value's token, which only deterministic tokens give.
+		return invalid("invalid_field", "field %q: detect needs type string and deterministic tokens (a mention found in text is replaced by the value's token)", f.Name)
+	}
 	return nil
 }
 
@@ -197,11 +210,12 @@ type collection struct {
 	Collection
 	dekp    atomic.Pointer[keys.DataKey]
 	index   *keys.IndexKey
-	retired sync.Map // uint32 key id -> true once disabled or destroyed
+	detect  *keys.IndexKey // the vault's known-value key, if a field has detect
+	retired sync.Map       // uint32 key id -> true once disabled or destroyed
 }
 
-func newCollection(schema Collection, dek *keys.DataKey, idx *keys.IndexKey) *collection {
-	c := &collection{Collection: schema, index: idx}
+func newCollection(schema Collection, dek *keys.DataKey, idx, detect *keys.IndexKey) *collection {
+	c := &collection{Collection: schema, index: idx, detect: detect}
 	c.dekp.Store(dek)
 	for _, k := range dek.Keys() {
 		if k.State != keys.StateEnabled {
@@ -231,6 +245,12 @@ func (s *Service) CreateCollection(ctx context.Context, meta RequestMeta, c Coll
 	idx, err := s.keys.NewIndexKey()
 	if err != nil {
 		return nil, err
+	}
+	var detectKey *keys.IndexKey
+	if c.detects() {
+		if detectKey, err = s.detectKey(); err != nil {
+			return nil, err
+		}
 	}
 	wrappedDEK, err := s.keys.WrapDataKey(dek, dekScope(c.Name))
 	if err != nil {
@@ -266,7 +286,7 @@ func (s *Service) CreateCollection(ctx context.Context, meta RequestMeta, c Coll
 		return nil, err
 	}
 	s.cmu.Lock()
-	s.collections[c.Name] = newCollection(c, dek, idx)
+	s.collections[c.Name] = newCollection(c, dek, idx, detectKey)
 	s.cmu.Unlock()
 	s.log.Info("collection created", "collection", c.Name, "fields", len(c.Fields), "actor", actorID(meta.Actor))
 	out := c
@@ -417,7 +437,13 @@ func (s *Service) collection(name string) (*collection, error) {
 	if err != nil {
 		return nil, kmsErr(err)
 	}
-	c = newCollection(schema, dek, idx)
+	var detectKey *keys.IndexKey
+	if schema.detects() {
+		if detectKey, err = s.vaultPRFLocked(knownScope, &s.knownPRF, s.keys.NewDetectKey); err != nil {
+			return nil, err
+		}
+	}
+	c = newCollection(schema, dek, idx, detectKey)
 	s.cmu.Lock()
 	s.collections[name] = c
 	s.cmu.Unlock()

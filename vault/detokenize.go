@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -672,18 +673,28 @@ func (s *Service) maskValue(ref TokenRef, v json.RawMessage) json.RawMessage {
 	return out
 }
 
-// tokenHasher returns the keyed hash used for tokens in the audit log,
-// creating its keyset (wrapped by the KEK) on first use.
+// tokenHasher returns the keyed hash used for tokens in the audit log.
 func (s *Service) tokenHasher() (*keys.IndexKey, error) {
-	if k := s.auditPRF.Load(); k != nil {
+	return s.vaultPRF("audit/token-hash", &s.auditPRF, s.keys.NewIndexKey)
+}
+
+// vaultPRF returns the vault-wide PRF keyset of scope, kept in slot once
+// loaded, creating it with fresh (and storing it wrapped by the KEK) on
+// first use.
+func (s *Service) vaultPRF(scope string, slot *atomic.Pointer[keys.IndexKey], fresh func() (*keys.IndexKey, error)) (*keys.IndexKey, error) {
+	if k := slot.Load(); k != nil {
 		return k, nil
 	}
 	s.loadMu.Lock()
 	defer s.loadMu.Unlock()
-	if k := s.auditPRF.Load(); k != nil {
+	return s.vaultPRFLocked(scope, slot, fresh)
+}
+
+// vaultPRFLocked is vaultPRF for a caller holding loadMu.
+func (s *Service) vaultPRFLocked(scope string, slot *atomic.Pointer[keys.IndexKey], fresh func() (*keys.IndexKey, error)) (*keys.IndexKey, error) {
+	if k := slot.Load(); k != nil {
 		return k, nil
 	}
-	const scope = "audit/token-hash"
 	wrapped, err := s.storedKeyset(scope)
 	if err != nil {
 		return nil, err
@@ -694,7 +705,7 @@ func (s *Service) tokenHasher() (*keys.IndexKey, error) {
 			return nil, kmsErr(err)
 		}
 	} else {
-		if k, err = s.keys.NewIndexKey(); err != nil {
+		if k, err = fresh(); err != nil {
 			return nil, err
 		}
 		if wrapped, err = s.keys.WrapIndexKey(k, scope); err != nil {
@@ -704,6 +715,6 @@ func (s *Service) tokenHasher() (*keys.IndexKey, error) {
 			return nil, err
 		}
 	}
-	s.auditPRF.Store(k)
+	slot.Store(k)
 	return k, nil
 }

@@ -208,6 +208,10 @@ type preparedField struct {
 	token  string
 	cipher []byte
 	fpe    string // the string value, for format-preserving tokens
+	// known is a detect field's keyed hash for known-value detection,
+	// with the value's word count.
+	known      []byte
+	knownWords int
 }
 
 type preparedRecord struct {
@@ -294,16 +298,16 @@ func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collectio
 		}
 	}
 	// Count the values per data key, for key retirement.
-	perKey := map[uint32]int64{}
+	t := newTally()
 	for i := range recs {
 		for _, pf := range recs[i].fields {
 			if id, ok := keys.KeyID(pf.cipher); ok {
-				perKey[id]++
+				t.perKey[id]++
 			}
 		}
 	}
 	err = s.writer.apply(&mutation{entry: e, size: size, prepare: func(txn *badger.Txn) error {
-		for id := range perKey {
+		for id := range t.perKey {
 			if c.isRetired(id) {
 				// Encrypted under a key retired since: rare (a rotation
 				// and a retirement in between); the client retries.
@@ -329,30 +333,27 @@ func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collectio
 		for i := range recs {
 			r := &recs[i]
 			sr := storedRecord{Created: now, Fields: make([]storedField, 0, len(r.fields))}
-			for _, pf := range r.fields {
+			for j := range r.fields {
+				pf := &r.fields[j]
 				if pf.field.Sensitive {
 					sr.Fields = append(sr.Fields, storedField{Name: pf.field.Name, Token: pf.token})
-					if err := txn.Set(tokenIndexKey(pf.token, c.Name, r.id, pf.field.Name), tokenIndexValue(pf.token, c.Name, r.id, pf.field.Name, pf.cipher)); err != nil {
-						return err
-					}
 				} else {
 					sr.Fields = append(sr.Fields, storedField{Name: pf.field.Name, Value: pf.value})
-					if pf.field.Index {
-						if err := txn.Set(plainIndexKey(c.Name, pf.field.Name, indexedValue(pf.field, pf.value), r.id), nil); err != nil {
-							return err
-						}
-					}
+				}
+				if err := setField(txn, c.Name, r.id, pf, t); err != nil {
+					return err
 				}
 			}
 			if err := txn.Set(recordKey(c.Name, r.id), encodeRecord(&sr)); err != nil {
 				return err
 			}
 		}
-		return addKeyCounts(txn, c.Name, perKey)
+		return addKeyCounts(txn, c.Name, t.perKey)
 	}})
 	if err != nil {
 		return nil, err
 	}
+	s.applyKnown(t.known)
 	s.metrics.recordsWritten.Add(float64(len(recs)))
 
 	out := make([]Record, len(recs))
@@ -416,6 +417,7 @@ func (s *Service) DeleteRecord(ctx context.Context, meta RequestMeta, collection
 	e := s.newEntry(meta, "records.delete")
 	e.Collection = collection
 	e.RecordIDs = []string{id}
+	t := newTally()
 	err = s.writer.apply(&mutation{entry: e, size: 4096, prepare: func(txn *badger.Txn) error {
 		sr, err := loadRecord(txn, collection, id)
 		if errors.Is(err, ErrNotFound) {
@@ -424,13 +426,12 @@ func (s *Service) DeleteRecord(ctx context.Context, meta RequestMeta, collection
 		if err != nil {
 			return err
 		}
-		perKey := map[uint32]int64{}
 		for _, f := range sr.Fields {
-			if err := dropField(txn, &schema, id, f, perKey); err != nil {
+			if err := dropField(txn, &schema, id, f, t); err != nil {
 				return err
 			}
 		}
-		if err := addKeyCounts(txn, collection, perKey); err != nil {
+		if err := addKeyCounts(txn, collection, t.perKey); err != nil {
 			return err
 		}
 		return txn.Delete(recordKey(collection, id))
@@ -438,6 +439,7 @@ func (s *Service) DeleteRecord(ctx context.Context, meta RequestMeta, collection
 	if err != nil {
 		return err
 	}
+	s.applyKnown(t.known)
 	s.log.Info("record deleted", "collection", collection, "record_id", id, "actor", actorID(meta.Actor))
 	return nil
 }

@@ -77,6 +77,8 @@ type Service struct {
 	byAgent map[string][]*Grant // each agent's grants, oldest first
 
 	auditPRF atomic.Pointer[keys.IndexKey]   // keyed hash of tokens in the audit log; loaded on first use
+	knownPRF atomic.Pointer[keys.IndexKey]   // keyed hash of known values; loaded on first use
+	known    knownSet                        // the known values' hashes, from the store
 	signKey  atomic.Pointer[keys.SigningKey] // signs audit checkpoints; loaded on first use
 	cpMu     sync.Mutex
 
@@ -156,6 +158,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if err := initApprovalDue(s.store); err != nil {
 		return nil, fmt.Errorf("approval expiry index: %w", err)
+	}
+	if err := s.known.load(s.store); err != nil {
+		return nil, fmt.Errorf("known values: %w", err)
 	}
 	w, err := newWriter(s.store)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"regexp"
 	"slices"
 	"strings"
@@ -78,7 +79,36 @@ func textToken(typ, dtk string) string {
 	return "[" + typ + "_" + strings.TrimPrefix(dtk, tokenizer.DeterministicPrefix) + "]"
 }
 
-var textTokenRe = regexp.MustCompile(`\[([A-Z][A-Z_]*[A-Z])_([A-Z2-7]{26})\]`)
+var textTokenRe = regexp.MustCompile(`\[([A-Z][A-Z0-9_]*[A-Z0-9])_([A-Z2-7]{26})\]`)
+
+// isKnownType tells a known value's type ("collection.field") from a
+// pattern's.
+func isKnownType(typ string) bool { return strings.Contains(typ, ".") }
+
+// checkTypes checks a redaction's types: pattern types, and known values'
+// "collection.field" where the field has detect and the caller may see it
+// (to an agent, a field it has no grant on is as unknown as one that does
+// not exist).
+func (s *Service) checkTypes(actor *Principal, types []string) error {
+	var sees func(coll, field, id string) bool
+	for _, t := range types {
+		if slices.Contains(detect.Types, t) {
+			continue
+		}
+		if coll, field, ok := strings.Cut(t, "."); ok {
+			if c, err := s.schema(coll); err == nil {
+				if sees == nil {
+					sees = s.knownVisibility(actor)
+				}
+				if f, ok := c.Field(field); ok && f.Detect && sees(coll, field, "") {
+					continue
+				}
+			}
+		}
+		return invalid("invalid_types", "unknown entity type %q; types are %v, or collection.field for a field with detect", t, detect.Types)
+	}
+	return nil
+}
 
 // textCollection returns the named text collection, creating it on first
 // use (audited as made by the system for this caller's request).
@@ -114,20 +144,37 @@ func (s *Service) Redact(ctx context.Context, meta RequestMeta, req RedactReques
 	case req.Mode != "" && req.Mode != "token" && req.Mode != "mask":
 		return nil, invalid("invalid_mode", "mode must be token or mask")
 	}
-	for _, t := range req.Types {
-		if !slices.Contains(detect.Types, t) {
-			return nil, invalid("invalid_types", "unknown entity type %q; types are %v", t, detect.Types)
-		}
+	if err := s.checkTypes(meta.Actor, req.Types); err != nil {
+		return nil, err
 	}
-	found := detect.Find(req.Text, detect.Options{Types: req.Types, Region: req.Region})
+	known, err := s.knownMatcher(meta.Actor)
+	if err != nil {
+		return nil, err
+	}
+	o := detect.Options{Types: req.Types, Region: req.Region}
+	if known != nil {
+		o.Known = known
+	}
+	found := detect.Find(req.Text, o)
+	if known != nil && known.err != nil {
+		// Unsure the text is clean, redaction fails closed.
+		return nil, fmt.Errorf("%w: known values: %v", ErrUnavailable, known.err)
+	}
 	res := &RedactResult{Entities: make([]RedactedEntity, len(found))}
 	repl := make([]string, len(found))
-	if req.Mode == "mask" {
-		for i, e := range found {
-			res.Entities[i] = RedactedEntity{Type: e.Type, Start: e.Start, End: e.End}
-			repl[i] = "[" + e.Type + "]"
+	for i, e := range found {
+		res.Entities[i] = RedactedEntity{Type: e.Type, Start: e.Start, End: e.End}
+		repl[i] = "[" + e.Type + "]"
+		if isKnownType(e.Type) {
+			repl[i] = "[" + knownType(e.Type) + "]"
+			if req.Mode != "mask" {
+				norm, _ := detect.Normalize(req.Text[e.Start:e.End])
+				res.Entities[i].Token = textToken(knownType(e.Type), known.hits[norm].token)
+				repl[i] = res.Entities[i].Token
+			}
 		}
-	} else {
+	}
+	if req.Mode != "mask" {
 		c, err := s.textCollection(ctx, meta, req.Collection)
 		if err != nil {
 			return nil, err
@@ -161,6 +208,9 @@ func (s *Service) tokenizeEntities(ctx context.Context, meta RequestMeta, c *col
 	var distinct []value
 	seen := map[string]bool{}
 	for i, e := range found {
+		if isKnownType(e.Type) {
+			continue // held already: its token is the field's
+		}
 		name := textField(e.Type)
 		f, _ := c.Field(name)
 		raw, _ := json.Marshal(text[e.Start:e.End])

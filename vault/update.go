@@ -56,6 +56,7 @@ func (s *Service) UpdateRecord(ctx context.Context, meta RequestMeta, collection
 	}
 	slices.Sort(e.Fields)
 	var out *Record
+	t := newTally()
 	err = s.writer.apply(&mutation{entry: e, size: 4096 + 64*len(changes) + MaxValueBytes*len(prepared), prepare: func(txn *badger.Txn) error {
 		sr, err := loadRecord(txn, c.Name, id)
 		if errors.Is(err, ErrNotFound) {
@@ -64,14 +65,13 @@ func (s *Service) UpdateRecord(ctx context.Context, meta RequestMeta, collection
 		if err != nil {
 			return err
 		}
-		perKey := map[uint32]int64{}
 		taken := map[string]bool{}
 		for _, pf := range prepared {
 			if kid, ok := keys.KeyID(pf.cipher); ok {
 				if c.isRetired(kid) {
 					return reject(&Error{Kind: ErrUnavailable, Code: "key_rotated", Message: "the collection's data key changed during the request; retry"})
 				}
-				perKey[kid]++
+				t.perKey[kid]++
 			}
 			if pf.field.Token == tokenizer.KindFormatPreserving {
 				if pf.token, err = s.freeFormatToken(txn, pf.field.Format, pf.fpe, taken); err != nil {
@@ -95,7 +95,7 @@ func (s *Service) UpdateRecord(ctx context.Context, meta RequestMeta, collection
 		// their per-key counts) and plain index keys.
 		for _, f := range sr.Fields {
 			if prepared[f.Name] != nil || removed[f.Name] {
-				if err := dropField(txn, &c.Collection, id, f, perKey); err != nil {
+				if err := dropField(txn, &c.Collection, id, f, t); err != nil {
 					return err
 				}
 			}
@@ -106,7 +106,7 @@ func (s *Service) UpdateRecord(ctx context.Context, meta RequestMeta, collection
 			if pf == nil {
 				continue
 			}
-			if err := s.setField(txn, c.Name, id, pf); err != nil {
+			if err := setField(txn, c.Name, id, pf, t); err != nil {
 				return err
 			}
 			if pf.field.Sensitive {
@@ -120,11 +120,12 @@ func (s *Service) UpdateRecord(ctx context.Context, meta RequestMeta, collection
 		}
 		rec := recordFrom(id, sr, nil)
 		out = &rec
-		return addKeyCounts(txn, c.Name, perKey)
+		return addKeyCounts(txn, c.Name, t.perKey)
 	}})
 	if err != nil {
 		return nil, err
 	}
+	s.applyKnown(t.known)
 	return out, nil
 }
 
@@ -149,20 +150,48 @@ func prepareField(pf *preparedField, c *collection, f *Field, id string, v json.
 		if pf.token, err = tokenizer.Deterministic(c.index, f.Name, canonical(f, v)); err != nil {
 			return err
 		}
+		if f.Detect {
+			var str string
+			_ = json.Unmarshal(v, &str) // a string: parseValue checked it
+			if pf.known, pf.knownWords, err = knownHash(c.detect, str); err != nil {
+				return err
+			}
+		}
 	case tokenizer.KindFormatPreserving:
 		_ = json.Unmarshal(v, &pf.fpe) // a string: parseValue checked it
 	}
 	return nil
 }
 
+// tally is what a write changes beyond the keys it sets: values counted
+// per data key (written in its transaction) and known values (applied to
+// the in-memory set once it is committed).
+type tally struct {
+	perKey map[uint32]int64
+	known  []knownChange
+}
+
+func newTally() *tally { return &tally{perKey: map[uint32]int64{}} }
+
 // dropField removes what a stored field keeps outside the record: its
-// token index entry (counting its key down) or its plain index key.
-func dropField(txn *badger.Txn, c *Collection, id string, f storedField, perKey map[uint32]int64) error {
+// token index entry (counting its key down), its known-value entries, or
+// its plain index key.
+func dropField(txn *badger.Txn, c *Collection, id string, f storedField, t *tally) error {
+	fd, _ := c.Field(f.Name)
 	if !f.sensitive() {
-		if fd, ok := c.Field(f.Name); ok && fd.Index {
+		if fd != nil && fd.Index {
 			return txn.Delete(plainIndexKey(c.Name, f.Name, indexedValue(fd, f.Value), id))
 		}
 		return nil
+	}
+	if fd != nil && fd.Detect {
+		ch, err := dropKnown(txn, c.Name, id, f.Name)
+		if err != nil {
+			return err
+		}
+		if ch != nil {
+			t.known = append(t.known, *ch)
+		}
 	}
 	key := tokenIndexKey(f.Token, c.Name, id, f.Name)
 	item, err := txn.Get(key)
@@ -175,7 +204,7 @@ func dropField(txn *badger.Txn, c *Collection, id string, f storedField, perKey 
 	if err := item.Value(func(v []byte) error {
 		ct, _, err := cipherOf(key, v)
 		if kid, ok := keys.KeyID(ct); err == nil && ok {
-			perKey[kid]--
+			t.perKey[kid]--
 		}
 		return err
 	}); err != nil {
@@ -184,9 +213,16 @@ func dropField(txn *badger.Txn, c *Collection, id string, f storedField, perKey 
 	return txn.Delete(key)
 }
 
-// setField writes what a new field value keeps outside the record.
-func (s *Service) setField(txn *badger.Txn, collection, id string, pf *preparedField) error {
+// setField writes what a new field value keeps outside the record, and
+// tallies a known value it adds.
+func setField(txn *badger.Txn, collection, id string, pf *preparedField, t *tally) error {
 	if pf.field.Sensitive {
+		if pf.known != nil {
+			if err := setKnown(txn, collection, id, pf); err != nil {
+				return err
+			}
+			t.known = append(t.known, knownChange{hash: pf.known, words: pf.knownWords, delta: 1})
+		}
 		return txn.Set(tokenIndexKey(pf.token, collection, id, pf.field.Name), tokenIndexValue(pf.token, collection, id, pf.field.Name, pf.cipher))
 	}
 	if pf.field.Index {
