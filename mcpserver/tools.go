@@ -44,7 +44,7 @@ type (
 	}
 	redactIn struct {
 		Text  string   `json:"text" jsonschema:"the text, for example a prompt or a document, at most 1 MiB"`
-		Types []string `json:"types,omitempty" jsonschema:"only these entity types: EMAIL, PHONE, CREDIT_CARD, IBAN, US_SSN, IP_ADDRESS, SECRET, DATE_OF_BIRTH (default all)"`
+		Types []string `json:"types,omitempty" jsonschema:"only these entity types: EMAIL, PHONE, CREDIT_CARD, IBAN, US_SSN, IP_ADDRESS, SECRET, DATE_OF_BIRTH, or collection.field for values the vault holds in a field marked detect (default all)"`
 		Mode  string   `json:"mode,omitempty" jsonschema:"token (default): replace each value with a [TYPE_...] token that restore_text can turn back; mask: with [TYPE], for good"`
 	}
 	restoreIn struct {

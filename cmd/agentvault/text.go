@@ -11,7 +11,7 @@ import (
 )
 
 const textUsage = `usage:
-  agentvault redact [--types EMAIL,PHONE,...] [--mask] [--collection C] < in > out
+  agentvault redact [--types EMAIL,PHONE,clients.name,...] [--mask] [--collection C] < in > out
         replace sensitive values in standard input with vault tokens (or,
         with --mask, with their type), for pipelines: a writer's or agent's
         token in AGENTVAULT_TOKEN, the server in AGENTVAULT_URL

@@ -39,4 +39,19 @@ func TestRedactRestoreCLI(t *testing.T) {
 	if !strings.Contains(restored, "omar.haddad@example.com") || !strings.Contains(restored, "203.0.113.7") || !strings.Contains(restored, "[PHONE_") {
 		t.Fatalf("restored: %q", restored)
 	}
+
+	// A value the vault holds in a detect field is found by its words and
+	// restored through a grant on that field.
+	s.must(201, "POST", "/v1/collections", admin, map[string]any{"name": "clients", "fields": []map[string]any{
+		{"name": "name", "type": "string", "sensitive": true, "token": "deterministic", "detect": true},
+	}})
+	s.must(201, "POST", "/v1/collections/clients/records", writer, map[string]any{"records": []map[string]any{{"fields": map[string]any{"name": "Omar Haddad"}}}})
+	redacted, _ = run(writer, "Call OMAR   haddad today.\n", "redact")
+	if !strings.HasPrefix(redacted, "Call [CLIENTS_NAME_") || strings.Contains(strings.ToLower(redacted), "haddad") {
+		t.Fatalf("known value: %q", redacted)
+	}
+	s.must(201, "POST", "/v1/grants", admin, map[string]any{"principal_id": agentID, "collection": "clients", "fields": []string{"name"}, "purpose": "support", "ttl": "1h", "reveal": "plain"})
+	if restored, _ = run(agent, redacted, "restore-text", "--purpose", "support"); restored != "Call Omar Haddad today.\n" {
+		t.Fatalf("known value restored: %q", restored)
+	}
 }
