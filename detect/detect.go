@@ -14,9 +14,12 @@
 package detect
 
 import (
+	"bytes"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/nyaruka/phonenumbers"
 
@@ -73,8 +76,21 @@ type pattern struct {
 	// tells whether a run of such bytes can hold one: the pattern then runs
 	// only on those runs (each with the byte either side, so \b sees what
 	// it sees in the whole text) instead of on every byte of the text.
-	in    func(c byte) bool
+	in    *[256]bool
 	worth func(run string) bool
+	// near, if set, are literals every match holds near its start: the
+	// pattern then runs only around them.
+	near *anchors
+}
+
+// anchors locate a pattern's matches: each match holds one of words
+// (ASCII lower case; the text is compared in ASCII lower case) and starts
+// at most back bytes before it, and ends at most reach bytes after the
+// word's start, or, past that, within the run of tail bytes that follows.
+type anchors struct {
+	words       []string
+	back, reach int
+	tail        *[256]bool
 }
 
 func contains(subs ...string) func(string) bool {
@@ -89,17 +105,31 @@ func contains(subs ...string) func(string) bool {
 }
 
 var patterns = []pattern{
-	{Secret, regexp.MustCompile(`-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----[\s\S]+?-----END (?:[A-Z]+ )?PRIVATE KEY-----`), 0, nil, contains("-----BEGIN"), false, nil, nil},
-	{Secret, regexp.MustCompile(`\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|\bgh[pousr]_[A-Za-z0-9]{36}\b|\bxox[abprs]-[A-Za-z0-9-]{10,}\b|\bsk_(?:live|test)_[A-Za-z0-9]{16,}\b|\bAIza[0-9A-Za-z_-]{35}\b|\bavt_[A-Z2-7]{52}\b`), 0, nil, contains("AKIA", "ASIA", "gh", "xox", "sk_", "AIza", "avt_"), false, anyOf(isAlnum, "_-"), longer(15)},
-	{Secret, regexp.MustCompile(`(?i)\bbearer\s+([A-Za-z0-9\-._~+/]{20,}=*)`), 1, nil, contains("earer", "EARER"), false, nil, nil},
-	{Email, regexp.MustCompile(`[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}`), 0, validEmail, contains("@"), false, anyOf(isAlnum, "._%+-@"), holds("@")},
-	{IBAN, regexp.MustCompile(`\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b`), 0, validIBAN, nil, true, anyOf(isUpperOrDigit, " "), digits(2)},
-	{CreditCard, regexp.MustCompile(`\b\d(?:[ -]?\d){12,18}\b`), 0, validCard, nil, false, anyOf(isDigit, " -"), digits(13)},
-	{USSSN, regexp.MustCompile(`\b(\d{3})-(\d{2})-(\d{4})\b`), 0, validSSN, nil, false, anyOf(isDigit, "-"), digits(9)},
-	{DateOfBirth, regexp.MustCompile(`(?i)\b(?:born(?: on)?|dob|d\.o\.b\.|date of birth|birth ?date|birthday|geboren(?: am)?|né(?:e)? le|fecha de nacimiento)\b[\s:,-]*((?:\d{4}-\d{2}-\d{2})|(?:\d{1,2}[./-]\d{1,2}[./-]\d{2,4})|(?:\d{1,2}(?:st|nd|rd|th)? (?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.? \d{4})|(?:(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.? \d{1,2}(?:st|nd|rd|th)?,? \d{4}))`), 1, nil, dobWords, false, nil, nil},
-	{IPAddress, regexp.MustCompile(`\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b`), 0, nil, nil, false, anyOf(isDigit, "."), digits(4)},
-	{IPAddress, regexp.MustCompile(`(?i)(?:[0-9a-f]{1,4}|:)(?::[0-9a-f]{0,4}){2,7}`), 0, validIPv6, contains("::", ":0", ":1", ":2", ":3", ":4", ":5", ":6", ":7", ":8", ":9", ":a", ":b", ":c", ":d", ":e", ":f", ":A", ":B", ":C", ":D", ":E", ":F"), false, anyOf(isHex, ":"), holds(":")},
-	{Phone, regexp.MustCompile(`(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{1,5}(?:[ .-]?\d{1,5}){1,5}`), 0, validPhone, nil, false, anyOf(isDigit, "+() .-"), digits(7)}, // validPhone needs 7
+	{typ: Secret, re: regexp.MustCompile(`-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----[\s\S]+?-----END (?:[A-Z]+ )?PRIVATE KEY-----`),
+		need: contains("-----BEGIN")},
+	{typ: Secret, re: regexp.MustCompile(`\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|\bgh[pousr]_[A-Za-z0-9]{36}\b|\bxox[abprs]-[A-Za-z0-9-]{10,}\b|\bsk_(?:live|test)_[A-Za-z0-9]{16,}\b|\bAIza[0-9A-Za-z_-]{35}\b|\bavt_[A-Z2-7]{52}\b`),
+		need: contains("AKIA", "ASIA", "gh", "xox", "sk_", "AIza", "avt_"), in: anyOf(isAlnum, "_-"), worth: longer(15)},
+	{typ: Secret, re: regexp.MustCompile(`(?i)\bbearer\s{1,8}([A-Za-z0-9\-._~+/]{20,}=*)`), group: 1,
+		near: &anchors{words: []string{"bearer"}, reach: len("bearer") + 8, tail: anyOf(isAlnum, "-._~+/=")}},
+	{typ: Email, re: regexp.MustCompile(`[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}`),
+		valid: validEmail, need: contains("@"), in: anyOf(isAlnum, "._%+-@"), worth: holds("@")},
+	{typ: IBAN, re: regexp.MustCompile(`\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b`),
+		valid: validIBAN, claims: true, in: anyOf(isUpperOrDigit, " "), worth: digits(2)},
+	{typ: CreditCard, re: regexp.MustCompile(`\b\d(?:[ -]?\d){12,18}\b`),
+		valid: validCard, in: anyOf(isDigit, " -"), worth: digits(13)},
+	{typ: USSSN, re: regexp.MustCompile(`\b(\d{3})-(\d{2})-(\d{4})\b`),
+		valid: validSSN, in: anyOf(isDigit, "-"), worth: digits(9)},
+	// A date of birth only after a word that says so, at most 8
+	// separators away; every match starts within 10 bytes before one of
+	// the anchors and ends within 64 after it.
+	{typ: DateOfBirth, re: regexp.MustCompile(`(?i)\b(?:born(?: on)?|dob|d\.o\.b\.|date of birth|birth ?date|birthday|geboren(?: am)?|né(?:e)? le|fecha de nacimiento)\b[\s:,-]{0,8}((?:\d{4}-\d{2}-\d{2})|(?:\d{1,2}[./-]\d{1,2}[./-]\d{2,4})|(?:\d{1,2}(?:st|nd|rd|th)? (?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]{0,9}\.? \d{4})|(?:(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]{0,9}\.? \d{1,2}(?:st|nd|rd|th)?,? \d{4}))`), group: 1,
+		near: &anchors{words: []string{"born", "dob", "d.o.b.", "birth", "geboren", "né", "nÉ", "nacimiento"}, back: 10, reach: 64}},
+	{typ: IPAddress, re: regexp.MustCompile(`\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b`),
+		in: anyOf(isDigit, "."), worth: digits(4)},
+	{typ: IPAddress, re: regexp.MustCompile(`(?i)(?:[0-9a-f]{1,4}|:)(?::[0-9a-f]{0,4}){2,7}`),
+		valid: validIPv6, in: anyOf(isHex, ":"), worth: holds(":")},
+	{typ: Phone, re: regexp.MustCompile(`(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{1,5}(?:[ .-]?\d{1,5}){1,5}`),
+		valid: validPhone, in: anyOf(isDigit, "+() .-"), worth: digits(7)}, // validPhone needs 7
 }
 
 // Find returns the sensitive values in text, in order, none overlapping:
@@ -157,17 +187,20 @@ func find(text string, o Options, windows bool) []Entity {
 // matching in a run, given the byte either side as context, finds what it
 // finds there in the whole text.
 func (p *pattern) matches(text string, windows bool) [][]int {
-	if !windows || p.in == nil {
+	switch {
+	case windows && p.near != nil:
+		return p.nearAnchors(text)
+	case !windows || p.in == nil:
 		return p.re.FindAllStringSubmatchIndex(text, -1)
 	}
 	var all [][]int
 	for i := 0; i < len(text); {
-		if !p.in(text[i]) {
+		if !p.in[text[i]] {
 			i++
 			continue
 		}
 		j := i + 1
-		for j < len(text) && p.in(text[j]) {
+		for j < len(text) && p.in[text[j]] {
 			j++
 		}
 		if p.worth(text[i:j]) {
@@ -186,13 +219,62 @@ func (p *pattern) matches(text string, windows bool) [][]int {
 	return all
 }
 
+// nearAnchors returns re's matches in text, as FindAllStringSubmatchIndex
+// would, from the spans around the anchors alone (overlapping spans
+// joined, with the byte either side as context).
+func (p *pattern) nearAnchors(text string) [][]int {
+	lower := []byte(text)
+	for i, c := range lower {
+		if c >= 'A' && c <= 'Z' {
+			lower[i] = c + 'a' - 'A'
+		}
+	}
+	type span struct{ lo, hi int }
+	var spans []span
+	for _, w := range p.near.words {
+		for at, off := 0, 0; ; at += off + 1 {
+			off = bytes.Index(lower[at:], []byte(w))
+			if off < 0 {
+				break
+			}
+			k := at + off
+			hi := min(k+p.near.reach, len(text))
+			for p.near.tail != nil && hi < len(text) && p.near.tail[text[hi]] {
+				hi++
+			}
+			spans = append(spans, span{max(k-p.near.back-1, 0), min(hi+1, len(text))})
+		}
+	}
+	slices.SortFunc(spans, func(a, b span) int { return a.lo - b.lo })
+	var all [][]int
+	for i := 0; i < len(spans); {
+		sp := spans[i]
+		for i++; i < len(spans) && spans[i].lo <= sp.hi; i++ {
+			sp.hi = max(sp.hi, spans[i].hi)
+		}
+		for _, m := range p.re.FindAllStringSubmatchIndex(text[sp.lo:sp.hi], -1) {
+			for k := range m {
+				if m[k] >= 0 {
+					m[k] += sp.lo
+				}
+			}
+			all = append(all, m)
+		}
+	}
+	return all
+}
+
 // Byte classes and run tests for pattern windows.
 func isDigit(c byte) bool        { return c >= '0' && c <= '9' }
 func isUpperOrDigit(c byte) bool { return isDigit(c) || c >= 'A' && c <= 'Z' }
 func isHex(c byte) bool          { return isDigit(c) || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }
 
-func anyOf(class func(byte) bool, extra string) func(byte) bool {
-	return func(c byte) bool { return class(c) || strings.IndexByte(extra, c) >= 0 }
+func anyOf(class func(byte) bool, extra string) *[256]bool {
+	var t [256]bool
+	for c := range 256 {
+		t[c] = class(byte(c)) || strings.IndexByte(extra, byte(c)) >= 0
+	}
+	return &t
 }
 
 func digits(n int) func(string) bool {
@@ -212,18 +294,6 @@ func holds(sub string) func(string) bool {
 }
 
 func longer(n int) func(string) bool { return func(run string) bool { return len(run) >= n } }
-
-// dobWords: a date of birth is found only after a word that says so;
-// case-insensitive, as the pattern is.
-func dobWords(text string) bool {
-	l := strings.ToLower(text)
-	for _, w := range []string{"born", "dob", "d.o.b.", "birth", "geboren", "né", "nacimiento"} {
-		if strings.Contains(l, w) {
-			return true
-		}
-	}
-	return false
-}
 
 // bounded reports whether a match stands on its own: not glued to a
 // letter, digit or another piece of a longer code.
@@ -341,6 +411,70 @@ func validPhone(s string, o Options) bool {
 	if region == "" {
 		region = "US"
 	}
+	if !plausiblePhone(s, d, region) {
+		return false
+	}
 	n, err := phonenumbers.Parse(s, region)
 	return err == nil && phonenumbers.IsValidNumber(n)
+}
+
+// phoneLengths bounds the national significant number of a region or a
+// country calling code (from the library's metadata: the lengths any
+// number there may have), with the region's international dialling
+// prefix.
+type phoneLengths struct {
+	min, max int
+	idd      *regexp.Regexp
+}
+
+var phoneMeta = sync.OnceValues(func() (map[string]phoneLengths, map[int]phoneLengths) {
+	byRegion, byCode := map[string]phoneLengths{}, map[int]phoneLengths{}
+	all, err := phonenumbers.MetadataCollection()
+	if err != nil {
+		return byRegion, byCode // no bounds: every candidate goes to Parse
+	}
+	for _, m := range all.GetMetadata() {
+		ls := m.GetGeneralDesc().GetPossibleLength()
+		if len(ls) == 0 {
+			continue
+		}
+		b := phoneLengths{min: int(slices.Min(ls)), max: int(slices.Max(ls))}
+		if p := m.GetInternationalPrefix(); p != "" {
+			b.idd, _ = regexp.Compile("^(?:" + p + ")")
+		}
+		byRegion[m.GetId()] = b
+		cc := int(m.GetCountryCode())
+		if c, ok := byCode[cc]; ok {
+			b.min, b.max = min(b.min, c.min), max(b.max, c.max)
+		}
+		byCode[cc] = b
+	}
+	return byRegion, byCode
+})
+
+// plausiblePhone prunes, before the costly parse, a candidate whose digits
+// no number could have: the metadata's lengths of a national significant
+// number, allowing for a national prefix or carrier code (3 digits) before
+// it. It never prunes what Parse and IsValidNumber accept: a valid number's
+// national significant number has one of its region's lengths.
+func plausiblePhone(s, d, region string) bool {
+	byRegion, byCode := phoneMeta()
+	if strings.HasPrefix(s, "+") {
+		for l := 1; l <= 3 && l < len(d); l++ {
+			cc, _ := strconv.Atoi(d[:l])
+			if b, ok := byCode[cc]; ok { // calling codes are prefix-free
+				n := len(d) - l
+				return n >= b.min && n <= b.max+3
+			}
+		}
+		return false
+	}
+	b, ok := byRegion[region]
+	if !ok {
+		return true
+	}
+	if len(d) >= b.min && len(d) <= b.max+3 {
+		return true
+	}
+	return b.idd != nil && b.idd.MatchString(d) // dialled abroad without "+"
 }

@@ -3,6 +3,7 @@ package detect
 import (
 	"bufio"
 	"encoding/json"
+	"github.com/nyaruka/phonenumbers"
 	"os"
 	"slices"
 	"strings"
@@ -88,6 +89,8 @@ func FuzzFind(f *testing.F) {
 	f.Add("-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----")
 	f.Add("ab12 3456 7890 1234 5678 x4111 1111 1111 1111é 123-45-6789b")
 	f.Add("Bearer abcdefghijklmnopqrstuvwxyz0123 AKIAABCDEFGHIJKLMNOP gh sk_live_abcdefghijklmnop1234")
+	f.Add("Date of Birth: 12 March 1990; DOB 1990-01-02, geboren am 01.02.1990, NÉE LE 3/4/1980, fecha de nacimiento 1990-01-01")
+	f.Add("authorization: BEARER         abcdefghijklmnopqrstuvwxyz0123456789==== bearer")
 	f.Fuzz(func(t *testing.T, text string) {
 		prev := -1
 		got := Find(text, Options{})
@@ -140,4 +143,36 @@ func TestWindowsFindTheSame(t *testing.T) {
 	if found < 500 {
 		t.Fatalf("only %d values found in %d texts: the comparison proves little", found, len(texts))
 	}
+}
+
+// TestPlausiblePhoneKeepsValid: the length pruning before the parse never
+// drops a number the library accepts: every region's example numbers, in
+// national and international format, from that region and from abroad.
+func TestPlausiblePhoneKeepsValid(t *testing.T) {
+	checked := 0
+	for region := range phonenumbers.GetSupportedRegions() {
+		for _, typ := range []phonenumbers.PhoneNumberType{phonenumbers.FIXED_LINE, phonenumbers.MOBILE, phonenumbers.TOLL_FREE} {
+			n := phonenumbers.GetExampleNumberForType(region, typ)
+			if n == nil || !phonenumbers.IsValidNumber(n) {
+				continue
+			}
+			for _, f := range []phonenumbers.PhoneNumberFormat{phonenumbers.NATIONAL, phonenumbers.INTERNATIONAL, phonenumbers.E164} {
+				s := phonenumbers.Format(n, f)
+				for _, from := range []string{region, "US", "GB", "DE"} {
+					p, err := phonenumbers.Parse(s, from)
+					if err != nil || !phonenumbers.IsValidNumber(p) {
+						continue
+					}
+					checked++
+					if !plausiblePhone(s, digitsOf(s), from) {
+						t.Errorf("%s (%s) read in %s: valid, pruned", s, region, from)
+					}
+				}
+			}
+		}
+	}
+	if checked < 500 {
+		t.Fatalf("only %d numbers checked", checked)
+	}
+	t.Logf("%d valid numbers kept", checked)
 }

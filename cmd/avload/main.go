@@ -218,6 +218,16 @@ func run(c config) (Result, error) {
 		}
 		values = c.batch
 		req = detokenize(c.url, agent, tokens, c.batch)
+	case "redact":
+		values = len(ticketValues)
+		req = redact(c.url, c.token)
+	case "restore":
+		agent, answer, err := setupRestore(client, c)
+		if err != nil {
+			return Result{}, err
+		}
+		values = len(ticketValues)
+		req = restore(c.url, agent, answer)
 	case "transit":
 		if c.vaultAddr == "" || c.vaultToken == "" {
 			return Result{}, fmt.Errorf("-scenario transit needs -vault-addr and -vault-token")
@@ -522,6 +532,79 @@ func detokenize(base, token string, tokens []string, n int) request {
 		for _, r := range out.Results {
 			if r.Status != "ok" {
 				return fmt.Errorf("token not revealed: %s", r.Status)
+			}
+		}
+		return nil
+	}
+}
+
+// ticketValues are the sensitive values of the redact scenario's ticket.
+var ticketValues = []string{"maria.gonzalez@example.com", "+44 20 7946 0958", "4111 1111 1111 1111", "DE89 3704 0044 0532 0130 00", "123-45-6789", "203.0.113.42", "AKIAIOSFODNN7EXAMPLE", "1985-04-12"}
+
+// ticket is a 2 KB support ticket holding ticketValues among prose.
+func ticket() string {
+	v := ticketValues
+	return "Subject: refund request\n\nHello team,\n\nThe customer Maria Gonzalez (" + v[0] + ", phone " + v[1] + ") wrote in about a " +
+		"double charge on her card " + v[2] + ". She asks for the refund to go to her account " + v[3] + " instead. For the " +
+		"identity check she gave SSN " + v[4] + " and date of birth: " + v[7] + ". The login came from " + v[5] + ", which matches " +
+		"her usual location. Engineering notes that an old deploy script still held the key " + v[6] + "; it has been rotated.\n\n" +
+		strings.Repeat("Please check the order history, confirm the duplicate transaction with the payment provider and reply "+
+			"within two business days with the outcome and the expected date of the refund. ", 9) + "\n\nThanks,\nSupport\n"
+}
+
+// redact posts the ticket to /v1/redact; its values are held after the
+// first request, so each one is detection plus the lookups that find them.
+func redact(base, token string) request {
+	body, _ := json.Marshal(map[string]any{"text": ticket()})
+	return func(ctx context.Context, client *http.Client) error {
+		var out struct{ Entities []struct{ Type string } }
+		if err := post(client, base+"/v1/redact", "Authorization", token, body, &out); err != nil {
+			return err
+		}
+		if len(out.Entities) != len(ticketValues) {
+			return fmt.Errorf("redact found %d values, want %d", len(out.Entities), len(ticketValues))
+		}
+		return nil
+	}
+}
+
+// setupRestore redacts the ticket into a text collection of its own and
+// makes an agent whose grant reveals every entity type there; the answer
+// to restore is the redacted ticket.
+func setupRestore(client *http.Client, c config) (agentToken, answer string, err error) {
+	coll := fmt.Sprintf("load_text_%d", time.Now().UnixNano())
+	body, _ := json.Marshal(map[string]any{"text": ticket(), "collection": coll})
+	var red struct{ Text string }
+	if err := post(client, c.url+"/v1/redact", "Authorization", c.token, body, &red); err != nil {
+		return "", "", fmt.Errorf("redact: %w", err)
+	}
+	var agent struct{ ID, Token string }
+	if err := post(client, c.url+"/v1/principals", "Authorization", c.token, []byte(`{"name":"avload-agent-`+coll+`","roles":["agent"]}`), &agent); err != nil {
+		return "", "", fmt.Errorf("create agent: %w", err)
+	}
+	grant, _ := json.Marshal(map[string]any{"principal_id": agent.ID, "collection": coll, "purpose": "load", "ttl": "1h", "reveal": "plain",
+		"fields": []string{"email", "phone", "credit_card", "iban", "us_ssn", "ip_address", "secret", "date_of_birth"}})
+	if err := post(client, c.url+"/v1/grants", "Authorization", c.token, grant, nil); err != nil {
+		return "", "", fmt.Errorf("create grant: %w", err)
+	}
+	return agent.Token, red.Text, nil
+}
+
+// restore posts the redacted ticket to /v1/restore: every token revealed
+// under the grant, one durable audit entry per request.
+func restore(base, token, answer string) request {
+	body, _ := json.Marshal(map[string]any{"text": answer, "purpose": "load"})
+	return func(ctx context.Context, client *http.Client) error {
+		var out struct{ Results []struct{ Status string } }
+		if err := post(client, base+"/v1/restore", "Authorization", token, body, &out); err != nil {
+			return err
+		}
+		if len(out.Results) != len(ticketValues) {
+			return fmt.Errorf("restore answered %d tokens, want %d", len(out.Results), len(ticketValues))
+		}
+		for _, r := range out.Results {
+			if r.Status != "ok" {
+				return fmt.Errorf("token not restored: %s", r.Status)
 			}
 		}
 		return nil

@@ -33,6 +33,8 @@ func TestScenarios(t *testing.T) {
 		{"mcp-detokenize", 0, 1},
 		{"detokenize", 5, 5},
 		{"transit", 0, 1},
+		{"redact", 0, 8},
+		{"restore", 0, 8},
 	}
 	for _, tc := range tests {
 		t.Run(tc.scenario, func(t *testing.T) {
