@@ -17,11 +17,7 @@ import (
 	"bytes"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
-
-	"github.com/nyaruka/phonenumbers"
 
 	"github.com/agentvault/agentvault/tokenizer"
 )
@@ -400,81 +396,4 @@ func validIPv6(s string, _ Options) bool {
 	}
 	addr, err := parseIPv6(s)
 	return err == nil && addr
-}
-
-func validPhone(s string, o Options) bool {
-	d := digitsOf(s)
-	if len(d) < 7 || len(d) > 15 {
-		return false
-	}
-	region := o.Region
-	if region == "" {
-		region = "US"
-	}
-	if !plausiblePhone(s, d, region) {
-		return false
-	}
-	n, err := phonenumbers.Parse(s, region)
-	return err == nil && phonenumbers.IsValidNumber(n)
-}
-
-// phoneLengths bounds the national significant number of a region or a
-// country calling code (from the library's metadata: the lengths any
-// number there may have), with the region's international dialling
-// prefix.
-type phoneLengths struct {
-	min, max int
-	idd      *regexp.Regexp
-}
-
-var phoneMeta = sync.OnceValues(func() (map[string]phoneLengths, map[int]phoneLengths) {
-	byRegion, byCode := map[string]phoneLengths{}, map[int]phoneLengths{}
-	all, err := phonenumbers.MetadataCollection()
-	if err != nil {
-		return byRegion, byCode // no bounds: every candidate goes to Parse
-	}
-	for _, m := range all.GetMetadata() {
-		ls := m.GetGeneralDesc().GetPossibleLength()
-		if len(ls) == 0 {
-			continue
-		}
-		b := phoneLengths{min: int(slices.Min(ls)), max: int(slices.Max(ls))}
-		if p := m.GetInternationalPrefix(); p != "" {
-			b.idd, _ = regexp.Compile("^(?:" + p + ")")
-		}
-		byRegion[m.GetId()] = b
-		cc := int(m.GetCountryCode())
-		if c, ok := byCode[cc]; ok {
-			b.min, b.max = min(b.min, c.min), max(b.max, c.max)
-		}
-		byCode[cc] = b
-	}
-	return byRegion, byCode
-})
-
-// plausiblePhone prunes, before the costly parse, a candidate whose digits
-// no number could have: the metadata's lengths of a national significant
-// number, allowing for a national prefix or carrier code (3 digits) before
-// it. It never prunes what Parse and IsValidNumber accept: a valid number's
-// national significant number has one of its region's lengths.
-func plausiblePhone(s, d, region string) bool {
-	byRegion, byCode := phoneMeta()
-	if strings.HasPrefix(s, "+") {
-		for l := 1; l <= 3 && l < len(d); l++ {
-			cc, _ := strconv.Atoi(d[:l])
-			if b, ok := byCode[cc]; ok { // calling codes are prefix-free
-				n := len(d) - l
-				return n >= b.min && n <= b.max+3
-			}
-		}
-		return false
-	}
-	b, ok := byRegion[region]
-	if !ok {
-		return true
-	}
-	if len(d) >= b.min && len(d) <= b.max+3 {
-		return true
-	}
-	return b.idd != nil && b.idd.MatchString(d) // dialled abroad without "+"
 }
