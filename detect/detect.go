@@ -104,7 +104,7 @@ var patterns = []pattern{
 	{typ: Secret, re: regexp.MustCompile(`-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----[\s\S]+?-----END (?:[A-Z]+ )?PRIVATE KEY-----`),
 		need: contains("-----BEGIN")},
 	{typ: Secret, re: regexp.MustCompile(`\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|\bgh[pousr]_[A-Za-z0-9]{36}\b|\bxox[abprs]-[A-Za-z0-9-]{10,}\b|\bsk_(?:live|test)_[A-Za-z0-9]{16,}\b|\bAIza[0-9A-Za-z_-]{35}\b|\bavt_[A-Z2-7]{52}\b`),
-		need: contains("AKIA", "ASIA", "gh", "xox", "sk_", "AIza", "avt_"), in: anyOf(isAlnum, "_-"), worth: longer(15)},
+		need: contains("AKIA", "ASIA", "gh", "xox", "sk_", "AIza", "avt_"), in: anyOf(isAlnum, "_-"), worth: all(longer(15), contains("AKIA", "ASIA", "gh", "xox", "sk_", "AIza", "avt_"))},
 	{typ: Secret, re: regexp.MustCompile(`(?i)\bbearer\s{1,8}([A-Za-z0-9\-._~+/]{20,}=*)`), group: 1,
 		near: &anchors{words: []string{"bearer"}, reach: len("bearer") + 8, tail: anyOf(isAlnum, "-._~+/=")}},
 	{typ: Email, re: regexp.MustCompile(`[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}`),
@@ -113,7 +113,7 @@ var patterns = []pattern{
 		valid: validIBAN, claims: true, in: anyOf(isUpperOrDigit, " "), worth: digits(2)},
 	{typ: CreditCard, re: regexp.MustCompile(`\b\d(?:[ -]?\d){12,18}\b`),
 		valid: validCard, in: anyOf(isDigit, " -"), worth: digits(13)},
-	{typ: USSSN, re: regexp.MustCompile(`\b(\d{3})-(\d{2})-(\d{4})\b`),
+	{typ: USSSN, re: regexp.MustCompile(`\b\d{3}-\d{2}-\d{4}\b`),
 		valid: validSSN, in: anyOf(isDigit, "-"), worth: digits(9)},
 	// A date of birth only after a word that says so, at most 8
 	// separators away; every match starts within 10 bytes before one of
@@ -121,7 +121,7 @@ var patterns = []pattern{
 	{typ: DateOfBirth, re: regexp.MustCompile(`(?i)\b(?:born(?: on)?|dob|d\.o\.b\.|date of birth|birth ?date|birthday|geboren(?: am)?|né(?:e)? le|fecha de nacimiento)\b[\s:,-]{0,8}((?:\d{4}-\d{2}-\d{2})|(?:\d{1,2}[./-]\d{1,2}[./-]\d{2,4})|(?:\d{1,2}(?:st|nd|rd|th)? (?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]{0,9}\.? \d{4})|(?:(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]{0,9}\.? \d{1,2}(?:st|nd|rd|th)?,? \d{4}))`), group: 1,
 		near: &anchors{words: []string{"born", "dob", "d.o.b.", "birth", "geboren", "né", "nÉ", "nacimiento"}, back: 10, reach: 64}},
 	{typ: IPAddress, re: regexp.MustCompile(`\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b`),
-		in: anyOf(isDigit, "."), worth: digits(4)},
+		in: anyOf(isDigit, "."), worth: all(digits(4), func(run string) bool { return strings.Count(run, ".") >= 3 })},
 	{typ: IPAddress, re: regexp.MustCompile(`(?i)(?:[0-9a-f]{1,4}|:)(?::[0-9a-f]{0,4}){2,7}`),
 		valid: validIPv6, in: anyOf(isHex, ":"), worth: holds(":")},
 	{typ: Phone, re: regexp.MustCompile(`(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{1,5}(?:[ .-]?\d{1,5}){1,5}`),
@@ -138,19 +138,25 @@ func Find(text string, o Options) []Entity { return find(text, o, true) }
 // find is Find; with windows false every pattern runs on the whole text
 // (the reference the runs must agree with: TestWindowsFindTheSame).
 func find(text string, o Options, windows bool) []Entity {
-	var out, claimed []Entity
+	var out []Entity
 	if o.Known != nil {
 		out = findKnown(text, o.Known, func(typ string) bool { return o.Types == nil || slices.Contains(o.Types, typ) })
 	}
-	overlaps := func(start, end int) bool {
-		for _, spans := range [][]Entity{out, claimed} {
-			for _, e := range spans {
-				if start < e.End && e.Start < end {
-					return true
-				}
-			}
+	// taken marks the bytes of the values found and of the spans claimed.
+	var taken []bool
+	take := func(start, end int) {
+		if taken == nil {
+			taken = make([]bool, len(text))
 		}
-		return false
+		for i := start; i < end; i++ {
+			taken[i] = true
+		}
+	}
+	for _, e := range out {
+		take(e.Start, e.End)
+	}
+	overlaps := func(start, end int) bool {
+		return taken != nil && slices.Contains(taken[start:end], true)
 	}
 	for _, p := range patterns {
 		if o.Types != nil && !slices.Contains(o.Types, p.typ) {
@@ -166,11 +172,12 @@ func find(text string, o Options, windows bool) []Entity {
 			}
 			if p.valid != nil && !p.valid(text[start:end], o) {
 				if p.claims {
-					claimed = append(claimed, Entity{p.typ, start, end})
+					take(start, end)
 				}
 				continue
 			}
 			out = append(out, Entity{p.typ, start, end})
+			take(start, end)
 		}
 	}
 	slices.SortFunc(out, func(a, b Entity) int { return a.Start - b.Start })
@@ -187,7 +194,7 @@ func (p *pattern) matches(text string, windows bool) [][]int {
 	case windows && p.near != nil:
 		return p.nearAnchors(text)
 	case !windows || p.in == nil:
-		return p.re.FindAllStringSubmatchIndex(text, -1)
+		return p.find(text)
 	}
 	var all [][]int
 	for i := 0; i < len(text); {
@@ -201,7 +208,7 @@ func (p *pattern) matches(text string, windows bool) [][]int {
 		}
 		if p.worth(text[i:j]) {
 			lo, hi := max(i-1, 0), min(j+1, len(text))
-			for _, m := range p.re.FindAllStringSubmatchIndex(text[lo:hi], -1) {
+			for _, m := range p.find(text[lo:hi]) {
 				for k := range m {
 					if m[k] >= 0 {
 						m[k] += lo
@@ -213,6 +220,15 @@ func (p *pattern) matches(text string, windows bool) [][]int {
 		i = j
 	}
 	return all
+}
+
+// find is re's matches in text, with their submatches only if the
+// pattern's value is one (they cost the regexp engine more).
+func (p *pattern) find(text string) [][]int {
+	if p.group == 0 {
+		return p.re.FindAllStringIndex(text, -1)
+	}
+	return p.re.FindAllStringSubmatchIndex(text, -1)
 }
 
 // nearAnchors returns re's matches in text, as FindAllStringSubmatchIndex
@@ -248,7 +264,7 @@ func (p *pattern) nearAnchors(text string) [][]int {
 		for i++; i < len(spans) && spans[i].lo <= sp.hi; i++ {
 			sp.hi = max(sp.hi, spans[i].hi)
 		}
-		for _, m := range p.re.FindAllStringSubmatchIndex(text[sp.lo:sp.hi], -1) {
+		for _, m := range p.find(text[sp.lo:sp.hi]) {
 			for k := range m {
 				if m[k] >= 0 {
 					m[k] += sp.lo
@@ -287,6 +303,17 @@ func digits(n int) func(string) bool {
 
 func holds(sub string) func(string) bool {
 	return func(run string) bool { return strings.Contains(run, sub) }
+}
+
+func all(tests ...func(string) bool) func(string) bool {
+	return func(run string) bool {
+		for _, t := range tests {
+			if !t(run) {
+				return false
+			}
+		}
+		return true
+	}
 }
 
 func longer(n int) func(string) bool { return func(run string) bool { return len(run) >= n } }
