@@ -53,6 +53,7 @@ type phoneRegion struct {
 	general  *regexp.Regexp // every valid national number, anchored both ends
 	prefix   string         // the national prefix, when it is a plain digit string
 	simple   bool           // the national prefix is read as the plain prefix (or there is none)
+	npp      *regexp.Regexp // how Parse finds a national prefix, anchored at the start; nil if none
 }
 
 var phoneMeta = sync.OnceValues(func() (map[string]*phoneRegion, map[int]*phoneRegion) {
@@ -76,6 +77,12 @@ var phoneMeta = sync.OnceValues(func() (map[string]*phoneRegion, map[int]*phoneR
 		}
 		np, npp := m.GetNationalPrefix(), m.GetNationalPrefixForParsing()
 		r.prefix = np
+		if npp == "" {
+			npp = np
+		}
+		if npp != "" {
+			r.npp, _ = regexp.Compile("^(?:" + npp + ")")
+		}
 		r.simple = m.GetNationalPrefixTransformRule() == "" && (npp == "" && np == "" || npp == np && isDigits(np))
 		byRegion[m.GetId()] = r
 		cc := r.code
@@ -150,7 +157,7 @@ func readPhone(s, d, region string) (*phonenumbers.PhoneNumber, bool) {
 		main, ok := byRegion[phonenumbers.GetRegionCodeForCountryCode(cc)]
 		// Parse may strip a national prefix after the calling code too
 		// ("+44 (0)20 ..."): left to it.
-		if !ok || !main.simple || main.prefix != "" && strings.HasPrefix(national, main.prefix) {
+		if !ok || main.npp != nil && main.npp.MatchString(national) {
 			return nil, false
 		}
 	} else {
@@ -172,15 +179,26 @@ func readPhone(s, d, region string) (*phonenumbers.PhoneNumber, bool) {
 			}
 		}
 	}
-	if cc == 0 || len(national) < 2 || len(national) > 17 || national[0] == '0' {
-		return nil, false // leading zeros are Parse's to count
+	if cc == 0 || len(national) < 2 || len(national) > 17 {
+		return nil, false
 	}
 	nn, err := strconv.ParseUint(national, 10, 64)
 	if err != nil {
 		return nil, false
 	}
 	c := int32(cc)
-	return &phonenumbers.PhoneNumber{CountryCode: &c, NationalNumber: &nn}, true
+	n := &phonenumbers.PhoneNumber{CountryCode: &c, NationalNumber: &nn}
+	if national[0] == '0' {
+		// Leading zeros are part of some national numbers (Italy's):
+		// Parse records them as a flag and a count.
+		lz := true
+		n.ItalianLeadingZero = &lz
+		if zeros := len(national) - len(strings.TrimLeft(national[:len(national)-1], "0")) - 1; zeros > 1 {
+			z := int32(zeros)
+			n.NumberOfLeadingZeros = &z
+		}
+	}
+	return n, true
 }
 
 // lengthKeeps is Parse's test of a national number's length after the

@@ -25,7 +25,8 @@ func agree(t testing.TB, s, region string) bool {
 	}
 	slow, ok := slowPhone(s, region)
 	fastValid, slowValid := phonenumbers.IsValidNumber(fast), ok && phonenumbers.IsValidNumber(slow)
-	same := ok && slow.GetCountryCode() == fast.GetCountryCode() && slow.GetNationalNumber() == fast.GetNationalNumber() && !slow.GetItalianLeadingZero()
+	same := ok && slow.GetCountryCode() == fast.GetCountryCode() && slow.GetNationalNumber() == fast.GetNationalNumber() &&
+		slow.GetItalianLeadingZero() == fast.GetItalianLeadingZero() && slow.GetNumberOfLeadingZeros() == fast.GetNumberOfLeadingZeros()
 	if fastValid != slowValid || fastValid && !same {
 		t.Fatalf("%q in %s: shortcut read +%d %d (valid %v), Parse +%d %d (ok %v, valid %v)", s, region,
 			fast.GetCountryCode(), fast.GetNationalNumber(), fastValid, slow.GetCountryCode(), slow.GetNationalNumber(), ok, slowValid)
