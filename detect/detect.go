@@ -18,6 +18,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/agentvault/agentvault/tokenizer"
 )
@@ -77,6 +78,9 @@ type pattern struct {
 	// near, if set, are literals every match holds near its start: the
 	// pattern then runs only around them.
 	near *anchors
+	// digital: in holds only digitBytes and worth only runs with a digit,
+	// so the runs are looked for in the digit clusters alone.
+	digital bool
 }
 
 // anchors locate a pattern's matches: each match holds one of words
@@ -110,22 +114,22 @@ var patterns = []pattern{
 	{typ: Email, re: regexp.MustCompile(`[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}`),
 		valid: validEmail, need: contains("@"), in: anyOf(isAlnum, "._%+-@"), worth: holds("@")},
 	{typ: IBAN, re: regexp.MustCompile(`\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b`),
-		valid: validIBAN, claims: true, in: anyOf(isUpperOrDigit, " "), worth: digits(2)},
+		valid: validIBAN, claims: true, in: anyOf(isUpperOrDigit, " "), worth: ibanStart},
 	{typ: CreditCard, re: regexp.MustCompile(`\b\d(?:[ -]?\d){12,18}\b`),
-		valid: validCard, in: anyOf(isDigit, " -"), worth: digits(13)},
+		valid: validCard, in: anyOf(isDigit, " -"), worth: digits(13), digital: true},
 	{typ: USSSN, re: regexp.MustCompile(`\b\d{3}-\d{2}-\d{4}\b`),
-		valid: validSSN, in: anyOf(isDigit, "-"), worth: digits(9)},
+		valid: validSSN, in: anyOf(isDigit, "-"), worth: all(digits(9), atLeast('-', 2)), digital: true},
 	// A date of birth only after a word that says so, at most 8
 	// separators away; every match starts within 10 bytes before one of
 	// the anchors and ends within 64 after it.
 	{typ: DateOfBirth, re: regexp.MustCompile(`(?i)\b(?:born(?: on)?|dob|d\.o\.b\.|date of birth|birth ?date|birthday|geboren(?: am)?|né(?:e)? le|fecha de nacimiento)\b[\s:,-]{0,8}((?:\d{4}-\d{2}-\d{2})|(?:\d{1,2}[./-]\d{1,2}[./-]\d{2,4})|(?:\d{1,2}(?:st|nd|rd|th)? (?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]{0,9}\.? \d{4})|(?:(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]{0,9}\.? \d{1,2}(?:st|nd|rd|th)?,? \d{4}))`), group: 1,
 		near: &anchors{words: []string{"born", "dob", "d.o.b.", "birth", "geboren", "né", "nÉ", "nacimiento"}, back: 10, reach: 64}},
 	{typ: IPAddress, re: regexp.MustCompile(`\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b`),
-		in: anyOf(isDigit, "."), worth: all(digits(4), func(run string) bool { return strings.Count(run, ".") >= 3 })},
+		in: anyOf(isDigit, "."), worth: all(digits(4), atLeast('.', 3)), digital: true},
 	{typ: IPAddress, re: regexp.MustCompile(`(?i)(?:[0-9a-f]{1,4}|:)(?::[0-9a-f]{0,4}){2,7}`),
-		valid: validIPv6, in: anyOf(isHex, ":"), worth: holds(":")},
+		valid: validIPv6, in: anyOf(isHex, ":"), worth: atLeast(':', 2)},
 	{typ: Phone, re: regexp.MustCompile(`(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{1,5}(?:[ .-]?\d{1,5}){1,5}`),
-		valid: validPhone, in: anyOf(isDigit, "+() .-"), worth: digits(7)}, // validPhone needs 7
+		valid: validPhone, in: anyOf(isDigit, "+() .-"), worth: digits(7), digital: true}, // validPhone needs 7
 }
 
 // Find returns the sensitive values in text, in order, none overlapping:
@@ -158,6 +162,7 @@ func find(text string, o Options, windows bool) []Entity {
 	overlaps := func(start, end int) bool {
 		return taken != nil && slices.Contains(taken[start:end], true)
 	}
+	clusters := sync.OnceValue(func() [][2]int { return digitClusters(text) })
 	for _, p := range patterns {
 		if o.Types != nil && !slices.Contains(o.Types, p.typ) {
 			continue
@@ -165,7 +170,7 @@ func find(text string, o Options, windows bool) []Entity {
 		if p.need != nil && !p.need(text) {
 			continue
 		}
-		for _, m := range p.matches(text, windows) {
+		for _, m := range p.matches(text, windows, clusters) {
 			start, end := m[2*p.group], m[2*p.group+1]
 			if start < 0 || !bounded(text, start, end) || overlaps(start, end) {
 				continue
@@ -189,7 +194,7 @@ func find(text string, o Options, windows bool) []Entity {
 // holds only such bytes, so it lies within one run; leftmost-first
 // matching in a run, given the byte either side as context, finds what it
 // finds there in the whole text.
-func (p *pattern) matches(text string, windows bool) [][]int {
+func (p *pattern) matches(text string, windows bool, clusters func() [][2]int) [][]int {
 	switch {
 	case windows && p.near != nil:
 		return p.nearAnchors(text)
@@ -197,29 +202,66 @@ func (p *pattern) matches(text string, windows bool) [][]int {
 		return p.find(text)
 	}
 	var all [][]int
-	for i := 0; i < len(text); {
-		if !p.in[text[i]] {
-			i++
-			continue
-		}
-		j := i + 1
-		for j < len(text) && p.in[text[j]] {
-			j++
-		}
-		if p.worth(text[i:j]) {
-			lo, hi := max(i-1, 0), min(j+1, len(text))
-			for _, m := range p.find(text[lo:hi]) {
-				for k := range m {
-					if m[k] >= 0 {
-						m[k] += lo
-					}
-				}
-				all = append(all, m)
+	scan := func(from, to int) {
+		for i := from; i < to; {
+			if !p.in[text[i]] {
+				i++
+				continue
 			}
+			j := i + 1
+			for j < to && p.in[text[j]] {
+				j++
+			}
+			if p.worth(text[i:j]) {
+				lo, hi := max(i-1, 0), min(j+1, len(text))
+				for _, m := range p.find(text[lo:hi]) {
+					for k := range m {
+						if m[k] >= 0 {
+							m[k] += lo
+						}
+					}
+					all = append(all, m)
+				}
+			}
+			i = j
 		}
-		i = j
+	}
+	if !p.digital {
+		scan(0, len(text))
+		return all
+	}
+	// A run of the pattern's bytes that holds a digit lies inside one
+	// digit cluster, whose ends no such run crosses.
+	for _, c := range clusters() {
+		scan(c[0], c[1])
 	}
 	return all
+}
+
+// digitBytes holds every byte of the digit-shaped patterns (digital).
+var digitBytes = anyOf(isDigit, " -+().")
+
+// digitClusters returns the maximal runs of digitBytes in text that hold a
+// digit: the only places a digit-shaped pattern can match.
+func digitClusters(text string) [][2]int {
+	var out [][2]int
+	for i := 0; i < len(text); {
+		k := strings.IndexAny(text[i:], "0123456789")
+		if k < 0 {
+			break
+		}
+		k += i
+		lo, hi := k, k+1
+		for lo > i && digitBytes[text[lo-1]] {
+			lo--
+		}
+		for hi < len(text) && digitBytes[text[hi]] {
+			hi++
+		}
+		out = append(out, [2]int{lo, hi})
+		i = hi
+	}
+	return out
 }
 
 // find is re's matches in text, with their submatches only if the
@@ -303,6 +345,30 @@ func digits(n int) func(string) bool {
 
 func holds(sub string) func(string) bool {
 	return func(run string) bool { return strings.Contains(run, sub) }
+}
+
+// atLeast: the run holds c at least n times.
+func atLeast(c byte, n int) func(string) bool {
+	return func(run string) bool {
+		seen := 0
+		for i := 0; i < len(run) && seen < n; i++ {
+			if run[i] == c {
+				seen++
+			}
+		}
+		return seen == n
+	}
+}
+
+// ibanStart: the run holds two capital letters then two digits, as every
+// IBAN starts.
+func ibanStart(run string) bool {
+	for i := 0; i+4 <= len(run); i++ {
+		if run[i] >= 'A' && run[i] <= 'Z' && run[i+1] >= 'A' && run[i+1] <= 'Z' && isDigit(run[i+2]) && isDigit(run[i+3]) {
+			return true
+		}
+	}
+	return false
 }
 
 func all(tests ...func(string) bool) func(string) bool {
