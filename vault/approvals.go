@@ -9,8 +9,9 @@ import (
 	"slices"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/google/uuid"
+
+	"github.com/agentvault/agentvault/storage"
 )
 
 // Approval statuses.
@@ -124,9 +125,9 @@ func (a *Approval) effectiveStatus(now time.Time) string {
 	return a.Status
 }
 
-func readApproval(txn *badger.Txn, id string) (*storedApproval, error) {
+func readApproval(txn storage.Txn, id string) (*storedApproval, error) {
 	item, err := txn.Get(approvalKey(id))
-	if errors.Is(err, badger.ErrKeyNotFound) {
+	if errors.Is(err, storage.ErrNotFound) {
 		return nil, notFound("approval_not_found", "no approval %q", id)
 	}
 	if err != nil {
@@ -142,7 +143,7 @@ func readApproval(txn *badger.Txn, id string) (*storedApproval, error) {
 // putApproval stores an approval and keeps its due key in step: the keys
 // of both deadlines it may have had are dropped and the current one, if
 // it is still open, is set.
-func putApproval(txn *badger.Txn, a *storedApproval) error {
+func putApproval(txn storage.Txn, a *storedApproval) error {
 	b, err := json.Marshal(a)
 	if err != nil {
 		return err
@@ -167,15 +168,15 @@ func putApproval(txn *badger.Txn, a *storedApproval) error {
 // initApprovalDue writes the due keys of every open approval, once, for a
 // database written before they existed. It runs before the writer starts.
 func initApprovalDue(store *Store) error {
-	txn := store.db.NewTransaction(true)
+	txn := store.newWriteTxn()
 	defer txn.Discard()
 	if _, err := txn.Get(approvalDueReady); err == nil {
 		return nil
-	} else if !errors.Is(err, badger.ErrKeyNotFound) {
+	} else if !errors.Is(err, storage.ErrNotFound) {
 		return err
 	}
 	var due [][]byte
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("ap/"), PrefetchValues: true})
+	it := txn.NewIterator(storage.IterOptions{Prefix: []byte("ap/"), PrefetchValues: true})
 	for it.Rewind(); it.Valid(); it.Next() {
 		var a storedApproval
 		if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &a) }); err != nil {
@@ -200,8 +201,8 @@ func initApprovalDue(store *Store) error {
 
 // eachDue calls fn with the deadline (Unix ns) and id of every open
 // approval, earliest deadline first, until fn returns false.
-func eachDue(txn *badger.Txn, fn func(deadline int64, id string) (more bool, err error)) error {
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(approvalDuePrefix)})
+func eachDue(txn storage.Txn, fn func(deadline int64, id string) (more bool, err error)) error {
+	it := txn.NewIterator(storage.IterOptions{Prefix: []byte(approvalDuePrefix)})
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
 		k := it.Item().Key()[len(approvalDuePrefix):]
@@ -219,7 +220,7 @@ func eachDue(txn *badger.Txn, fn func(deadline int64, id string) (more bool, err
 // after now, reading only the due keys up to now.
 func (s *Service) dueApprovals(now time.Time) ([]string, error) {
 	var ids []string
-	err := s.store.View(func(txn *badger.Txn) error {
+	err := s.store.View(func(txn storage.Txn) error {
 		return eachDue(txn, func(deadline int64, id string) (bool, error) {
 			if deadline > now.UnixNano() {
 				return false, nil
@@ -235,7 +236,7 @@ func (s *Service) dueApprovals(now time.Time) ([]string, error) {
 // its own.
 func (s *Service) GetApproval(ctx context.Context, actor *Principal, id string) (*Approval, error) {
 	var a *storedApproval
-	err := s.store.View(func(txn *badger.Txn) (err error) { a, err = readApproval(txn, id); return err })
+	err := s.store.View(func(txn storage.Txn) (err error) { a, err = readApproval(txn, id); return err })
 	if err != nil {
 		return nil, err
 	}
@@ -251,7 +252,7 @@ func (s *Service) GetApproval(ctx context.Context, actor *Principal, id string) 
 // ones (pending, or approved and not yet redeemed, found through their due
 // keys), so the console's pending list does not grow with history.
 func (s *Service) eachApproval(openOnly bool, fn func(a *Approval)) error {
-	return s.store.View(func(txn *badger.Txn) error {
+	return s.store.View(func(txn storage.Txn) error {
 		if openOnly {
 			return eachDue(txn, func(_ int64, id string) (bool, error) {
 				a, err := readApproval(txn, id)
@@ -262,7 +263,7 @@ func (s *Service) eachApproval(openOnly bool, fn func(a *Approval)) error {
 				return true, nil
 			})
 		}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("ap/"), PrefetchValues: true})
+		it := txn.NewIterator(storage.IterOptions{Prefix: []byte("ap/"), PrefetchValues: true})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			var a storedApproval
@@ -316,7 +317,7 @@ func (s *Service) DecideApproval(ctx context.Context, meta RequestMeta, id strin
 	e := s.newEntry(meta, action)
 	e.ApprovalID, e.Reason = id, reason
 	var out Approval
-	err := s.writer.apply(&mutation{entry: e, size: 4096, prepare: func(txn *badger.Txn) error {
+	err := s.writer.apply(&mutation{entry: e, size: 4096, prepare: func(txn storage.Txn) error {
 		now := s.now()
 		e.Time = now
 		a, err := readApproval(txn, id)
@@ -363,7 +364,7 @@ func (s *Service) ExpireApprovals(ctx context.Context) (int, error) {
 		e := s.newEntry(RequestMeta{}, "approval.expire")
 		e.ApprovalID = id
 		var expired Approval
-		err := s.writer.apply(&mutation{entry: e, size: 4096, prepare: func(txn *badger.Txn) error {
+		err := s.writer.apply(&mutation{entry: e, size: 4096, prepare: func(txn storage.Txn) error {
 			now := s.now()
 			a, err := readApproval(txn, id)
 			if err != nil {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
+	"github.com/agentvault/agentvault/storage"
 )
 
 // approvalScene adds an approver, and a principal that is both agent and
@@ -493,7 +493,7 @@ func TestApprovalEvents(t *testing.T) {
 func dueKeys(t *testing.T, e *env, base time.Time) map[string]time.Duration {
 	t.Helper()
 	out := map[string]time.Duration{}
-	err := e.store.View(func(txn *badger.Txn) error {
+	err := e.store.View(func(txn storage.Txn) error {
 		return eachDue(txn, func(deadline int64, id string) (bool, error) {
 			out[id] = time.Unix(0, deadline).Sub(base)
 			return true, nil
@@ -578,7 +578,7 @@ func TestApprovalDueIndex(t *testing.T) {
 	}
 
 	// A database from before due keys: drop them and the marker, restart.
-	err := sc.store.db.Update(func(txn *badger.Txn) error {
+	err := sc.store.rawUpdate(func(txn storage.Txn) error {
 		for id, d := range dueKeys(t, sc.env, base) {
 			if err := txn.Delete(approvalDueKey(base.Add(d), id)); err != nil {
 				return err

@@ -8,8 +8,7 @@ import (
 	"fmt"
 	"sync/atomic"
 
-	"github.com/dgraph-io/badger/v4"
-
+	"github.com/agentvault/agentvault/storage"
 	"github.com/agentvault/agentvault/vault/auditlog"
 )
 
@@ -52,7 +51,7 @@ func auditKey(seq uint64) []byte {
 }
 
 // decodeEntry reads a stored audit entry.
-func decodeEntry(item *badger.Item) (AuditEntry, error) {
+func decodeEntry(item storage.Item) (AuditEntry, error) {
 	var e AuditEntry
 	err := item.Value(func(v []byte) error {
 		raw, err := auditlog.Decode(v)
@@ -70,7 +69,7 @@ func decodeEntry(item *badger.Item) (AuditEntry, error) {
 // only this mutation; a storage error fails the whole batch.
 type mutation struct {
 	entry   *AuditEntry
-	prepare func(txn *badger.Txn) error
+	prepare func(txn storage.Txn) error
 	size    int // estimated bytes written, to bound a batch's transaction
 	// auditOnly marks a mutation that writes little beyond its audit
 	// entry (a detokenize): it goes on deeper into the storage reserve.
@@ -128,8 +127,8 @@ func newWriter(store *Store) (*writer, error) {
 // readHead finds the last audit entry.
 func readHead(store *Store) (chainHead, error) {
 	head := chainHead{Hash: auditlog.GenesisHash}
-	err := store.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: []byte("a/")})
+	err := store.View(func(txn storage.Txn) error {
+		it := txn.NewIterator(storage.IterOptions{Reverse: true, Prefix: []byte("a/")})
 		defer it.Close()
 		it.Seek(auditKey(^uint64(0)))
 		if !it.Valid() {
@@ -209,7 +208,7 @@ func (w *writer) drain() {
 // commit runs a batch in one transaction, appends its audit entries in
 // order, commits, and answers each mutation once the commit is durable.
 func (w *writer) commit(batch []*mutation) {
-	txn := w.store.db.NewTransaction(true)
+	txn := w.store.newWriteTxn()
 	defer txn.Discard()
 	head := w.head
 	results := make([]error, len(batch))
@@ -257,7 +256,7 @@ func (w *writer) commit(batch []*mutation) {
 		}
 	}
 	if fatal != nil {
-		if errors.Is(fatal, badger.ErrTxnTooBig) {
+		if errors.Is(fatal, storage.ErrTooBig) {
 			fatal = &Error{Kind: ErrTooLarge, Code: "batch_too_large", Message: "the request is too large for one transaction; send fewer records"}
 		} else {
 			fatal = fmt.Errorf("%w: write with audit entry: %v", ErrUnavailable, fatal)

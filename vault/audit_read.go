@@ -10,8 +10,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
-
+	"github.com/agentvault/agentvault/storage"
 	"github.com/agentvault/agentvault/vault/auditlog"
 )
 
@@ -61,8 +60,8 @@ func (s *Service) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, u
 	}
 	out := []AuditEntry{}
 	var next uint64
-	err := s.store.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("a/"), PrefetchValues: true, PrefetchSize: 64, Reverse: f.Newest})
+	err := s.store.View(func(txn storage.Txn) error {
+		it := txn.NewIterator(storage.IterOptions{Prefix: []byte("a/"), PrefetchValues: true, PrefetchSize: 64, Reverse: f.Newest})
 		defer it.Close()
 		start := auditKey(f.After + 1)
 		if f.Newest {
@@ -105,8 +104,8 @@ func (s *Service) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, u
 // could replace too (a witness then fails its signature).
 func VerifyAudit(ctx context.Context, store *Store, publicKeyset []byte, witnesses ...Checkpoint) (VerifyResult, error) {
 	c := auditlog.NewChain()
-	err := store.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("a/"), PrefetchValues: true, PrefetchSize: 256})
+	err := store.View(func(txn storage.Txn) error {
+		it := txn.NewIterator(storage.IterOptions{Prefix: []byte("a/"), PrefetchValues: true, PrefetchSize: 256})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			if err := ctx.Err(); err != nil {
@@ -170,8 +169,8 @@ func (s *Service) VerifyAudit(ctx context.Context, witnesses ...Checkpoint) (Ver
 // reads.
 func ExportAudit(ctx context.Context, store *Store, after uint64, w io.Writer) error {
 	enc := json.NewEncoder(w)
-	err := store.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("a/"), PrefetchValues: true, PrefetchSize: 256})
+	err := store.View(func(txn storage.Txn) error {
+		it := txn.NewIterator(storage.IterOptions{Prefix: []byte("a/"), PrefetchValues: true, PrefetchSize: 256})
 		defer it.Close()
 		for it.Seek(auditKey(after + 1)); it.Valid(); it.Next() {
 			if err := ctx.Err(); err != nil {

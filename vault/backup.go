@@ -20,11 +20,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/pb"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/agentvault/agentvault/keys"
+	"github.com/agentvault/agentvault/storage"
 )
 
 // A backup is the whole database as of one moment, taken online: records
@@ -563,7 +563,7 @@ func checkPinnedKey(store *Store, pinned []byte) error {
 // checkBackupEntry finds the audit entry that recorded the backup.
 func checkBackupEntry(store *Store, h BackupHeader) error {
 	var e AuditEntry
-	err := store.View(func(txn *badger.Txn) error {
+	err := store.View(func(txn storage.Txn) error {
 		item, err := txn.Get(auditKey(h.AuditSeq))
 		if err != nil {
 			return err

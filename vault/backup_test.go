@@ -19,11 +19,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/pb"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/agentvault/agentvault/keys"
+	"github.com/agentvault/agentvault/storage"
 	"github.com/agentvault/agentvault/vault/auditlog"
 )
 
@@ -369,7 +369,7 @@ func FuzzCheckBackup(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	err = store.Update(context.Background(), func(txn *badger.Txn) error {
+	err = store.Update(context.Background(), func(txn storage.Txn) error {
 		for i := range 20 {
 			if err := txn.Set([]byte(fmt.Sprintf("k/%02d", i)), bytes.Repeat([]byte{byte(i)}, i*10)); err != nil {
 				return err

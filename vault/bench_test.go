@@ -15,11 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/google/uuid"
 	"golang.org/x/sys/unix"
 
 	"github.com/agentvault/agentvault/detect"
+	"github.com/agentvault/agentvault/storage"
 	"github.com/agentvault/agentvault/tokenizer"
 	"github.com/agentvault/agentvault/vault/auditlog"
 )
@@ -151,7 +151,7 @@ func storeFloor(b *testing.B, perTxn int, entryPerRecord bool) {
 	b.RunParallel(func(pb *testing.PB) {
 		ids := make([]string, perTxn)
 		for pb.Next() {
-			err := store.Update(context.Background(), func(txn *badger.Txn) error {
+			err := store.Update(context.Background(), func(txn storage.Txn) error {
 				for i := range ids {
 					ids[i] = uuid.Must(uuid.NewV7()).String()
 					tok := tokenizer.Random()

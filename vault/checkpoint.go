@@ -7,9 +7,8 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"github.com/agentvault/agentvault/keys"
+	"github.com/agentvault/agentvault/storage"
 )
 
 const (
@@ -75,9 +74,9 @@ func (s *Service) AuditPublicKey(ctx context.Context) ([]byte, error) {
 // server's data directory, without the KEK.
 func StoredAuditPublicKey(store *Store) ([]byte, error) {
 	var pub []byte
-	err := store.View(func(txn *badger.Txn) error {
+	err := store.View(func(txn storage.Txn) error {
 		item, err := txn.Get([]byte(signingPubKey))
-		if errors.Is(err, badger.ErrKeyNotFound) {
+		if errors.Is(err, storage.ErrNotFound) {
 			return notFound("no_signing_key", "no checkpoint has been signed yet")
 		}
 		if err != nil {
@@ -118,7 +117,7 @@ func (s *Service) Checkpoint(ctx context.Context) (*Checkpoint, error) {
 		return nil, fmt.Errorf("sign checkpoint: %w", err)
 	}
 	b, _ := json.Marshal(cp)
-	if err := s.store.updateSmall(ctx, func(txn *badger.Txn) error { return txn.Set(checkpointKey(cp.Seq), b) }); err != nil {
+	if err := s.store.updateSmall(ctx, func(txn storage.Txn) error { return txn.Set(checkpointKey(cp.Seq), b) }); err != nil {
 		return nil, err
 	}
 	// Shipped out as made, so a copy exists outside the box: the whole
@@ -133,8 +132,8 @@ func (s *Service) Checkpoint(ctx context.Context) (*Checkpoint, error) {
 
 func lastCheckpoint(store *Store) (*Checkpoint, error) {
 	var cp *Checkpoint
-	err := store.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: []byte(checkpointPfx)})
+	err := store.View(func(txn storage.Txn) error {
+		it := txn.NewIterator(storage.IterOptions{Reverse: true, Prefix: []byte(checkpointPfx)})
 		defer it.Close()
 		it.Seek(checkpointKey(^uint64(0)))
 		if !it.Valid() {
@@ -149,8 +148,8 @@ func lastCheckpoint(store *Store) (*Checkpoint, error) {
 // Checkpoints returns every stored checkpoint in order.
 func Checkpoints(store *Store) ([]Checkpoint, error) {
 	var out []Checkpoint
-	err := store.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(checkpointPfx), PrefetchValues: true})
+	err := store.View(func(txn storage.Txn) error {
+		it := txn.NewIterator(storage.IterOptions{Prefix: []byte(checkpointPfx), PrefetchValues: true})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			var cp Checkpoint

@@ -13,9 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"github.com/agentvault/agentvault/keys"
+	"github.com/agentvault/agentvault/storage"
 	"github.com/agentvault/agentvault/tokenizer"
 )
 
@@ -269,10 +268,10 @@ func (s *Service) CreateCollection(ctx context.Context, meta RequestMeta, c Coll
 	for _, f := range c.Fields {
 		e.Fields = append(e.Fields, f.Name)
 	}
-	err = s.writer.apply(&mutation{entry: e, size: len(schema) + len(wrappedDEK) + len(wrappedIdx) + 512, prepare: func(txn *badger.Txn) error {
+	err = s.writer.apply(&mutation{entry: e, size: len(schema) + len(wrappedDEK) + len(wrappedIdx) + 512, prepare: func(txn storage.Txn) error {
 		if _, err := txn.Get(collectionKey(c.Name)); err == nil {
 			return reject(conflict("collection_exists", "collection %q already exists", c.Name))
-		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+		} else if !errors.Is(err, storage.ErrNotFound) {
 			return err
 		}
 		for k, v := range map[string][]byte{string(collectionKey(c.Name)): schema, string(dekKey(c.Name)): wrappedDEK, string(indexKeyKey(c.Name)): wrappedIdx} {
@@ -344,8 +343,8 @@ func (s *Service) VisibleCollections(ctx context.Context, actor *Principal, purp
 // ListCollections returns every collection's schema, by name.
 func (s *Service) ListCollections(context.Context) ([]Collection, error) {
 	var out []Collection
-	err := s.store.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("c/"), PrefetchValues: true})
+	err := s.store.View(func(txn storage.Txn) error {
+		it := txn.NewIterator(storage.IterOptions{Prefix: []byte("c/"), PrefetchValues: true})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			var c Collection
@@ -377,17 +376,17 @@ func (s *Service) schema(name string) (Collection, error) {
 		return c.Collection, nil
 	}
 	var out Collection
-	err := s.store.View(func(txn *badger.Txn) (err error) {
+	err := s.store.View(func(txn storage.Txn) (err error) {
 		out, err = readSchema(txn, name)
 		return err
 	})
 	return out, err
 }
 
-func readSchema(txn *badger.Txn, name string) (Collection, error) {
+func readSchema(txn storage.Txn, name string) (Collection, error) {
 	var c Collection
 	item, err := txn.Get(collectionKey(name))
-	if errors.Is(err, badger.ErrKeyNotFound) {
+	if errors.Is(err, storage.ErrNotFound) {
 		return c, notFound("collection_not_found", "no collection named %q", name)
 	}
 	if err != nil {
@@ -416,7 +415,7 @@ func (s *Service) collection(name string) (*collection, error) {
 	}
 	var schema Collection
 	var wrappedDEK, wrappedIdx []byte
-	err := s.store.View(func(txn *badger.Txn) (err error) {
+	err := s.store.View(func(txn storage.Txn) (err error) {
 		if schema, err = readSchema(txn, name); err != nil {
 			return err
 		}
@@ -458,9 +457,9 @@ func keysetKey(scope string) []byte { return []byte("k/" + scope) }
 // there is none yet.
 func (s *Service) storedKeyset(scope string) ([]byte, error) {
 	var wrapped []byte
-	err := s.store.View(func(txn *badger.Txn) error {
+	err := s.store.View(func(txn storage.Txn) error {
 		item, err := txn.Get(keysetKey(scope))
-		if errors.Is(err, badger.ErrKeyNotFound) {
+		if errors.Is(err, storage.ErrNotFound) {
 			return nil
 		}
 		if err != nil {
@@ -484,7 +483,7 @@ func (s *Service) storeNewKeyset(scope string, wrapped []byte, also map[string][
 	// The audit log's own keys (token hashes, checkpoint signing) are what
 	// reads and reveals need: small, they go on into the storage reserve.
 	auditOnly := strings.HasPrefix(scope, "audit/")
-	return s.writer.apply(&mutation{entry: e, size: size, auditOnly: auditOnly, prepare: func(txn *badger.Txn) error {
+	return s.writer.apply(&mutation{entry: e, size: size, auditOnly: auditOnly, prepare: func(txn storage.Txn) error {
 		for k, v := range also {
 			if err := txn.Set([]byte(k), v); err != nil {
 				return err
@@ -494,7 +493,7 @@ func (s *Service) storeNewKeyset(scope string, wrapped []byte, also map[string][
 	}})
 }
 
-func getValue(txn *badger.Txn, key []byte) ([]byte, error) {
+func getValue(txn storage.Txn, key []byte) ([]byte, error) {
 	item, err := txn.Get(key)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", key, err)

@@ -12,9 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"github.com/agentvault/agentvault/keys"
+	"github.com/agentvault/agentvault/storage"
 	"github.com/agentvault/agentvault/tokenizer"
 )
 
@@ -115,7 +114,7 @@ func (s *Service) Detokenize(ctx context.Context, meta RequestMeta, req Detokeni
 	}
 	mine := s.agentGrants(actorID(meta.Actor))
 	var approval *storedApproval
-	err = s.store.View(func(txn *badger.Txn) error {
+	err = s.store.View(func(txn storage.Txn) error {
 		now := s.now()
 		if req.ApprovalID != "" {
 			var err error
@@ -195,8 +194,8 @@ func newDetokPlan(tokens []string, hasher *keys.IndexKey) (*detokPlan, error) {
 // resolveItems finds each distinct token's place and the grant that lets
 // the agent see it, then decrypts what a grant covers and notes the
 // approval rule its value trips.
-func (s *Service) resolveItems(txn *badger.Txn, plan *detokPlan, mine []*Grant, purpose string, approval *storedApproval, now time.Time) error {
-	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
+func (s *Service) resolveItems(txn storage.Txn, plan *detokPlan, mine []*Grant, purpose string, approval *storedApproval, now time.Time) error {
+	it := txn.NewIterator(storage.IterOptions{PrefetchValues: false})
 	defer it.Close()
 	for i := range plan.items {
 		item := &plan.items[i]
@@ -262,7 +261,7 @@ func (s *Service) openItem(item *detokItem, g *Grant) error {
 // resolveApproved finds an approved token at the place the approver was
 // shown, under the grant it was approved under, if that grant is still
 // live. A token that no longer stands for that place is not found.
-func resolveApproved(txn *badger.Txn, token string, covered *approvedItem, mine []*Grant, now time.Time) (TokenRef, *Grant, string, error) {
+func resolveApproved(txn storage.Txn, token string, covered *approvedItem, mine []*Grant, now time.Time) (TokenRef, *Grant, string, error) {
 	ref, ok, err := lookupAt(txn, token, covered.Collection, covered.RecordID, covered.Field)
 	if err != nil || !ok {
 		return TokenRef{}, nil, "", err
@@ -286,7 +285,7 @@ func resolveApproved(txn *badger.Txn, token string, covered *approvedItem, mine 
 // A deterministic token may stand for many records; only the first is
 // read, plus one point lookup per record a record-scoped grant names, so
 // no request scans records the agent cannot see.
-func resolveForAgent(txn *badger.Txn, it *badger.Iterator, token string, mine []*Grant, purpose string, now time.Time) (TokenRef, *Grant, string, error) {
+func resolveForAgent(txn storage.Txn, it storage.Iterator, token string, mine []*Grant, purpose string, now time.Time) (TokenRef, *Grant, string, error) {
 	if !isShared(token) {
 		ref, ok, err := lookupPoint(txn, token)
 		if err != nil || !ok {
@@ -397,7 +396,7 @@ func (s *Service) commitDetokenize(meta RequestMeta, req DetokenizeRequest, plan
 	e.Purpose = req.Purpose
 	var created *storedApproval
 	var spent map[string]*Grant
-	err := s.writer.apply(&mutation{entry: e, size: 1024 + 256*len(req.Tokens), auditOnly: true, prepare: func(txn *badger.Txn) error {
+	err := s.writer.apply(&mutation{entry: e, size: 1024 + 256*len(req.Tokens), auditOnly: true, prepare: func(txn storage.Txn) error {
 		now := s.now()
 		e.Time = now
 		if approval != nil {
@@ -452,7 +451,7 @@ func (s *Service) commitDetokenize(meta RequestMeta, req DetokenizeRequest, plan
 
 // redeemApproval marks an approval redeemed, exactly once: of two racing
 // redemptions one finds it already redeemed.
-func redeemApproval(txn *badger.Txn, id string, now time.Time) error {
+func redeemApproval(txn storage.Txn, id string, now time.Time) error {
 	a, err := readApproval(txn, id)
 	if err != nil {
 		return reject(err)
@@ -467,7 +466,7 @@ func redeemApproval(txn *badger.Txn, id string, now time.Time) error {
 // recheckGrants reads each grant the plan uses as stored, in the single
 // writer, so of requests racing for a grant's last use one wins; items
 // whose grant has ended since are denied. It returns the live grants.
-func recheckGrants(txn *badger.Txn, plan *detokPlan, now time.Time) (map[string]*Grant, error) {
+func recheckGrants(txn storage.Txn, plan *detokPlan, now time.Time) (map[string]*Grant, error) {
 	live := map[string]*Grant{}
 	ended := map[string]bool{}
 	for i := range plan.items {

@@ -8,8 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
-
+	"github.com/agentvault/agentvault/storage"
 	"github.com/agentvault/agentvault/tokenizer"
 )
 
@@ -113,7 +112,7 @@ func TestApprovalCoversOnlyWhatWasShown(t *testing.T) {
 func holdWriter(t *testing.T, svc *Service) (release func()) {
 	t.Helper()
 	gate, entered := make(chan struct{}), make(chan struct{})
-	go svc.writer.apply(&mutation{entry: svc.newEntry(RequestMeta{}, "test.hold"), size: 1, prepare: func(*badger.Txn) error {
+	go svc.writer.apply(&mutation{entry: svc.newEntry(RequestMeta{}, "test.hold"), size: 1, prepare: func(storage.Txn) error {
 		close(entered)
 		<-gate
 		return reject(errors.New("held by the test"))

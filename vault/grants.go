@@ -9,8 +9,9 @@ import (
 	"sort"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/google/uuid"
+
+	"github.com/agentvault/agentvault/storage"
 )
 
 // Reveal says how a grant shows values.
@@ -188,7 +189,7 @@ func nonNil(s []string) []string {
 // putGrant stores g with its audit entry. check, if set, runs inside the
 // writer against the stored grant first.
 func (s *Service) putGrant(g *Grant, e *AuditEntry, check func(stored *Grant) error) error {
-	err := s.writer.apply(&mutation{entry: e, size: 2048 + 40*len(g.RecordIDs), prepare: func(txn *badger.Txn) error {
+	err := s.writer.apply(&mutation{entry: e, size: 2048 + 40*len(g.RecordIDs), prepare: func(txn storage.Txn) error {
 		if check != nil {
 			stored, err := readGrant(txn, g.ID)
 			if err != nil {
@@ -227,9 +228,9 @@ func (s *Service) cacheGrant(g *Grant) {
 	s.byAgent[g.PrincipalID] = append(s.byAgent[g.PrincipalID], &cp)
 }
 
-func readGrant(txn *badger.Txn, id string) (*Grant, error) {
+func readGrant(txn storage.Txn, id string) (*Grant, error) {
 	item, err := txn.Get(grantKey(id))
-	if errors.Is(err, badger.ErrKeyNotFound) {
+	if errors.Is(err, storage.ErrNotFound) {
 		return nil, reject(notFound("grant_not_found", "no grant with id %q", id))
 	}
 	if err != nil {
@@ -296,8 +297,8 @@ func (s *Service) RevokeGrant(ctx context.Context, meta RequestMeta, id string) 
 
 func (s *Service) loadGrants() error {
 	var all []*Grant
-	err := s.store.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("g/"), PrefetchValues: true})
+	err := s.store.View(func(txn storage.Txn) error {
+		it := txn.NewIterator(storage.IterOptions{Prefix: []byte("g/"), PrefetchValues: true})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			var g Grant

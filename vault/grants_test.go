@@ -11,8 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
-
+	"github.com/agentvault/agentvault/storage"
 	"github.com/agentvault/agentvault/tokenizer"
 	"github.com/agentvault/agentvault/vault/auditlog"
 )
@@ -424,8 +423,8 @@ func stringIn(h, n string) bool {
 // checks that verification names the first bad entry each time.
 func TestAuditTamper(t *testing.T) {
 	t.Parallel()
-	type tamper func(t *testing.T, txn *badger.Txn, n uint64)
-	get := func(t *testing.T, txn *badger.Txn, seq uint64) []byte {
+	type tamper func(t *testing.T, txn storage.Txn, n uint64)
+	get := func(t *testing.T, txn storage.Txn, seq uint64) []byte {
 		item, err := txn.Get(auditKey(seq))
 		if err != nil {
 			t.Fatal(err)
@@ -433,7 +432,7 @@ func TestAuditTamper(t *testing.T) {
 		v, _ := item.ValueCopy(nil)
 		return v
 	}
-	edit := func(t *testing.T, txn *badger.Txn, seq uint64, f func(e *AuditEntry)) {
+	edit := func(t *testing.T, txn storage.Txn, seq uint64, f func(e *AuditEntry)) {
 		var e AuditEntry
 		json.Unmarshal(get(t, txn, seq), &e)
 		f(&e)
@@ -445,24 +444,24 @@ func TestAuditTamper(t *testing.T) {
 		tamper  tamper
 		wantBad uint64
 	}{
-		{"changed field", func(t *testing.T, txn *badger.Txn, n uint64) {
+		{"changed field", func(t *testing.T, txn storage.Txn, n uint64) {
 			edit(t, txn, 5, func(e *AuditEntry) { e.Purpose = "something else" })
 		}, 5},
-		{"changed field with recomputed hash", func(t *testing.T, txn *badger.Txn, n uint64) {
+		{"changed field with recomputed hash", func(t *testing.T, txn storage.Txn, n uint64) {
 			edit(t, txn, 5, func(e *AuditEntry) { e.Actor = "someone-else"; e.Hash = auditlog.Hash(e) })
 		}, 6},
-		{"extra byte in stored entry", func(t *testing.T, txn *badger.Txn, n uint64) {
+		{"extra byte in stored entry", func(t *testing.T, txn storage.Txn, n uint64) {
 			b := get(t, txn, 4)
 			txn.Set(auditKey(4), append(b[:len(b)-1], []byte(`,"x":1}`)...))
 		}, 4},
-		{"deleted entry", func(t *testing.T, txn *badger.Txn, n uint64) { txn.Delete(auditKey(3)) }, 3},
-		{"reordered entries", func(t *testing.T, txn *badger.Txn, n uint64) {
+		{"deleted entry", func(t *testing.T, txn storage.Txn, n uint64) { txn.Delete(auditKey(3)) }, 3},
+		{"reordered entries", func(t *testing.T, txn storage.Txn, n uint64) {
 			a, b := get(t, txn, 6), get(t, txn, 7)
 			txn.Set(auditKey(6), b)
 			txn.Set(auditKey(7), a)
 		}, 6},
-		{"garbage entry", func(t *testing.T, txn *badger.Txn, n uint64) { txn.Set(auditKey(2), []byte("{not json")) }, 2},
-		{"inserted entry", func(t *testing.T, txn *badger.Txn, n uint64) {
+		{"garbage entry", func(t *testing.T, txn storage.Txn, n uint64) { txn.Set(auditKey(2), []byte("{not json")) }, 2},
+		{"inserted entry", func(t *testing.T, txn storage.Txn, n uint64) {
 			k := binary.BigEndian.AppendUint64([]byte("a/"), n+5)
 			txn.Set(k, get(t, txn, n))
 		}, 0}, // filled in below: n+1
@@ -480,7 +479,7 @@ func TestAuditTamper(t *testing.T) {
 			if err != nil || !before.OK || before.Entries < 8 {
 				t.Fatalf("before tampering: %+v %v", before, err)
 			}
-			if err := sc.store.Update(ctx, func(txn *badger.Txn) error { tt.tamper(t, txn, before.Entries); return nil }); err != nil {
+			if err := sc.store.Update(ctx, func(txn storage.Txn) error { tt.tamper(t, txn, before.Entries); return nil }); err != nil {
 				t.Fatal(err)
 			}
 			want := tt.wantBad

@@ -10,10 +10,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/google/uuid"
 
 	"github.com/agentvault/agentvault/keys"
+	"github.com/agentvault/agentvault/storage"
 )
 
 // Job statuses.
@@ -48,7 +48,7 @@ type Job struct {
 
 func jobKey(id string) []byte { return []byte("j/" + id) }
 
-func putJob(txn *badger.Txn, j *Job) error {
+func putJob(txn storage.Txn, j *Job) error {
 	b, err := json.Marshal(j)
 	if err != nil {
 		return err
@@ -65,9 +65,9 @@ type jobRunner struct {
 // GetJob returns a job.
 func (s *Service) GetJob(ctx context.Context, id string) (*Job, error) {
 	var j Job
-	err := s.store.View(func(txn *badger.Txn) error {
+	err := s.store.View(func(txn storage.Txn) error {
 		item, err := txn.Get(jobKey(id))
-		if errors.Is(err, badger.ErrKeyNotFound) {
+		if errors.Is(err, storage.ErrNotFound) {
 			return notFound("job_not_found", "no job %q", id)
 		}
 		if err != nil {
@@ -84,8 +84,8 @@ func (s *Service) GetJob(ctx context.Context, id string) (*Job, error) {
 // ListJobs returns every job, newest first.
 func (s *Service) ListJobs(ctx context.Context) ([]Job, error) {
 	out := []Job{}
-	err := s.store.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("j/"), PrefetchValues: true})
+	err := s.store.View(func(txn storage.Txn) error {
+		it := txn.NewIterator(storage.IterOptions{Prefix: []byte("j/"), PrefetchValues: true})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			var j Job
@@ -121,7 +121,7 @@ func (s *Service) StartReencrypt(ctx context.Context, meta RequestMeta, coll str
 		RequestedBy: actorID(meta.Actor), StartedAt: now, UpdatedAt: now}
 	e := s.newEntry(meta, "key.reencrypt")
 	e.Collection, e.Target = coll, "job "+j.ID
-	err = s.writer.apply(&mutation{entry: e, size: 2048, prepare: func(txn *badger.Txn) error {
+	err = s.writer.apply(&mutation{entry: e, size: 2048, prepare: func(txn storage.Txn) error {
 		counts, err := keyCounts(txn, coll)
 		if err != nil {
 			return err
@@ -216,8 +216,8 @@ func (s *Service) reencrypt(ctx context.Context, j *Job) error {
 		var updates []reencryptUpdate
 		var last string
 		records, skipped := 0, 0
-		err = s.store.View(func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 100})
+		err = s.store.View(func(txn storage.Txn) error {
+			it := txn.NewIterator(storage.IterOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 100})
 			defer it.Close()
 			start := prefix
 			if j.Cursor != "" {
@@ -237,7 +237,7 @@ func (s *Service) reencrypt(ctx context.Context, j *Job) error {
 					}
 					key := tokenIndexKey(f.Token, j.Collection, id, f.Name)
 					item, err := txn.Get(key)
-					if errors.Is(err, badger.ErrKeyNotFound) {
+					if errors.Is(err, storage.ErrNotFound) {
 						continue
 					}
 					if err != nil {
@@ -286,7 +286,7 @@ func (s *Service) reencrypt(ctx context.Context, j *Job) error {
 		for _, u := range updates {
 			size += len(u.key) + len(u.new) + 64
 		}
-		err = s.writer.apply(&mutation{entry: e, size: size, prepare: func(txn *badger.Txn) error {
+		err = s.writer.apply(&mutation{entry: e, size: size, prepare: func(txn storage.Txn) error {
 			if c.isRetired(primary) {
 				return reject(conflict("key_rotated", "key %d was retired during the batch", primary))
 			}
@@ -294,7 +294,7 @@ func (s *Service) reencrypt(ctx context.Context, j *Job) error {
 			applied := 0
 			for _, u := range updates {
 				item, err := txn.Get(u.key)
-				if errors.Is(err, badger.ErrKeyNotFound) {
+				if errors.Is(err, storage.ErrNotFound) {
 					skipped++
 					continue
 				}
@@ -351,7 +351,7 @@ func (s *Service) finishJob(j *Job, status, msg string) error {
 	if msg != "" {
 		e.Reason += ": " + msg
 	}
-	err := s.writer.apply(&mutation{entry: e, size: 2048, prepare: func(txn *badger.Txn) error { return putJob(txn, &next) }})
+	err := s.writer.apply(&mutation{entry: e, size: 2048, prepare: func(txn storage.Txn) error { return putJob(txn, &next) }})
 	if err != nil {
 		return err
 	}

@@ -11,9 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"github.com/agentvault/agentvault/keys"
+	"github.com/agentvault/agentvault/storage"
 )
 
 // Key usage counters: "kc/<collection>\0<key id, 4 bytes>" holds how many
@@ -30,9 +29,9 @@ func keyCountKey(coll string, id uint32) []byte {
 // keyCountsReady marks a database whose counters are complete.
 var keyCountsReady = []byte("meta/key-counts-v1")
 
-func readCount(txn *badger.Txn, coll string, id uint32) (int64, error) {
+func readCount(txn storage.Txn, coll string, id uint32) (int64, error) {
 	item, err := txn.Get(keyCountKey(coll, id))
-	if errors.Is(err, badger.ErrKeyNotFound) {
+	if errors.Is(err, storage.ErrNotFound) {
 		return 0, nil
 	}
 	if err != nil {
@@ -41,7 +40,7 @@ func readCount(txn *badger.Txn, coll string, id uint32) (int64, error) {
 	return decodeCount(item)
 }
 
-func decodeCount(item *badger.Item) (int64, error) {
+func decodeCount(item storage.Item) (int64, error) {
 	var n int64
 	err := item.Value(func(v []byte) error {
 		if len(v) != 8 {
@@ -54,10 +53,10 @@ func decodeCount(item *badger.Item) (int64, error) {
 }
 
 // keyCounts returns every counter of a collection, by key id.
-func keyCounts(txn *badger.Txn, coll string) (map[uint32]int64, error) {
+func keyCounts(txn storage.Txn, coll string) (map[uint32]int64, error) {
 	prefix := keyCountPrefix(coll)
 	out := map[uint32]int64{}
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
+	it := txn.NewIterator(storage.IterOptions{Prefix: prefix, PrefetchValues: true})
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
 		k := it.Item().Key()
@@ -74,7 +73,7 @@ func keyCounts(txn *badger.Txn, coll string) (map[uint32]int64, error) {
 }
 
 // addKeyCounts applies deltas to a collection's key counters.
-func addKeyCounts(txn *badger.Txn, coll string, deltas map[uint32]int64) error {
+func addKeyCounts(txn storage.Txn, coll string, deltas map[uint32]int64) error {
 	for id, d := range deltas {
 		if d == 0 {
 			continue
@@ -116,13 +115,13 @@ func cipherOf(key, value []byte) ([]byte, string, error) {
 func initKeyCounts(store *Store) error {
 	done := false
 	counts := map[string]map[uint32]int64{}
-	err := store.View(func(txn *badger.Txn) error {
+	err := store.View(func(txn storage.Txn) error {
 		if _, err := txn.Get(keyCountsReady); err == nil {
 			done = true
 			return nil
 		}
 		for _, prefix := range []string{"t/", "x/"} {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix), PrefetchValues: true})
+			it := txn.NewIterator(storage.IterOptions{Prefix: []byte(prefix), PrefetchValues: true})
 			for it.Rewind(); it.Valid(); it.Next() {
 				err := it.Item().Value(func(v []byte) error {
 					ct, coll, err := cipherOf(it.Item().Key(), v)
@@ -149,7 +148,7 @@ func initKeyCounts(store *Store) error {
 	if err != nil || done {
 		return err
 	}
-	txn := store.db.NewTransaction(true)
+	txn := store.newWriteTxn()
 	defer txn.Discard()
 	for coll, m := range counts {
 		for id, n := range m {
@@ -179,10 +178,10 @@ type DestroyedKey struct {
 
 func keyMetaKey(coll string) []byte { return []byte("km/" + coll) }
 
-func readKeyMeta(txn *badger.Txn, coll string) (keyMeta, error) {
+func readKeyMeta(txn storage.Txn, coll string) (keyMeta, error) {
 	var m keyMeta
 	item, err := txn.Get(keyMetaKey(coll))
-	if errors.Is(err, badger.ErrKeyNotFound) {
+	if errors.Is(err, storage.ErrNotFound) {
 		return m, nil
 	}
 	if err != nil {
@@ -192,7 +191,7 @@ func readKeyMeta(txn *badger.Txn, coll string) (keyMeta, error) {
 	return m, err
 }
 
-func putKeyMeta(txn *badger.Txn, coll string, m keyMeta) error {
+func putKeyMeta(txn storage.Txn, coll string, m keyMeta) error {
 	b, err := json.Marshal(m)
 	if err != nil {
 		return err
@@ -266,7 +265,7 @@ func (s *Service) KeyStatus(ctx context.Context) (*KeyStatus, error) {
 			return nil, err
 		}
 		ck := CollectionKeys{Collection: col.Name, PrimaryKeyID: c.dek().PrimaryID(), IndexKeys: c.index.Keys(), DataKeys: []DataKeyStatus{}}
-		err = s.store.View(func(txn *badger.Txn) error {
+		err = s.store.View(func(txn storage.Txn) error {
 			meta, err := readKeyMeta(txn, col.Name)
 			if err != nil {
 				return err
@@ -303,8 +302,8 @@ type wrappedBlob struct {
 // leaving out public keys, which are not wrapped.
 func (s *Service) wrappedKeysets() ([]wrappedBlob, error) {
 	var out []wrappedBlob
-	err := s.store.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: keysetKey(""), PrefetchValues: true})
+	err := s.store.View(func(txn storage.Txn) error {
+		it := txn.NewIterator(storage.IterOptions{Prefix: keysetKey(""), PrefetchValues: true})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			k := string(it.Item().Key())
@@ -438,7 +437,7 @@ func (s *Service) rewrapAll(ctx context.Context, meta RequestMeta, version int) 
 		e := s.newEntry(meta, "key.rewrap")
 		e.Target, e.Reason = b.scope, fmt.Sprintf("wrapped under KEK version %d", version)
 		key, old := b.key, b.blob
-		err = s.writer.apply(&mutation{entry: e, size: len(nb) + 512, prepare: func(txn *badger.Txn) error {
+		err = s.writer.apply(&mutation{entry: e, size: len(nb) + 512, prepare: func(txn storage.Txn) error {
 			cur, err := getValue(txn, []byte(key))
 			if err != nil {
 				return err
@@ -481,7 +480,7 @@ func (s *Service) RotateDEK(ctx context.Context, meta RequestMeta, coll string) 
 	e := s.newEntry(meta, "key.rotate")
 	e.Collection, e.Target = coll, dekScope(coll)
 	e.Reason = fmt.Sprintf("new primary data key %d (was %d)", id, old.PrimaryID())
-	err = s.writer.apply(&mutation{entry: e, size: len(wrapped) + 1024, prepare: func(txn *badger.Txn) error {
+	err = s.writer.apply(&mutation{entry: e, size: len(wrapped) + 1024, prepare: func(txn storage.Txn) error {
 		m, err := readKeyMeta(txn, coll)
 		if err != nil {
 			return err
@@ -529,7 +528,7 @@ func (s *Service) retireKey(ctx context.Context, meta RequestMeta, coll string, 
 	}
 	if info == nil {
 		var m keyMeta
-		if err := s.store.View(func(txn *badger.Txn) (err error) { m, err = readKeyMeta(txn, coll); return err }); err != nil {
+		if err := s.store.View(func(txn storage.Txn) (err error) { m, err = readKeyMeta(txn, coll); return err }); err != nil {
 			return err
 		}
 		if slices.ContainsFunc(m.Destroyed, func(d DestroyedKey) bool { return d.ID == id }) {
@@ -562,7 +561,7 @@ func (s *Service) retireKey(ctx context.Context, meta RequestMeta, coll string, 
 	now := s.now()
 	e := s.newEntry(meta, action)
 	e.Collection, e.Target = coll, fmt.Sprintf("%s key %d", dekScope(coll), id)
-	err = s.writer.apply(&mutation{entry: e, size: len(wrapped) + 1024, prepare: func(txn *badger.Txn) error {
+	err = s.writer.apply(&mutation{entry: e, size: len(wrapped) + 1024, prepare: func(txn storage.Txn) error {
 		n, err := readCount(txn, coll, id)
 		if err != nil {
 			return err

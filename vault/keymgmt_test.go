@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/dgraph-io/badger/v4"
 	"os"
 	"path/filepath"
 	"sync"
@@ -12,11 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/tink-crypto/tink-go/v2/insecurecleartextkeyset"
 	"github.com/tink-crypto/tink-go/v2/keyset"
 
 	"github.com/agentvault/agentvault/keys"
+	"github.com/agentvault/agentvault/storage"
 	"github.com/agentvault/agentvault/tokenizer"
 )
 
@@ -86,9 +87,9 @@ func (e *env) countsMatch() {
 	e.t.Helper()
 	scan := map[string]int64{}
 	kept := map[string]int64{}
-	e.store.View(func(txn *badger.Txn) error {
+	e.store.View(func(txn storage.Txn) error {
 		for _, p := range []string{"t/", "x/"} {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(p), PrefetchValues: true})
+			it := txn.NewIterator(storage.IterOptions{Prefix: []byte(p), PrefetchValues: true})
 			for it.Rewind(); it.Valid(); it.Next() {
 				it.Item().Value(func(v []byte) error {
 					ct, coll, err := cipherOf(it.Item().Key(), v)
@@ -516,7 +517,7 @@ func TestDestroyedKeyUnrecoverable(t *testing.T) {
 	// openable counts the stored versions of the keyset that unwrap, and
 	// how many of those still hold the destroyed key.
 	openable := func() (opened, holding int) {
-		e.store.View(func(txn *badger.Txn) error {
+		e.store.db.View(func(txn *badger.Txn) error { // Badger's own: older versions of a key
 			it := txn.NewIterator(badger.IteratorOptions{AllVersions: true, Prefix: dekKey("payroll")})
 			defer it.Close()
 			for it.Rewind(); it.Valid(); it.Next() {
@@ -608,7 +609,7 @@ func TestCheckKEK(t *testing.T) {
 	// retired KEK version); the check goes on and names only that one.
 	e.open()
 	first := all[0]
-	err = e.store.Update(ctx, func(txn *badger.Txn) error {
+	err = e.store.Update(ctx, func(txn storage.Txn) error {
 		bad := append([]byte{}, first.blob...)
 		bad[len(bad)-1] ^= 1
 		return txn.Set([]byte(first.key), bad)

@@ -8,10 +8,9 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"github.com/agentvault/agentvault/detect"
 	"github.com/agentvault/agentvault/keys"
+	"github.com/agentvault/agentvault/storage"
 )
 
 // Known values. A sensitive field marked "detect" (string values,
@@ -143,8 +142,8 @@ func (k *knownSet) size() int {
 
 // load fills the set from the store's kd keys.
 func (k *knownSet) load(store *Store) error {
-	return store.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("kd/")})
+	return store.View(func(txn storage.Txn) error {
+		it := txn.NewIterator(storage.IterOptions{Prefix: []byte("kd/")})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			e, ok := parseKnownKey(it.Item().Key())
@@ -189,7 +188,7 @@ func (s *Service) detectKey() (*keys.IndexKey, error) {
 }
 
 // setKnown stores a detect field's hash entries for a record.
-func setKnown(txn *badger.Txn, coll, id string, pf *preparedField) error {
+func setKnown(txn storage.Txn, coll, id string, pf *preparedField) error {
 	if pf.known == nil {
 		return nil
 	}
@@ -202,11 +201,11 @@ func setKnown(txn *badger.Txn, coll, id string, pf *preparedField) error {
 
 // dropKnown removes a record field's hash entries, if it has any, and
 // reports the change for the set.
-func dropKnown(txn *badger.Txn, coll, id, field string) (*knownChange, error) {
+func dropKnown(txn storage.Txn, coll, id, field string) (*knownChange, error) {
 	rk := knownRefKey(coll, id, field)
 	ref, err := getValue(txn, rk)
 	switch {
-	case errors.Is(err, badger.ErrKeyNotFound):
+	case errors.Is(err, storage.ErrNotFound):
 		return nil, nil
 	case err != nil:
 		return nil, err
@@ -251,9 +250,9 @@ func (m *knownMatcher) Lookup(norm []byte) (string, bool) {
 		return "", false
 	}
 	var hit knownHit
-	err = m.s.store.View(func(txn *badger.Txn) error {
+	err = m.s.store.View(func(txn storage.Txn) error {
 		prefix := append([]byte("kd/"), h...)
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		it := txn.NewIterator(storage.IterOptions{Prefix: prefix})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			e, ok := parseKnownKey(it.Item().Key())

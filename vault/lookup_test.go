@@ -4,8 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 
-	"github.com/dgraph-io/badger/v4"
-
+	"github.com/agentvault/agentvault/storage"
 	"github.com/agentvault/agentvault/tokenizer"
 )
 
@@ -21,10 +20,10 @@ var errTokenNotFound = notFound("token_not_found", "token not found")
 // ciphertexts: one point lookup for random and format-preserving tokens,
 // a prefix scan on an open iterator (one per request) for deterministic
 // ones.
-func resolveToken(txn *badger.Txn, it *badger.Iterator, token string) ([]TokenRef, error) {
+func resolveToken(txn storage.Txn, it storage.Iterator, token string) ([]TokenRef, error) {
 	if !isShared(token) {
 		item, err := txn.Get(pointTokenKey(token))
-		if errors.Is(err, badger.ErrKeyNotFound) {
+		if errors.Is(err, storage.ErrNotFound) {
 			return nil, nil
 		}
 		if err != nil {
@@ -61,8 +60,8 @@ func (s *Service) lookupValue(token string) (TokenRef, json.RawMessage, error) {
 	}
 	var ref TokenRef
 	var val json.RawMessage
-	err := s.store.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
+	err := s.store.View(func(txn storage.Txn) error {
+		it := txn.NewIterator(storage.IterOptions{PrefetchValues: false})
 		defer it.Close()
 		refs, err := resolveToken(txn, it, token)
 		if err != nil {

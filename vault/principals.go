@@ -14,8 +14,9 @@ import (
 	"slices"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/google/uuid"
+
+	"github.com/agentvault/agentvault/storage"
 )
 
 // Role is what a principal may do.
@@ -126,19 +127,19 @@ func (s *Service) putPrincipal(p *Principal, oldHash []byte, e *AuditEntry) erro
 	if err != nil {
 		return err
 	}
-	err = s.writer.apply(&mutation{entry: e, size: len(b) + 256, prepare: func(txn *badger.Txn) error {
+	err = s.writer.apply(&mutation{entry: e, size: len(b) + 256, prepare: func(txn storage.Txn) error {
 		// Two principals never share a token hash: a new principal or a
 		// new token must not find its hash taken.
 		_, err := txn.Get(principalKey(p.ID))
-		newHash := errors.Is(err, badger.ErrKeyNotFound) || (oldHash != nil && !slices.Equal(oldHash, p.TokenHash))
-		if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+		newHash := errors.Is(err, storage.ErrNotFound) || (oldHash != nil && !slices.Equal(oldHash, p.TokenHash))
+		if err != nil && !errors.Is(err, storage.ErrNotFound) {
 			return err
 		}
 		if !newHash {
 			return s.setPrincipal(txn, p, b)
 		}
 		switch item, err := txn.Get(tokenHashKey(p.TokenHash)); {
-		case errors.Is(err, badger.ErrKeyNotFound):
+		case errors.Is(err, storage.ErrNotFound):
 		case err != nil:
 			return err
 		default:
@@ -173,7 +174,7 @@ func (s *Service) putPrincipal(p *Principal, oldHash []byte, e *AuditEntry) erro
 }
 
 // setPrincipal writes a principal and its token-hash index entry.
-func (s *Service) setPrincipal(txn *badger.Txn, p *Principal, stored []byte) error {
+func (s *Service) setPrincipal(txn storage.Txn, p *Principal, stored []byte) error {
 	if err := txn.Set(principalKey(p.ID), stored); err != nil {
 		return err
 	}
@@ -308,8 +309,8 @@ func (s *Service) EnsureBootstrapAdmin(ctx context.Context, token string) (strin
 }
 
 func (s *Service) loadPrincipals() error {
-	return s.store.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("p/"), PrefetchValues: true})
+	return s.store.View(func(txn storage.Txn) error {
+		it := txn.NewIterator(storage.IterOptions{Prefix: []byte("p/"), PrefetchValues: true})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			var sp storedPrincipal

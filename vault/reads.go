@@ -10,8 +10,9 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/google/uuid"
+
+	"github.com/agentvault/agentvault/storage"
 )
 
 // What a principal may see of records, and how reads are recorded.
@@ -195,7 +196,7 @@ func (s *Service) hideCollection(actor *Principal, err error) error {
 // without any check or audit entry: callers decide and record.
 func (s *Service) readRecord(collection, id string) (*Record, error) {
 	var sr storedRecord
-	err := s.store.View(func(txn *badger.Txn) (err error) {
+	err := s.store.View(func(txn storage.Txn) (err error) {
 		sr, err = loadRecord(txn, collection, id)
 		return err
 	})
@@ -208,9 +209,9 @@ func (s *Service) readRecord(collection, id string) (*Record, error) {
 
 // loadRecord reads a stored record in txn; a missing one is
 // record_not_found.
-func loadRecord(txn *badger.Txn, collection, id string) (storedRecord, error) {
+func loadRecord(txn storage.Txn, collection, id string) (storedRecord, error) {
 	item, err := txn.Get(recordKey(collection, id))
-	if errors.Is(err, badger.ErrKeyNotFound) {
+	if errors.Is(err, storage.ErrNotFound) {
 		return storedRecord{}, notFound("record_not_found", "no record %q in collection %q", id, collection)
 	}
 	if err != nil {
@@ -331,14 +332,14 @@ func (s *Service) page(ctx context.Context, collection string, v view, limit int
 		recs = append(recs, recordFrom(id, sr, shown))
 		return true, nil
 	}
-	err := s.store.View(func(txn *badger.Txn) error {
+	err := s.store.View(func(txn storage.Txn) error {
 		if ids, ok := v.namedRecords(); ok {
 			for _, id := range ids {
 				if id <= after {
 					continue
 				}
 				item, err := txn.Get(recordKey(collection, id))
-				if errors.Is(err, badger.ErrKeyNotFound) {
+				if errors.Is(err, storage.ErrNotFound) {
 					continue
 				}
 				if err != nil {
@@ -355,7 +356,7 @@ func (s *Service) page(ctx context.Context, collection string, v view, limit int
 			return nil
 		}
 		prefix := recordKey(collection, "")
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: min(limit+1, 256)})
+		it := txn.NewIterator(storage.IterOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: min(limit+1, 256)})
 		defer it.Close()
 		start := prefix
 		if after != "" {

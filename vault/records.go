@@ -10,10 +10,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/google/uuid"
 
 	"github.com/agentvault/agentvault/keys"
+	"github.com/agentvault/agentvault/storage"
 	"github.com/agentvault/agentvault/tokenizer"
 )
 
@@ -306,7 +306,7 @@ func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collectio
 			}
 		}
 	}
-	err = s.writer.apply(&mutation{entry: e, size: size, prepare: func(txn *badger.Txn) error {
+	err = s.writer.apply(&mutation{entry: e, size: size, prepare: func(txn storage.Txn) error {
 		for id := range t.perKey {
 			if c.isRetired(id) {
 				// Encrypted under a key retired since: rare (a rotation
@@ -384,7 +384,7 @@ func invalidf(err error, format string, args ...any) error {
 // whole vault. It runs in the single writer's transaction, which sees every
 // earlier reservation, including those of earlier requests in the same
 // batch (taken holds this request's own draws).
-func (s *Service) freeFormatToken(txn *badger.Txn, f tokenizer.Format, value string, taken map[string]bool) (string, error) {
+func (s *Service) freeFormatToken(txn storage.Txn, f tokenizer.Format, value string, taken map[string]bool) (string, error) {
 	for range maxTokenAttempts {
 		tok, err := tokenizer.FormatPreserving(f, value)
 		if err != nil {
@@ -394,7 +394,7 @@ func (s *Service) freeFormatToken(txn *badger.Txn, f tokenizer.Format, value str
 			continue
 		}
 		_, err = txn.Get(pointTokenKey(tok))
-		if errors.Is(err, badger.ErrKeyNotFound) {
+		if errors.Is(err, storage.ErrNotFound) {
 			taken[tok] = true
 			return tok, nil
 		}
@@ -418,7 +418,7 @@ func (s *Service) DeleteRecord(ctx context.Context, meta RequestMeta, collection
 	e.Collection = collection
 	e.RecordIDs = []string{id}
 	t := newTally()
-	err = s.writer.apply(&mutation{entry: e, size: 4096, prepare: func(txn *badger.Txn) error {
+	err = s.writer.apply(&mutation{entry: e, size: 4096, prepare: func(txn storage.Txn) error {
 		sr, err := loadRecord(txn, collection, id)
 		if errors.Is(err, ErrNotFound) {
 			return reject(err)

@@ -10,9 +10,9 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/google/uuid"
 
+	"github.com/agentvault/agentvault/storage"
 	"github.com/agentvault/agentvault/tokenizer"
 )
 
@@ -217,7 +217,7 @@ func revealsPlain(v view, field string) bool {
 func (s *Service) searchPage(ctx context.Context, collection string, v view, conds []condition, limit int, after string) ([]Record, string, error) {
 	recs := []Record{}
 	next := ""
-	err := s.store.View(func(txn *badger.Txn) error {
+	err := s.store.View(func(txn storage.Txn) error {
 		consider := func(id string) (bool, error) {
 			if id <= after {
 				return true, nil
@@ -227,7 +227,7 @@ func (s *Service) searchPage(ctx context.Context, collection string, v view, con
 				return true, nil
 			}
 			item, err := txn.Get(recordKey(collection, id))
-			if errors.Is(err, badger.ErrKeyNotFound) {
+			if errors.Is(err, storage.ErrNotFound) {
 				return true, nil
 			}
 			if err != nil {
@@ -260,7 +260,7 @@ func (s *Service) searchPage(ctx context.Context, collection string, v view, con
 		if first.token != "" {
 			prefix = []byte("x/" + first.token + "\x00" + collection + "\x00")
 		}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		it := txn.NewIterator(storage.IterOptions{Prefix: prefix})
 		defer it.Close()
 		start := prefix
 		if after != "" {

@@ -9,8 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dgraph-io/badger/v4"
-
+	"github.com/agentvault/agentvault/storage"
 	"github.com/agentvault/agentvault/tokenizer"
 )
 
@@ -156,8 +155,8 @@ func TestSearchRecords(t *testing.T) {
 		t.Fatalf("after delete: %v", ids(got))
 	}
 	n := 0
-	e.store.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("pi/staff\x00")})
+	e.store.View(func(txn storage.Txn) error {
+		it := txn.NewIterator(storage.IterOptions{Prefix: []byte("pi/staff\x00")})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			n++

@@ -15,11 +15,13 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/agentvault/agentvault/storage"
 	"golang.org/x/sys/unix"
 )
 
 // ErrUnavailable reports that storage cannot take or give data right now.
-var ErrUnavailable = errors.New("storage unavailable")
+var ErrUnavailable = storage.ErrUnavailable
 
 // Store is agentvault's Badger database with group commit: a transaction
 // is acknowledged only after an fsync that started after it committed, and
@@ -296,17 +298,17 @@ const maxConflictRetries = 8
 // Update runs fn in a read-write transaction, commits it, and returns once
 // it is durable. fn may run more than once if another transaction
 // conflicts, so it must not have side effects outside txn.
-func (s *Store) Update(ctx context.Context, fn func(txn *badger.Txn) error) error {
+func (s *Store) Update(ctx context.Context, fn func(txn storage.Txn) error) error {
 	return s.update(ctx, false, fn)
 }
 
 // updateSmall is Update for a small write the audit log needs (a
 // checkpoint): it goes on into the storage reserve, as reveals do.
-func (s *Store) updateSmall(ctx context.Context, fn func(txn *badger.Txn) error) error {
+func (s *Store) updateSmall(ctx context.Context, fn func(txn storage.Txn) error) error {
 	return s.update(ctx, true, fn)
 }
 
-func (s *Store) update(ctx context.Context, small bool, fn func(txn *badger.Txn) error) error {
+func (s *Store) update(ctx context.Context, small bool, fn func(txn storage.Txn) error) error {
 	if err := s.checkSpace(small); err != nil {
 		return err
 	}
@@ -315,7 +317,7 @@ func (s *Store) update(ctx context.Context, small bool, fn func(txn *badger.Txn)
 			return err
 		}
 		txn := s.db.NewTransaction(true)
-		err := fn(txn)
+		err := fn(badgerTxn{txn})
 		if err == nil {
 			err = txn.Commit()
 		}
@@ -325,7 +327,7 @@ func (s *Store) update(ctx context.Context, small bool, fn func(txn *badger.Txn)
 			return s.waitDurable()
 		case errors.Is(err, badger.ErrConflict) && attempt < maxConflictRetries:
 			continue
-		case errors.Is(err, badger.ErrTxnTooBig):
+		case errors.Is(err, badger.ErrTxnTooBig), errors.Is(err, storage.ErrTooBig):
 			return fmt.Errorf("%w: %v", ErrTooLarge, err)
 		case isStorageErr(err):
 			return fmt.Errorf("%w: %v", ErrUnavailable, err)
@@ -336,8 +338,8 @@ func (s *Store) update(ctx context.Context, small bool, fn func(txn *badger.Txn)
 }
 
 // View runs fn in a read-only transaction.
-func (s *Store) View(fn func(txn *badger.Txn) error) error {
-	err := s.db.View(fn)
+func (s *Store) View(fn func(txn storage.Txn) error) error {
+	err := s.db.View(func(txn *badger.Txn) error { return fn(badgerTxn{txn}) })
 	if isStorageErr(err) {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
@@ -358,9 +360,9 @@ func (s *Store) Check() error {
 	if err := s.checkSpace(false); err != nil {
 		return err
 	}
-	return s.View(func(txn *badger.Txn) error {
+	return s.View(func(txn storage.Txn) error {
 		_, err := txn.Get([]byte("meta/format"))
-		if errors.Is(err, badger.ErrKeyNotFound) {
+		if errors.Is(err, storage.ErrNotFound) {
 			return nil
 		}
 		return err
@@ -394,6 +396,51 @@ func (s *Store) Close() error {
 		unix.Close(s.created)
 	}
 	return s.db.Close()
+}
+
+// newWriteTxn starts a read-write transaction for the single writer,
+// which commits it and then waits for durability itself.
+func (s *Store) newWriteTxn() storage.WriteTxn { return badgerTxn{s.db.NewTransaction(true)} }
+
+// badgerTxn, badgerItem and badgerIter are Badger behind the storage
+// interfaces: the same calls, with Badger's errors turned into storage's.
+type badgerTxn struct{ t *badger.Txn }
+
+func (t badgerTxn) Get(key []byte) (storage.Item, error) {
+	item, err := t.t.Get(key)
+	if err != nil {
+		return nil, badgerErr(err)
+	}
+	return badgerItem{item}, nil
+}
+
+func (t badgerTxn) Set(key, value []byte) error { return badgerErr(t.t.Set(key, value)) }
+func (t badgerTxn) Delete(key []byte) error     { return badgerErr(t.t.Delete(key)) }
+func (t badgerTxn) Commit() error               { return badgerErr(t.t.Commit()) }
+func (t badgerTxn) Discard()                    { t.t.Discard() }
+
+func (t badgerTxn) NewIterator(o storage.IterOptions) storage.Iterator {
+	return badgerIter{t.t.NewIterator(badger.IteratorOptions{Prefix: o.Prefix, Reverse: o.Reverse, PrefetchValues: o.PrefetchValues, PrefetchSize: o.PrefetchSize})}
+}
+
+type badgerItem struct{ *badger.Item }
+
+type badgerIter struct{ *badger.Iterator }
+
+func (i badgerIter) Item() storage.Item { return badgerItem{i.Iterator.Item()} }
+
+// badgerErr turns Badger's errors into storage's: a missing key, a
+// transaction too big; the rest as they are.
+func badgerErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, badger.ErrKeyNotFound):
+		return storage.ErrNotFound
+	case errors.Is(err, badger.ErrTxnTooBig):
+		return fmt.Errorf("%w: %v", storage.ErrTooBig, err)
+	}
+	return err
 }
 
 // badgerLogger sends Badger's messages to slog.

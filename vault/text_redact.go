@@ -9,9 +9,8 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"github.com/agentvault/agentvault/detect"
+	"github.com/agentvault/agentvault/storage"
 	"github.com/agentvault/agentvault/tokenizer"
 )
 
@@ -226,8 +225,8 @@ func (s *Service) tokenizeEntities(ctx context.Context, meta RequestMeta, c *col
 		}
 	}
 	var missing []map[string]json.RawMessage
-	err := s.store.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
+	err := s.store.View(func(txn storage.Txn) error {
+		it := txn.NewIterator(storage.IterOptions{PrefetchValues: false})
 		defer it.Close()
 		for _, v := range distinct {
 			_, exists, err := firstShared(it, v.dtk)

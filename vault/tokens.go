@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/dgraph-io/badger/v4"
+	"github.com/agentvault/agentvault/storage"
 )
 
 // TokenRef says where a token's value lives, with its ciphertext.
@@ -32,9 +32,9 @@ func (s *Service) decryptField(ref TokenRef) (json.RawMessage, error) {
 
 // lookupPoint reads a random or format-preserving token's place and
 // ciphertext: one point lookup.
-func lookupPoint(txn *badger.Txn, token string) (TokenRef, bool, error) {
+func lookupPoint(txn storage.Txn, token string) (TokenRef, bool, error) {
 	item, err := txn.Get(pointTokenKey(token))
-	if errors.Is(err, badger.ErrKeyNotFound) {
+	if errors.Is(err, storage.ErrNotFound) {
 		return TokenRef{}, false, nil
 	}
 	if err != nil {
@@ -49,7 +49,7 @@ func lookupPoint(txn *badger.Txn, token string) (TokenRef, bool, error) {
 // seek, however many records share the value. A deterministic token is
 // computed from its field's name and the value under its collection's key,
 // so every place it stands for is in that one collection and field.
-func firstShared(it *badger.Iterator, token string) (TokenRef, bool, error) {
+func firstShared(it storage.Iterator, token string) (TokenRef, bool, error) {
 	prefix := tokenIndexPrefix(token)
 	it.Seek(prefix)
 	if !it.ValidForPrefix(prefix) {
@@ -67,7 +67,7 @@ func firstShared(it *badger.Iterator, token string) (TokenRef, bool, error) {
 // lookupAt reads the token's value at one named place: a point lookup for
 // every kind of token. It reports false when the token does not stand for
 // that place (any more).
-func lookupAt(txn *badger.Txn, token, collection, id, field string) (TokenRef, bool, error) {
+func lookupAt(txn storage.Txn, token, collection, id, field string) (TokenRef, bool, error) {
 	if !isShared(token) {
 		ref, ok, err := lookupPoint(txn, token)
 		if err != nil || !ok || ref.Collection != collection || ref.RecordID != id || ref.Field != field {
@@ -76,7 +76,7 @@ func lookupAt(txn *badger.Txn, token, collection, id, field string) (TokenRef, b
 		return ref, true, nil
 	}
 	item, err := txn.Get(tokenIndexKey(token, collection, id, field))
-	if errors.Is(err, badger.ErrKeyNotFound) {
+	if errors.Is(err, storage.ErrNotFound) {
 		return TokenRef{}, false, nil
 	}
 	if err != nil {

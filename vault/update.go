@@ -7,9 +7,8 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"github.com/agentvault/agentvault/keys"
+	"github.com/agentvault/agentvault/storage"
 	"github.com/agentvault/agentvault/tokenizer"
 )
 
@@ -57,7 +56,7 @@ func (s *Service) UpdateRecord(ctx context.Context, meta RequestMeta, collection
 	slices.Sort(e.Fields)
 	var out *Record
 	t := newTally()
-	err = s.writer.apply(&mutation{entry: e, size: 4096 + 64*len(changes) + MaxValueBytes*len(prepared), prepare: func(txn *badger.Txn) error {
+	err = s.writer.apply(&mutation{entry: e, size: 4096 + 64*len(changes) + MaxValueBytes*len(prepared), prepare: func(txn storage.Txn) error {
 		sr, err := loadRecord(txn, c.Name, id)
 		if errors.Is(err, ErrNotFound) {
 			return reject(err)
@@ -176,7 +175,7 @@ func newTally() *tally { return &tally{perKey: map[uint32]int64{}} }
 // dropField removes what a stored field keeps outside the record: its
 // token index entry (counting its key down), its known-value entries, or
 // its plain index key.
-func dropField(txn *badger.Txn, c *Collection, id string, f storedField, t *tally) error {
+func dropField(txn storage.Txn, c *Collection, id string, f storedField, t *tally) error {
 	fd, _ := c.Field(f.Name)
 	if !f.sensitive() {
 		if fd != nil && fd.Index {
@@ -196,7 +195,7 @@ func dropField(txn *badger.Txn, c *Collection, id string, f storedField, t *tall
 	key := tokenIndexKey(f.Token, c.Name, id, f.Name)
 	item, err := txn.Get(key)
 	switch {
-	case errors.Is(err, badger.ErrKeyNotFound):
+	case errors.Is(err, storage.ErrNotFound):
 		return nil
 	case err != nil:
 		return err
@@ -215,7 +214,7 @@ func dropField(txn *badger.Txn, c *Collection, id string, f storedField, t *tall
 
 // setField writes what a new field value keeps outside the record, and
 // tallies a known value it adds.
-func setField(txn *badger.Txn, collection, id string, pf *preparedField, t *tally) error {
+func setField(txn storage.Txn, collection, id string, pf *preparedField, t *tally) error {
 	if pf.field.Sensitive {
 		if pf.known != nil {
 			if err := setKnown(txn, collection, id, pf); err != nil {

@@ -14,10 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agentvault/agentvault/keys"
+	"github.com/agentvault/agentvault/storage"
 	"github.com/agentvault/agentvault/tokenizer"
 )
 
@@ -150,8 +150,8 @@ func (e *env) reveal(token string) string {
 // count returns how many keys start with prefix.
 func (e *env) count(prefix string) int {
 	n := 0
-	e.store.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix)})
+	e.store.View(func(txn storage.Txn) error {
+		it := txn.NewIterator(storage.IterOptions{Prefix: []byte(prefix)})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			n++
@@ -445,7 +445,7 @@ func TestCiphertextBoundToPlace(t *testing.T) {
 	}
 	cipherOf := func(r Record, field string) []byte {
 		var ct []byte
-		e.store.View(func(txn *badger.Txn) error {
+		e.store.View(func(txn storage.Txn) error {
 			refs, err := resolveToken(txn, nil, tokenOf(t, r, field))
 			if err != nil || len(refs) != 1 {
 				t.Fatalf("resolve: %v %v", refs, err)
@@ -460,7 +460,7 @@ func TestCiphertextBoundToPlace(t *testing.T) {
 		tok := tokenOf(t, recs[1], tc.field)
 		key := tokenIndexKey(tok, "people", recs[1].ID, tc.field)
 		val := tokenIndexValue(tok, "people", recs[1].ID, tc.field, aliceNote)
-		if err := e.store.Update(ctx, func(txn *badger.Txn) error { return txn.Set(key, val) }); err != nil {
+		if err := e.store.Update(ctx, func(txn storage.Txn) error { return txn.Set(key, val) }); err != nil {
 			t.Fatal(err)
 		}
 		_, v, err := e.svc.lookupValue(tokenOf(t, recs[1], tc.field))
@@ -619,7 +619,7 @@ func TestGroupCommit(t *testing.T) {
 			defer wg.Done()
 			<-start
 			k := []byte(fmt.Sprintf("test/%d", w))
-			if err := e.store.Update(context.Background(), func(txn *badger.Txn) error { return txn.Set(k, []byte("v")) }); err != nil {
+			if err := e.store.Update(context.Background(), func(txn storage.Txn) error { return txn.Set(k, []byte("v")) }); err != nil {
 				t.Error(err)
 			}
 		}()
