@@ -42,7 +42,7 @@ func statusOf(err error) (int, string) {
 		return http.StatusNotFound, "not_found"
 	case errors.Is(err, vault.ErrConflict):
 		return http.StatusConflict, "conflict"
-	case errors.Is(err, vault.ErrTooLarge):
+	case errors.Is(err, vault.ErrTooLarge), errors.Is(err, vault.ErrTxnTooBig):
 		return http.StatusRequestEntityTooLarge, "too_large"
 	case errors.Is(err, keys.ErrKMSUnavailable):
 		return http.StatusServiceUnavailable, "kms_unavailable"

@@ -15,7 +15,11 @@
 //     ErrUnavailable when the store cannot answer now.
 package storage
 
-import "errors"
+import (
+	"context"
+	"errors"
+	"fmt"
+)
 
 var (
 	// ErrNotFound reports a key that is not stored.
@@ -71,4 +75,31 @@ type Iterator interface {
 	Next()
 	Item() Item
 	Close()
+}
+
+// ErrStorageFull reports that the store's disk is down to its reserve: the
+// write was refused before it could fill the disk, and nothing was stored.
+// It passes once space returns.
+var ErrStorageFull = fmt.Errorf("%w: storage full", ErrUnavailable)
+
+// Store is a transactional key-value store whose commits are durable
+// before they are acknowledged.
+type Store interface {
+	// View runs fn in a read-only transaction.
+	View(fn func(txn Txn) error) error
+	// Update runs fn in a read-write transaction, commits it and returns
+	// once it is durable. fn may run more than once (a conflict), so it
+	// must not act outside txn. small marks a write the audit log needs,
+	// allowed deeper into a full disk (CheckSpace).
+	Update(ctx context.Context, small bool, fn func(txn Txn) error) error
+	// NewWriteTxn starts a read-write transaction its caller commits;
+	// WaitDurable returns once every commit made before it is durable.
+	NewWriteTxn() WriteTxn
+	WaitDurable() error
+	// CheckSpace refuses a write when the store is down to its reserve
+	// (ErrStorageFull); an auditOnly write may go further.
+	CheckSpace(auditOnly bool) error
+	// Check reports whether the store answers reads and takes writes.
+	Check() error
+	Close() error
 }

@@ -167,8 +167,8 @@ func putApproval(txn storage.Txn, a *storedApproval) error {
 
 // initApprovalDue writes the due keys of every open approval, once, for a
 // database written before they existed. It runs before the writer starts.
-func initApprovalDue(store *Store) error {
-	txn := store.newWriteTxn()
+func initApprovalDue(store storage.Store) error {
+	txn := store.NewWriteTxn()
 	defer txn.Discard()
 	if _, err := txn.Get(approvalDueReady); err == nil {
 		return nil

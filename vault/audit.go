@@ -98,7 +98,7 @@ const (
 // not race (a grant's last use, a format-preserving token) see every
 // earlier change.
 type writer struct {
-	store *Store
+	store storage.Store
 	reqs  chan *mutation
 	head  chainHead
 	done  chan struct{}
@@ -113,7 +113,7 @@ type chainHead struct {
 	Hash string `json:"hash"`
 }
 
-func newWriter(store *Store) (*writer, error) {
+func newWriter(store storage.Store) (*writer, error) {
 	w := &writer{store: store, reqs: make(chan *mutation, 1024), done: make(chan struct{})}
 	head, err := readHead(store)
 	if err != nil {
@@ -125,7 +125,7 @@ func newWriter(store *Store) (*writer, error) {
 }
 
 // readHead finds the last audit entry.
-func readHead(store *Store) (chainHead, error) {
+func readHead(store storage.Store) (chainHead, error) {
 	head := chainHead{Hash: auditlog.GenesisHash}
 	err := store.View(func(txn storage.Txn) error {
 		it := txn.NewIterator(storage.IterOptions{Reverse: true, Prefix: []byte("a/")})
@@ -208,17 +208,17 @@ func (w *writer) drain() {
 // commit runs a batch in one transaction, appends its audit entries in
 // order, commits, and answers each mutation once the commit is durable.
 func (w *writer) commit(batch []*mutation) {
-	txn := w.store.newWriteTxn()
+	txn := w.store.NewWriteTxn()
 	defer txn.Discard()
 	head := w.head
 	results := make([]error, len(batch))
 	var fatal error
 	// The disk's free space is read once per batch; a write the reserve
 	// does not allow is refused before it touches the transaction.
-	fullErr := w.store.checkSpace(false)
+	fullErr := w.store.CheckSpace(false)
 	var floorErr error
 	if fullErr != nil {
-		floorErr = w.store.checkSpace(true)
+		floorErr = w.store.CheckSpace(true)
 	}
 	for i, m := range batch {
 		if fullErr != nil && (!m.auditOnly || floorErr != nil) {
@@ -270,7 +270,7 @@ func (w *writer) commit(batch []*mutation) {
 	// Durability is awaited off the writer goroutine, so the next batch is
 	// built while this one's fsync runs; the store groups the fsyncs.
 	go func() {
-		err := w.store.waitDurable()
+		err := w.store.WaitDurable()
 		for i, m := range batch {
 			if results[i] != nil {
 				m.done <- results[i]

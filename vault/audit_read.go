@@ -102,7 +102,7 @@ func (s *Service) ListAudit(ctx context.Context, f AuditFilter) ([]AuditEntry, u
 // publicKeyset is the checkpoint public key obtained out of band; nil uses
 // the one stored beside the log, which someone able to rewrite the log
 // could replace too (a witness then fails its signature).
-func VerifyAudit(ctx context.Context, store *Store, publicKeyset []byte, witnesses ...Checkpoint) (VerifyResult, error) {
+func VerifyAudit(ctx context.Context, store storage.Store, publicKeyset []byte, witnesses ...Checkpoint) (VerifyResult, error) {
 	c := auditlog.NewChain()
 	err := store.View(func(txn storage.Txn) error {
 		it := txn.NewIterator(storage.IterOptions{Prefix: []byte("a/"), PrefetchValues: true, PrefetchSize: 256})
@@ -167,7 +167,7 @@ func (s *Service) VerifyAudit(ctx context.Context, witnesses ...Checkpoint) (Ver
 // ExportAudit writes every entry after the given sequence number, in
 // order, then every checkpoint, as JSON lines: the format VerifyExport
 // reads.
-func ExportAudit(ctx context.Context, store *Store, after uint64, w io.Writer) error {
+func ExportAudit(ctx context.Context, store storage.Store, after uint64, w io.Writer) error {
 	enc := json.NewEncoder(w)
 	err := store.View(func(txn storage.Txn) error {
 		it := txn.NewIterator(storage.IterOptions{Prefix: []byte("a/"), PrefetchValues: true, PrefetchSize: 256})

@@ -25,6 +25,7 @@ import (
 
 	"github.com/agentvault/agentvault/keys"
 	"github.com/agentvault/agentvault/storage"
+	"github.com/agentvault/agentvault/storage/badgerstore"
 )
 
 // A backup is the whole database as of one moment, taken online: records
@@ -87,8 +88,14 @@ type BackupHeader struct {
 // streams the database.
 type Backup struct {
 	Header BackupHeader
-	store  *Store
+	store  backupStore
 	mac    *keys.MACKey
+}
+
+// backupStore is a store that streams its keys in Badger's backup format,
+// the body of a backup file.
+type backupStore interface {
+	StreamBackup(w io.Writer, maxSize uint64) error
 }
 
 // BeginBackup makes the backup's MAC key, records the backup in the audit
@@ -97,6 +104,10 @@ type Backup struct {
 // the key or the entry cannot be written there is no backup: a copy of the
 // whole vault leaves only authenticated, and with a record of who took it.
 func (s *Service) BeginBackup(ctx context.Context, meta RequestMeta) (*Backup, error) {
+	stream, ok := s.store.(backupStore)
+	if !ok {
+		return nil, &Error{Kind: ErrInvalid, Code: "backup_unsupported", Message: "this store does not stream backups; back up its database with the database's own tools"}
+	}
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	info, err := s.keys.KEK().Describe(dctx)
 	cancel()
@@ -125,7 +136,7 @@ func (s *Service) BeginBackup(ctx context.Context, meta RequestMeta) (*Backup, e
 		return nil, fmt.Errorf("checkpoint before the backup: %w", err)
 	}
 	s.log.Info("backup started", "actor", actorID(meta.Actor), "audit_seq", e.Seq, "request_id", meta.RequestID)
-	return &Backup{store: s.store, mac: mk, Header: BackupHeader{
+	return &Backup{store: stream, mac: mk, Header: BackupHeader{
 		Format: 2, CreatedAt: e.Time, AuditSeq: e.Seq, AuditHash: e.Hash, KEK: info, MACKey: wrapped,
 	}}, nil
 }
@@ -150,18 +161,7 @@ func (b *Backup) WriteTo(w io.Writer) (int64, error) {
 	if err != nil {
 		return cw.n, err
 	}
-	b.store.closeMu.RLock()
-	defer b.store.closeMu.RUnlock()
-	if b.store.closed {
-		return cw.n, fmt.Errorf("%w: store closed", ErrUnavailable)
-	}
-	// Two readers rather than Badger's default eight: a backup shares the
-	// machine with live traffic.
-	stream := b.store.db.NewStream()
-	stream.NumGo = 2
-	stream.MaxSize = backupBatch
-	stream.LogPrefix = "backup"
-	if _, err := stream.Backup(zw, 0); err != nil {
+	if err := b.store.StreamBackup(zw, backupBatch); err != nil {
 		return cw.n, fmt.Errorf("backup: %w", err)
 	}
 	if err := zw.Close(); err != nil {
@@ -464,7 +464,7 @@ func RestoreBackup(ctx context.Context, path, dbDir string, o RestoreOptions) (*
 	if err := load(f, tmp, o); err != nil {
 		return nil, err
 	}
-	store, err := OpenStore(tmp, StoreOptions{Logger: o.Logger, ReadOnly: true})
+	store, err := badgerstore.Open(tmp, badgerstore.Options{Logger: o.Logger, ReadOnly: true})
 	if err != nil {
 		return nil, err
 	}
@@ -501,11 +501,11 @@ func RestoreBackup(ctx context.Context, path, dbDir string, o RestoreOptions) (*
 // the restored log ends where the snapshot did, and the next entry
 // explains the gap.
 func load(r io.Reader, dir string, o RestoreOptions) error {
-	store, err := OpenStore(dir, StoreOptions{Logger: o.Logger})
+	store, err := badgerstore.Open(dir, badgerstore.Options{Logger: o.Logger})
 	if err != nil {
 		return err
 	}
-	ldr := store.db.NewKVLoader(2)
+	ldr := store.NewLoader(2)
 	h, _, err := readBackup(r, o.Keys, func(list *pb.KVList) error {
 		for _, kv := range list.Kv {
 			if err := ldr.Set(kv); err != nil {
@@ -523,7 +523,7 @@ func load(r io.Reader, dir string, o RestoreOptions) error {
 	if err != nil {
 		return fmt.Errorf("load backup: %w", err)
 	}
-	if store, err = OpenStore(dir, StoreOptions{Logger: o.Logger}); err != nil {
+	if store, err = badgerstore.Open(dir, badgerstore.Options{Logger: o.Logger}); err != nil {
 		return err
 	}
 	w, err := newWriter(store)
@@ -548,7 +548,7 @@ func load(r io.Reader, dir string, o RestoreOptions) error {
 
 // checkPinnedKey refuses a restored database whose checkpoint key is not
 // the pinned one.
-func checkPinnedKey(store *Store, pinned []byte) error {
+func checkPinnedKey(store storage.Store, pinned []byte) error {
 	stored, err := StoredAuditPublicKey(store)
 	if err != nil {
 		return fmt.Errorf("the restored database has no audit checkpoint key to compare with the pinned one: %w", err)
@@ -561,7 +561,7 @@ func checkPinnedKey(store *Store, pinned []byte) error {
 }
 
 // checkBackupEntry finds the audit entry that recorded the backup.
-func checkBackupEntry(store *Store, h BackupHeader) error {
+func checkBackupEntry(store storage.Store, h BackupHeader) error {
 	var e AuditEntry
 	err := store.View(func(txn storage.Txn) error {
 		item, err := txn.Get(auditKey(h.AuditSeq))

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/agentvault/agentvault/storage/badgerstore"
 	"io"
 	"os"
 	"path/filepath"
@@ -365,11 +366,11 @@ func TestBackupNeedsItsAuditEntry(t *testing.T) {
 // first: it must refuse them with an error, never panic or allocate
 // without bound. The seed is a real backup of a small Badger database.
 func FuzzCheckBackup(f *testing.F) {
-	store, err := OpenStore(filepath.Join(f.TempDir(), "db"), StoreOptions{})
+	store, err := badgerstore.Open(filepath.Join(f.TempDir(), "db"), badgerstore.Options{})
 	if err != nil {
 		f.Fatal(err)
 	}
-	err = store.Update(context.Background(), func(txn storage.Txn) error {
+	err = store.Update(context.Background(), false, func(txn storage.Txn) error {
 		for i := range 20 {
 			if err := txn.Set([]byte(fmt.Sprintf("k/%02d", i)), bytes.Repeat([]byte{byte(i)}, i*10)); err != nil {
 				return err

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"github.com/agentvault/agentvault/storage/badgerstore"
 	"io"
 	"os"
 	"path/filepath"
@@ -128,7 +129,7 @@ func BenchmarkStoreFloorBatch(b *testing.B) { storeFloor(b, 1000, false) }
 func BenchmarkStoreFloorSingle(b *testing.B) { storeFloor(b, 16, true) }
 
 func storeFloor(b *testing.B, perTxn int, entryPerRecord bool) {
-	store, err := OpenStore(b.TempDir(), StoreOptions{})
+	store, err := badgerstore.Open(b.TempDir(), badgerstore.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -151,7 +152,7 @@ func storeFloor(b *testing.B, perTxn int, entryPerRecord bool) {
 	b.RunParallel(func(pb *testing.PB) {
 		ids := make([]string, perTxn)
 		for pb.Next() {
-			err := store.Update(context.Background(), func(txn storage.Txn) error {
+			err := store.Update(context.Background(), false, func(txn storage.Txn) error {
 				for i := range ids {
 					ids[i] = uuid.Must(uuid.NewV7()).String()
 					tok := tokenizer.Random()
@@ -262,7 +263,7 @@ func BenchmarkBackup(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	if err := e.store.db.Sync(); err != nil {
+	if err := e.store.DB().Sync(); err != nil {
 		b.Fatal(err)
 	}
 	dir := b.TempDir()

@@ -72,7 +72,7 @@ func (s *Service) AuditPublicKey(ctx context.Context) ([]byte, error) {
 
 // StoredAuditPublicKey reads the checkpoint public keyset from a stopped
 // server's data directory, without the KEK.
-func StoredAuditPublicKey(store *Store) ([]byte, error) {
+func StoredAuditPublicKey(store storage.Store) ([]byte, error) {
 	var pub []byte
 	err := store.View(func(txn storage.Txn) error {
 		item, err := txn.Get([]byte(signingPubKey))
@@ -117,7 +117,7 @@ func (s *Service) Checkpoint(ctx context.Context) (*Checkpoint, error) {
 		return nil, fmt.Errorf("sign checkpoint: %w", err)
 	}
 	b, _ := json.Marshal(cp)
-	if err := s.store.updateSmall(ctx, func(txn storage.Txn) error { return txn.Set(checkpointKey(cp.Seq), b) }); err != nil {
+	if err := s.store.Update(ctx, true, func(txn storage.Txn) error { return txn.Set(checkpointKey(cp.Seq), b) }); err != nil {
 		return nil, err
 	}
 	// Shipped out as made, so a copy exists outside the box: the whole
@@ -130,7 +130,7 @@ func (s *Service) Checkpoint(ctx context.Context) (*Checkpoint, error) {
 	return cp, nil
 }
 
-func lastCheckpoint(store *Store) (*Checkpoint, error) {
+func lastCheckpoint(store storage.Store) (*Checkpoint, error) {
 	var cp *Checkpoint
 	err := store.View(func(txn storage.Txn) error {
 		it := txn.NewIterator(storage.IterOptions{Reverse: true, Prefix: []byte(checkpointPfx)})
@@ -146,7 +146,7 @@ func lastCheckpoint(store *Store) (*Checkpoint, error) {
 }
 
 // Checkpoints returns every stored checkpoint in order.
-func Checkpoints(store *Store) ([]Checkpoint, error) {
+func Checkpoints(store storage.Store) ([]Checkpoint, error) {
 	var out []Checkpoint
 	err := store.View(func(txn storage.Txn) error {
 		it := txn.NewIterator(storage.IterOptions{Prefix: []byte(checkpointPfx), PrefetchValues: true})

@@ -40,7 +40,7 @@ func TestCheckpointTruncation(t *testing.T) {
 	}
 	// Cut off the last two entries the checkpoint covers: the chain that
 	// remains is internally consistent, only the checkpoint catches it.
-	if err := sc.store.Update(ctx, func(txn storage.Txn) error {
+	if err := sc.store.Update(ctx, false, func(txn storage.Txn) error {
 		txn.Delete(auditKey(cp.Seq))
 		return txn.Delete(auditKey(cp.Seq - 1))
 	}); err != nil {
@@ -60,7 +60,7 @@ func TestCheckpointForgery(t *testing.T) {
 	forged := *cp
 	forged.Hash = strings.Repeat("0", 64)
 	b, _ := json.Marshal(forged)
-	sc.store.Update(ctx, func(txn storage.Txn) error { return txn.Set(checkpointKey(cp.Seq), b) })
+	sc.store.Update(ctx, false, func(txn storage.Txn) error { return txn.Set(checkpointKey(cp.Seq), b) })
 	v, _ := sc.svc.VerifyAudit(ctx)
 	if v.OK || v.FirstBadSeq != cp.Seq || !strings.Contains(v.Reason, "signature") {
 		t.Fatalf("forged checkpoint: %+v", v)
@@ -177,7 +177,7 @@ func TestCompressedAuditEntries(t *testing.T) {
 	// Flip one byte inside the compressed entry: verification names it.
 	bad := append([]byte(nil), stored...)
 	bad[len(bad)/2] ^= 0x40
-	e.store.rawUpdate(func(txn storage.Txn) error { return txn.Set(auditKey(head), bad) })
+	e.store.UpdateRaw(func(txn storage.Txn) error { return txn.Set(auditKey(head), bad) })
 	if v, _ := e.svc.VerifyAudit(ctx); v.OK || v.FirstBadSeq != head {
 		t.Fatalf("tampered compressed entry: %+v", v)
 	}
@@ -225,7 +225,7 @@ func TestWitnessCatchesTruncation(t *testing.T) {
 		t.Fatalf("before the cut: %+v", v)
 	}
 	// The attacker deletes the three reveal entries and the checkpoint.
-	if err := e.store.Update(ctx, func(txn storage.Txn) error {
+	if err := e.store.Update(ctx, false, func(txn storage.Txn) error {
 		for seq := before.Seq + 1; seq <= covering.Seq; seq++ {
 			txn.Delete(auditKey(seq))
 		}

@@ -3,6 +3,7 @@ package vault
 import (
 	"errors"
 	"fmt"
+	"github.com/agentvault/agentvault/storage"
 )
 
 // Sentinel errors callers branch on with errors.Is; httpapi maps each to
@@ -40,3 +41,14 @@ func notFound(code, format string, args ...any) error {
 func conflict(code, format string, args ...any) error {
 	return &Error{Kind: ErrConflict, Code: code, Message: fmt.Sprintf(format, args...)}
 }
+
+// Storage errors, as the store reports them.
+var (
+	// ErrUnavailable reports that storage cannot take or give data now.
+	ErrUnavailable = storage.ErrUnavailable
+	// ErrStorageFull reports a write refused because the disk is down to
+	// its reserve; nothing was stored, and it passes once space returns.
+	ErrStorageFull = storage.ErrStorageFull
+	// ErrTxnTooBig reports a write larger than the store takes at once.
+	ErrTxnTooBig = storage.ErrTooBig
+)

@@ -479,7 +479,7 @@ func TestAuditTamper(t *testing.T) {
 			if err != nil || !before.OK || before.Entries < 8 {
 				t.Fatalf("before tampering: %+v %v", before, err)
 			}
-			if err := sc.store.Update(ctx, func(txn storage.Txn) error { tt.tamper(t, txn, before.Entries); return nil }); err != nil {
+			if err := sc.store.Update(ctx, false, func(txn storage.Txn) error { tt.tamper(t, txn, before.Entries); return nil }); err != nil {
 				t.Fatal(err)
 			}
 			want := tt.wantBad

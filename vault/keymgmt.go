@@ -112,7 +112,7 @@ func cipherOf(key, value []byte) ([]byte, string, error) {
 // initKeyCounts counts every stored value by collection and key id, once,
 // for a database written before the counters existed. It runs before the
 // writer starts.
-func initKeyCounts(store *Store) error {
+func initKeyCounts(store storage.Store) error {
 	done := false
 	counts := map[string]map[uint32]int64{}
 	err := store.View(func(txn storage.Txn) error {
@@ -148,7 +148,7 @@ func initKeyCounts(store *Store) error {
 	if err != nil || done {
 		return err
 	}
-	txn := store.newWriteTxn()
+	txn := store.NewWriteTxn()
 	defer txn.Discard()
 	for coll, m := range counts {
 		for id, n := range m {

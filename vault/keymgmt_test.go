@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/agentvault/agentvault/storage/badgerstore"
 	"github.com/dgraph-io/badger/v4"
 	"os"
 	"path/filepath"
@@ -517,7 +518,7 @@ func TestDestroyedKeyUnrecoverable(t *testing.T) {
 	// openable counts the stored versions of the keyset that unwrap, and
 	// how many of those still hold the destroyed key.
 	openable := func() (opened, holding int) {
-		e.store.db.View(func(txn *badger.Txn) error { // Badger's own: older versions of a key
+		e.store.DB().View(func(txn *badger.Txn) error { // Badger's own: older versions of a key
 			it := txn.NewIterator(badger.IteratorOptions{AllVersions: true, Prefix: dekKey("payroll")})
 			defer it.Close()
 			for it.Rewind(); it.Valid(); it.Next() {
@@ -609,7 +610,7 @@ func TestCheckKEK(t *testing.T) {
 	// retired KEK version); the check goes on and names only that one.
 	e.open()
 	first := all[0]
-	err = e.store.Update(ctx, func(txn storage.Txn) error {
+	err = e.store.Update(ctx, false, func(txn storage.Txn) error {
 		bad := append([]byte{}, first.blob...)
 		bad[len(bad)-1] ^= 1
 		return txn.Set([]byte(first.key), bad)
@@ -629,7 +630,7 @@ func TestCheckKEK(t *testing.T) {
 	}
 	kek := &outageKEK{KEK: local}
 	kek.down.Store(true)
-	e.store, err = OpenStore(filepath.Join(e.dir, "db"), StoreOptions{})
+	e.store, err = badgerstore.Open(filepath.Join(e.dir, "db"), badgerstore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -141,7 +141,7 @@ func (k *knownSet) size() int {
 }
 
 // load fills the set from the store's kd keys.
-func (k *knownSet) load(store *Store) error {
+func (k *knownSet) load(store storage.Store) error {
 	return store.View(func(txn storage.Txn) error {
 		it := txn.NewIterator(storage.IterOptions{Prefix: []byte("kd/")})
 		defer it.Close()

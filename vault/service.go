@@ -12,11 +12,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agentvault/agentvault/keys"
+
+	"github.com/agentvault/agentvault/storage"
 )
 
 // Config wires a Service. Build it in cmd from flags.
 type Config struct {
-	Store  *Store
+	Store  storage.Store
 	Keys   *keys.Manager
 	Logger *slog.Logger
 	// Registry receives the service's metrics; nil skips them.
@@ -56,7 +58,7 @@ type Config struct {
 // tokens, stored in Badger, encrypted with keys from package keys.
 type Service struct {
 	cfg   Config
-	store *Store
+	store storage.Store
 	keys  *keys.Manager
 	log   *slog.Logger
 	now   func() time.Time

@@ -29,7 +29,7 @@ func TestStorageReserve(t *testing.T) {
 		_, err := sc.svc.Detokenize(ctx, RequestMeta{Actor: sc.agent}, DetokenizeRequest{Tokens: []string{nameA}, Purpose: "payroll"})
 		return err
 	}
-	sc.store.reserve = free * 2 // the first reveal makes the token-hash key: allowed too
+	sc.store.SetReserve(free * 2) // the first reveal makes the token-hash key: allowed too
 	if err := reveal(); err != nil {
 		t.Fatalf("first reveal below the reserve: %v", err)
 	}
@@ -45,7 +45,7 @@ func TestStorageReserve(t *testing.T) {
 		{"space back", 1, true, true},
 	}
 	for _, tt := range tests {
-		sc.store.reserve = tt.reserve
+		sc.store.SetReserve(tt.reserve)
 		if err := write(); (err == nil) != tt.writeOK || (err != nil && !errors.Is(err, ErrStorageFull)) {
 			t.Fatalf("%s: write: %v", tt.name, err)
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/agentvault/agentvault/storage/badgerstore"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -25,7 +26,7 @@ import (
 type env struct {
 	t     *testing.T
 	dir   string
-	store *Store
+	store *badgerstore.Store
 	svc   *Service
 	reg   *prometheus.Registry
 	clock *clock
@@ -71,7 +72,7 @@ func (e *env) open() {
 		e.t.Fatal(err)
 	}
 	e.reg = prometheus.NewRegistry()
-	e.store, err = OpenStore(filepath.Join(e.dir, "db"), StoreOptions{Registry: e.reg})
+	e.store, err = badgerstore.Open(filepath.Join(e.dir, "db"), badgerstore.Options{Registry: e.reg})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -460,7 +461,7 @@ func TestCiphertextBoundToPlace(t *testing.T) {
 		tok := tokenOf(t, recs[1], tc.field)
 		key := tokenIndexKey(tok, "people", recs[1].ID, tc.field)
 		val := tokenIndexValue(tok, "people", recs[1].ID, tc.field, aliceNote)
-		if err := e.store.Update(ctx, func(txn storage.Txn) error { return txn.Set(key, val) }); err != nil {
+		if err := e.store.Update(ctx, false, func(txn storage.Txn) error { return txn.Set(key, val) }); err != nil {
 			t.Fatal(err)
 		}
 		_, v, err := e.svc.lookupValue(tokenOf(t, recs[1], tc.field))
@@ -609,7 +610,7 @@ func TestGroupCommit(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	slow := func() { time.Sleep(40 * time.Millisecond) }
-	e.store.beforeSync.Store(&slow)
+	e.store.SetSyncHooks(slow, nil)
 	const writers = 256
 	var wg sync.WaitGroup
 	start := make(chan struct{})
@@ -619,7 +620,7 @@ func TestGroupCommit(t *testing.T) {
 			defer wg.Done()
 			<-start
 			k := []byte(fmt.Sprintf("test/%d", w))
-			if err := e.store.Update(context.Background(), func(txn storage.Txn) error { return txn.Set(k, []byte("v")) }); err != nil {
+			if err := e.store.Update(context.Background(), false, func(txn storage.Txn) error { return txn.Set(k, []byte("v")) }); err != nil {
 				t.Error(err)
 			}
 		}()

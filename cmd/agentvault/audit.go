@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/agentvault/agentvault/storage/badgerstore"
 	"github.com/agentvault/agentvault/vault"
 	"github.com/agentvault/agentvault/vault/auditlog"
 )
@@ -78,7 +79,7 @@ func audit(args []string) error {
 		}
 		return report(res)
 	}
-	store, err := vault.OpenStore(filepath.Join(*dataDir, "db"), vault.StoreOptions{ReadOnly: true})
+	store, err := badgerstore.Open(filepath.Join(*dataDir, "db"), badgerstore.Options{ReadOnly: true})
 	if err != nil {
 		return fmt.Errorf("%w (is the server still running? stop it first)", err)
 	}

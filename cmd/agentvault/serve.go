@@ -25,6 +25,7 @@ import (
 	"github.com/agentvault/agentvault/httpapi"
 	"github.com/agentvault/agentvault/keys"
 	"github.com/agentvault/agentvault/notify"
+	"github.com/agentvault/agentvault/storage/badgerstore"
 	"github.com/agentvault/agentvault/vault"
 )
 
@@ -239,7 +240,7 @@ func serve(args []string) error {
 	if vk, ok := kek.(*keys.VaultKEK); ok {
 		defer vk.Close()
 	}
-	store, err := vault.OpenStore(filepath.Join(f.dataDir, "db"), vault.StoreOptions{Logger: log, Registry: reg, Reserve: f.storageReserve, MemTableSize: f.memtableSize})
+	store, err := badgerstore.Open(filepath.Join(f.dataDir, "db"), badgerstore.Options{Logger: log, Registry: reg, Reserve: f.storageReserve, MemTableSize: f.memtableSize})
 	if err != nil {
 		return err
 	}

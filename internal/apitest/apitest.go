@@ -16,6 +16,7 @@ import (
 
 	"github.com/agentvault/agentvault/httpapi"
 	"github.com/agentvault/agentvault/keys"
+	"github.com/agentvault/agentvault/storage/badgerstore"
 	"github.com/agentvault/agentvault/vault"
 )
 
@@ -63,7 +64,7 @@ func handler(t testing.TB, o Options) http.Handler {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	store, err := vault.OpenStore(filepath.Join(dir, "db"), vault.StoreOptions{Registry: reg})
+	store, err := badgerstore.Open(filepath.Join(dir, "db"), badgerstore.Options{Registry: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

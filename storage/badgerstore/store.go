@@ -1,9 +1,13 @@
-package vault
+// Package badgerstore is the vault's embedded store: Badger on local disk,
+// with group commit and a free-space reserve, behind the storage
+// interfaces.
+package badgerstore
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -19,9 +23,6 @@ import (
 	"github.com/agentvault/agentvault/storage"
 	"golang.org/x/sys/unix"
 )
-
-// ErrUnavailable reports that storage cannot take or give data right now.
-var ErrUnavailable = storage.ErrUnavailable
 
 // Store is agentvault's Badger database with group commit: a transaction
 // is acknowledged only after an fsync that started after it committed, and
@@ -47,7 +48,7 @@ type Store struct {
 	afterSync  atomic.Pointer[func()]
 
 	dir          string
-	reserve      int64
+	reserve      atomic.Int64
 	fullRefusals prometheus.Counter
 	// created watches the database directory for new files (inotify), so
 	// syncRetiredLogs lists it only after a memtable or value log was
@@ -57,8 +58,8 @@ type Store struct {
 	retiredPending bool
 }
 
-// StoreOptions tune the store; the zero value is fine.
-type StoreOptions struct {
+// Options tune the store; the zero value is fine.
+type Options struct {
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
 	// ReadOnly opens the database without taking writes (offline tools).
@@ -67,13 +68,13 @@ type StoreOptions struct {
 	// 0 keeps Badger's 64 MiB. Tests make it small to switch memtables.
 	MemTableSize int64
 	// Reserve is the free space writes leave on the data directory's
-	// filesystem (see checkSpace); 0 checks nothing. It must cover
+	// filesystem (see CheckSpace); 0 checks nothing. It must cover
 	// Badger's own work: at least three memtables.
 	Reserve int64
 }
 
-// OpenStore opens (or creates) the Badger database in dir.
-func OpenStore(dir string, o StoreOptions) (*Store, error) {
+// Open opens (or creates) the Badger database in dir.
+func Open(dir string, o Options) (*Store, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -99,9 +100,8 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 		return nil, fmt.Errorf("open badger in %s: %w", dir, err)
 	}
 	s := &Store{
-		db:      db,
-		dir:     dir,
-		reserve: o.Reserve,
+		db:  db,
+		dir: dir,
 		fullRefusals: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "agentvault_storage_full_refusals_total",
 			Help: "Writes refused because the data directory's filesystem was down to its reserve.",
@@ -119,6 +119,7 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
 	}
+	s.reserve.Store(o.Reserve)
 	s.created = watchCreates(dir, o.ReadOnly)
 	if o.Registry != nil {
 		o.Registry.MustRegister(s.syncBatch, s.syncTime, s.fullRefusals, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -130,7 +131,7 @@ func OpenStore(dir string, o StoreOptions) (*Store, error) {
 		}), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "agentvault_storage_reserve_bytes",
 			Help: "Free space writes leave on the data directory's filesystem (0: not checked).",
-		}, func() float64 { return float64(s.reserve) }))
+		}, func() float64 { return float64(s.reserve.Load()) }))
 	}
 	s.wg.Add(1)
 	go s.syncLoop()
@@ -171,7 +172,7 @@ func (s *Store) syncLoop() {
 			}
 			s.syncBatch.Observe(float64(len(batch)))
 			if err != nil {
-				err = fmt.Errorf("%w: fsync: %v", ErrUnavailable, err)
+				err = fmt.Errorf("%w: fsync: %v", storage.ErrUnavailable, err)
 			}
 			for _, ch := range batch {
 				ch <- err
@@ -276,13 +277,13 @@ func fsyncFile(path string) error {
 	return f.Sync()
 }
 
-// waitDurable returns once everything committed before the call is on disk.
-func (s *Store) waitDurable() error {
+// WaitDurable returns once everything committed before the call is on disk.
+func (s *Store) WaitDurable() error {
 	ch := make(chan error, 1)
 	s.closeMu.RLock()
 	if s.closed {
 		s.closeMu.RUnlock()
-		return fmt.Errorf("%w: store closed", ErrUnavailable)
+		return fmt.Errorf("%w: store closed", storage.ErrUnavailable)
 	}
 	s.syncReq <- ch
 	s.closeMu.RUnlock()
@@ -297,19 +298,15 @@ const maxConflictRetries = 8
 
 // Update runs fn in a read-write transaction, commits it, and returns once
 // it is durable. fn may run more than once if another transaction
-// conflicts, so it must not have side effects outside txn.
-func (s *Store) Update(ctx context.Context, fn func(txn storage.Txn) error) error {
-	return s.update(ctx, false, fn)
-}
-
-// updateSmall is Update for a small write the audit log needs (a
-// checkpoint): it goes on into the storage reserve, as reveals do.
-func (s *Store) updateSmall(ctx context.Context, fn func(txn storage.Txn) error) error {
-	return s.update(ctx, true, fn)
+// conflicts, so it must not have side effects outside txn. small marks a
+// write the audit log needs (a checkpoint): it goes on into the storage
+// reserve, as reveals do.
+func (s *Store) Update(ctx context.Context, small bool, fn func(txn storage.Txn) error) error {
+	return s.update(ctx, small, fn)
 }
 
 func (s *Store) update(ctx context.Context, small bool, fn func(txn storage.Txn) error) error {
-	if err := s.checkSpace(small); err != nil {
+	if err := s.CheckSpace(small); err != nil {
 		return err
 	}
 	for attempt := 0; ; attempt++ {
@@ -324,13 +321,13 @@ func (s *Store) update(ctx context.Context, small bool, fn func(txn storage.Txn)
 		txn.Discard()
 		switch {
 		case err == nil:
-			return s.waitDurable()
+			return s.WaitDurable()
 		case errors.Is(err, badger.ErrConflict) && attempt < maxConflictRetries:
 			continue
 		case errors.Is(err, badger.ErrTxnTooBig), errors.Is(err, storage.ErrTooBig):
-			return fmt.Errorf("%w: %v", ErrTooLarge, err)
+			return fmt.Errorf("%w: %v", storage.ErrTooBig, err)
 		case isStorageErr(err):
-			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+			return fmt.Errorf("%w: %v", storage.ErrUnavailable, err)
 		default:
 			return err
 		}
@@ -341,7 +338,7 @@ func (s *Store) update(ctx context.Context, small bool, fn func(txn storage.Txn)
 func (s *Store) View(fn func(txn storage.Txn) error) error {
 	err := s.db.View(func(txn *badger.Txn) error { return fn(badgerTxn{txn}) })
 	if isStorageErr(err) {
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return fmt.Errorf("%w: %v", storage.ErrUnavailable, err)
 	}
 	return err
 }
@@ -355,9 +352,9 @@ func isStorageErr(err error) bool {
 // writes.
 func (s *Store) Check() error {
 	if s.db.IsClosed() {
-		return fmt.Errorf("%w: closed", ErrUnavailable)
+		return fmt.Errorf("%w: closed", storage.ErrUnavailable)
 	}
-	if err := s.checkSpace(false); err != nil {
+	if err := s.CheckSpace(false); err != nil {
 		return err
 	}
 	return s.View(func(txn storage.Txn) error {
@@ -398,9 +395,9 @@ func (s *Store) Close() error {
 	return s.db.Close()
 }
 
-// newWriteTxn starts a read-write transaction for the single writer,
-// which commits it and then waits for durability itself.
-func (s *Store) newWriteTxn() storage.WriteTxn { return badgerTxn{s.db.NewTransaction(true)} }
+// NewWriteTxn starts a read-write transaction for the single writer,
+// which commits it and then waits for durability itself (WaitDurable).
+func (s *Store) NewWriteTxn() storage.WriteTxn { return badgerTxn{s.db.NewTransaction(true)} }
 
 // badgerTxn, badgerItem and badgerIter are Badger behind the storage
 // interfaces: the same calls, with Badger's errors turned into storage's.
@@ -450,3 +447,54 @@ func (b badgerLogger) Errorf(f string, a ...any)   { b.l.Error(fmt.Sprintf(f, a.
 func (b badgerLogger) Warningf(f string, a ...any) { b.l.Warn(fmt.Sprintf(f, a...)) }
 func (b badgerLogger) Infof(f string, a ...any)    { b.l.Debug(fmt.Sprintf(f, a...)) }
 func (b badgerLogger) Debugf(f string, a ...any)   { b.l.Debug(fmt.Sprintf(f, a...)) }
+
+// StreamBackup writes a consistent snapshot of every key to w in Badger's
+// backup format (protobuf KV lists of at most maxSize bytes), with two
+// readers rather than Badger's default eight: a backup shares the machine
+// with live traffic.
+func (s *Store) StreamBackup(w io.Writer, maxSize uint64) error {
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if s.closed {
+		return fmt.Errorf("%w: store closed", storage.ErrUnavailable)
+	}
+	stream := s.db.NewStream()
+	stream.NumGo = 2
+	stream.MaxSize = maxSize
+	stream.LogPrefix = "backup"
+	_, err := stream.Backup(w, 0)
+	return err
+}
+
+// NewLoader returns a bulk loader into the store (a new, empty one, for a
+// restore), with at most maxPending writes in flight.
+func (s *Store) NewLoader(maxPending int) *badger.KVLoader { return s.db.NewKVLoader(maxPending) }
+
+// Hooks for tests and offline tools.
+
+// SetReserve changes the free space writes leave (see CheckSpace).
+func (s *Store) SetReserve(n int64) { s.reserve.Store(n) }
+
+// SetSyncHooks sets functions run before and after each group fsync,
+// before its waiters are answered (fault injection in tests); nil clears.
+func (s *Store) SetSyncHooks(before, after func()) {
+	set := func(p *atomic.Pointer[func()], f func()) {
+		if f == nil {
+			p.Store(nil)
+		} else {
+			p.Store(&f)
+		}
+	}
+	set(&s.beforeSync, before)
+	set(&s.afterSync, after)
+}
+
+// UpdateRaw commits fn straight to Badger, past group commit and the
+// vault's audit log: tests that plant or corrupt data.
+func (s *Store) UpdateRaw(fn func(txn storage.Txn) error) error {
+	return s.db.Update(func(t *badger.Txn) error { return fn(badgerTxn{t}) })
+}
+
+// DB is the Badger database itself (tests that read what only Badger
+// keeps, such as older versions of a key).
+func (s *Store) DB() *badger.DB { return s.db }

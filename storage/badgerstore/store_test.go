@@ -1,11 +1,10 @@
-package vault
+package badgerstore
 
 import (
 	"bufio"
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/dgraph-io/badger/v4"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -63,7 +62,7 @@ func TestAcknowledgedWritesSurviveMemtableSwitch(t *testing.T) {
 		t.Fatalf("needs /proc/self/smaps (Linux): %v", err)
 	}
 	dir := filepath.Join(t.TempDir(), "db")
-	store, err := OpenStore(dir, StoreOptions{MemTableSize: 1 << 20})
+	store, err := Open(dir, Options{MemTableSize: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,14 +75,14 @@ func TestAcknowledgedWritesSurviveMemtableSwitch(t *testing.T) {
 		// Fill the memtable the acknowledged write went to, then one
 		// more write: Badger moves it aside and starts a new one.
 		for i := range 10 {
-			if err := store.rawUpdate(func(txn storage.Txn) error {
+			if err := store.UpdateRaw(func(txn storage.Txn) error {
 				txn.Set([]byte(fmt.Sprintf("fill/%d/%d/a", switches.Load(), i)), big)
 				return txn.Set([]byte(fmt.Sprintf("fill/%d/%d/b", switches.Load(), i)), big)
 			}); err != nil {
 				t.Error(err)
 			}
 		}
-		store.rawUpdate(func(txn storage.Txn) error { return txn.Set([]byte("after-switch"), []byte{1}) })
+		store.UpdateRaw(func(txn storage.Txn) error { return txn.Set([]byte("after-switch"), []byte{1}) })
 		switches.Add(1)
 	}
 	before := func() { fill() }
@@ -104,7 +103,7 @@ func TestAcknowledgedWritesSurviveMemtableSwitch(t *testing.T) {
 	store.beforeSync.Store(&before)
 	store.afterSync.Store(&after)
 	for i := range 20 {
-		if err := store.Update(ctx, func(txn storage.Txn) error {
+		if err := store.Update(ctx, false, func(txn storage.Txn) error {
 			return txn.Set([]byte(fmt.Sprintf("acked/%d", i)), bytes.Repeat([]byte{byte(i)}, 4096))
 		}); err != nil {
 			t.Fatal(err)
@@ -116,10 +115,4 @@ func TestAcknowledgedWritesSurviveMemtableSwitch(t *testing.T) {
 	if unsynced.Load() > 0 {
 		t.Fatalf("acknowledged while an older memtable's log was not synced: %v", report.Load())
 	}
-}
-
-// rawUpdate commits fn straight to Badger, past the group commit and the
-// audit log: tests that plant or corrupt data.
-func (s *Store) rawUpdate(fn func(txn storage.Txn) error) error {
-	return s.db.Update(func(t *badger.Txn) error { return fn(badgerTxn{t}) })
 }

@@ -1,16 +1,13 @@
-package vault
+package badgerstore
 
 import (
 	"errors"
 	"fmt"
 
 	"golang.org/x/sys/unix"
-)
 
-// ErrStorageFull reports that the data directory's filesystem is down to
-// its reserve: the write was refused before it could fill the disk, and
-// nothing was stored. It passes once space returns.
-var ErrStorageFull = fmt.Errorf("%w: storage full", ErrUnavailable)
+	"github.com/agentvault/agentvault/storage"
+)
 
 // Badger writes through memory-mapped files: a write that finds the
 // filesystem full faults (SIGBUS) and kills the process. So writes stop
@@ -31,20 +28,21 @@ func freeBytes(dir string) (int64, error) {
 // FreeBytes is the free space of the data directory's filesystem.
 func (s *Store) FreeBytes() (int64, error) { return freeBytes(s.dir) }
 
-// checkSpace refuses a write that would eat into the reserve; auditOnly
+// CheckSpace refuses a write that would eat into the reserve; auditOnly
 // writes may go down to a quarter of it. With no reserve set it checks
 // nothing.
-func (s *Store) checkSpace(auditOnly bool) error {
-	if s.reserve <= 0 {
+func (s *Store) CheckSpace(auditOnly bool) error {
+	reserve := s.reserve.Load()
+	if reserve <= 0 {
 		return nil
 	}
 	free, err := freeBytes(s.dir)
 	if err != nil {
-		return fmt.Errorf("%w: statfs: %v", ErrUnavailable, err)
+		return fmt.Errorf("%w: statfs: %v", storage.ErrUnavailable, err)
 	}
-	need := s.reserve
+	need := reserve
 	if auditOnly {
-		need = s.reserve / 4
+		need = reserve / 4
 	}
 	if free < need {
 		s.fullRefusals.Inc()
@@ -54,7 +52,7 @@ func (s *Store) checkSpace(auditOnly bool) error {
 }
 
 // storageFullError says how much is free and how much a write needs. It
-// is ErrStorageFull to errors.Is.
+// is storage.ErrStorageFull to errors.Is.
 type storageFullError struct{ free, need int64 }
 
 func (e *storageFullError) Error() string {
@@ -62,5 +60,5 @@ func (e *storageFullError) Error() string {
 }
 
 func (e *storageFullError) Is(target error) bool {
-	return target == ErrStorageFull || errors.Is(ErrStorageFull, target)
+	return target == storage.ErrStorageFull || errors.Is(storage.ErrStorageFull, target)
 }
