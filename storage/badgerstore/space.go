@@ -1,7 +1,6 @@
 package badgerstore
 
 import (
-	"errors"
 	"fmt"
 
 	"golang.org/x/sys/unix"
@@ -60,5 +59,5 @@ func (e *storageFullError) Error() string {
 }
 
 func (e *storageFullError) Is(target error) bool {
-	return target == storage.ErrStorageFull || errors.Is(storage.ErrStorageFull, target)
+	return target == storage.ErrStorageFull || target == storage.ErrUnavailable // what ErrStorageFull wraps
 }
