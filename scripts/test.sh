@@ -3,8 +3,9 @@
 # server, installs Chromium if it is missing and the TypeScript MCP client,
 # then vets and runs every test with the race detector, including the tests
 # against real Vault Transit, the real agentvault binary, the console in a
-# real browser and MCP clients in Go and TypeScript, and a short run of
-# every fuzz target.
+# real browser and MCP clients in Go and TypeScript, the PostgreSQL store
+# against a throwaway PostgreSQL cluster (installed from Debian's packages
+# when missing, stopped at the end), and a short run of every fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,15 @@ export AGENTVAULT_CHROMIUM AGENTVAULT_REQUIRE_BROWSER=1
 # TypeScript SDK's, from the npm registry (Node from Debian when missing).
 AGENTVAULT_MCP_CLIENT=$(scripts/mcpclient.sh)
 export AGENTVAULT_MCP_CLIENT
+
+# A throwaway PostgreSQL cluster for the PostgreSQL store's tests: initdb
+# in a temporary directory (as the postgres user when run as root), a free
+# loopback port, stopped and removed when the suite ends.
+pgdir=$(mktemp -d /tmp/agentvault-pg.XXXXXX)
+trap 'scripts/pg.sh stop "$pgdir"' EXIT
+echo "== PostgreSQL cluster for the tests" >&2
+AGENTVAULT_POSTGRES_URL=$(scripts/pg.sh start "$pgdir")
+export AGENTVAULT_POSTGRES_URL AGENTVAULT_REQUIRE_POSTGRES=1
 
 echo "== go vet, staticcheck"
 go vet ./...

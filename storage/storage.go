@@ -16,6 +16,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -88,8 +89,8 @@ type Store interface {
 	// View runs fn in a read-only transaction.
 	View(fn func(txn Txn) error) error
 	// Update runs fn in a read-write transaction, commits it and returns
-	// once it is durable. fn may run more than once (a conflict), so it
-	// must not act outside txn. small marks a write the audit log needs,
+	// once it is durable. Read-write transactions are serializable: fn may
+	// run more than once (a conflict), so it must not act outside txn. small marks a write the audit log needs,
 	// allowed deeper into a full disk (CheckSpace).
 	Update(ctx context.Context, small bool, fn func(txn Txn) error) error
 	// NewWriteTxn starts a read-write transaction its caller commits;
@@ -102,4 +103,17 @@ type Store interface {
 	// Check reports whether the store answers reads and takes writes.
 	Check() error
 	Close() error
+}
+
+// PrefixEnd is the first key after every key that starts with p, or nil
+// if there is none (p is empty or all 0xff).
+func PrefixEnd(p []byte) []byte {
+	end := bytes.Clone(p)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
 }

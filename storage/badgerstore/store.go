@@ -4,6 +4,7 @@
 package badgerstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -36,6 +37,11 @@ type Store struct {
 
 	closeMu sync.RWMutex
 	closed  bool
+
+	// wmu runs read-write transactions one at a time, from their start to
+	// their commit (not the fsync after it, which they share): what makes
+	// a read-modify-write safe without conflict detection.
+	wmu sync.Mutex
 
 	syncBatch prometheus.Histogram
 	syncTime  prometheus.Histogram
@@ -81,8 +87,8 @@ func Open(dir string, o Options) (*Store, error) {
 	opts := badger.DefaultOptions(dir).
 		WithSyncWrites(false).
 		WithNumVersionsToKeep(1).
-		// Every read-modify-write runs in the single writer, one transaction
-		// after another, so Badger's conflict tracking would only cost.
+		// Read-write transactions run one at a time (wmu), so Badger's
+		// conflict tracking would only cost.
 		WithDetectConflicts(false).
 		WithReadOnly(o.ReadOnly).
 		WithLogger(badgerLogger{o.Logger.With("component", "badger")}).
@@ -313,12 +319,14 @@ func (s *Store) update(ctx context.Context, small bool, fn func(txn storage.Txn)
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		s.wmu.Lock()
 		txn := s.db.NewTransaction(true)
 		err := fn(badgerTxn{txn})
 		if err == nil {
 			err = txn.Commit()
 		}
 		txn.Discard()
+		s.wmu.Unlock()
 		switch {
 		case err == nil:
 			return s.WaitDurable()
@@ -397,7 +405,34 @@ func (s *Store) Close() error {
 
 // NewWriteTxn starts a read-write transaction for the single writer,
 // which commits it and then waits for durability itself (WaitDurable).
-func (s *Store) NewWriteTxn() storage.WriteTxn { return badgerTxn{s.db.NewTransaction(true)} }
+// It holds the store's write lock until it is committed or discarded.
+func (s *Store) NewWriteTxn() storage.WriteTxn {
+	s.wmu.Lock()
+	return &writeTxn{badgerTxn: badgerTxn{s.db.NewTransaction(true)}, unlock: &s.wmu}
+}
+
+// writeTxn is a read-write transaction holding the store's write lock.
+type writeTxn struct {
+	badgerTxn
+	unlock *sync.Mutex
+}
+
+func (w *writeTxn) release() {
+	if w.unlock != nil {
+		w.unlock.Unlock()
+		w.unlock = nil
+	}
+}
+
+func (w *writeTxn) Commit() error {
+	defer w.release()
+	return w.badgerTxn.Commit()
+}
+
+func (w *writeTxn) Discard() {
+	w.badgerTxn.Discard()
+	w.release()
+}
 
 // badgerTxn, badgerItem and badgerIter are Badger behind the storage
 // interfaces: the same calls, with Badger's errors turned into storage's.
@@ -417,8 +452,43 @@ func (t badgerTxn) Commit() error               { return badgerErr(t.t.Commit())
 func (t badgerTxn) Discard()                    { t.t.Discard() }
 
 func (t badgerTxn) NewIterator(o storage.IterOptions) storage.Iterator {
-	return badgerIter{t.t.NewIterator(badger.IteratorOptions{Prefix: o.Prefix, Reverse: o.Reverse, PrefetchValues: o.PrefetchValues, PrefetchSize: o.PrefetchSize})}
+	bo := badger.IteratorOptions{Prefix: o.Prefix, Reverse: o.Reverse, PrefetchValues: o.PrefetchValues, PrefetchSize: o.PrefetchSize}
+	if !o.Reverse {
+		return badgerIter{t.t.NewIterator(bo)}
+	}
+	// In reverse, Rewind must start at the prefix's last key, which
+	// Badger reaches by seeking past it; its own prefix check would hide
+	// the key it lands on, so the prefix is checked here.
+	bo.Prefix = nil
+	return &reverseIter{Iterator: t.t.NewIterator(bo), prefix: o.Prefix}
 }
+
+type reverseIter struct {
+	*badger.Iterator
+	prefix []byte
+}
+
+func (i *reverseIter) Rewind() {
+	end := storage.PrefixEnd(i.prefix)
+	if end == nil {
+		i.Iterator.Rewind()
+		return
+	}
+	i.Iterator.Seek(end)
+	if i.Iterator.Valid() && bytes.Equal(i.Iterator.Item().Key(), end) {
+		i.Iterator.Next()
+	}
+}
+
+func (i *reverseIter) Valid() bool {
+	return i.Iterator.Valid() && bytes.HasPrefix(i.Iterator.Item().Key(), i.prefix)
+}
+
+func (i *reverseIter) ValidForPrefix(p []byte) bool {
+	return i.Valid() && bytes.HasPrefix(i.Iterator.Item().Key(), p)
+}
+
+func (i *reverseIter) Item() storage.Item { return badgerItem{i.Iterator.Item()} }
 
 type badgerItem struct{ *badger.Item }
 
