@@ -578,7 +578,7 @@ func TestApprovalDueIndex(t *testing.T) {
 	}
 
 	// A database from before due keys: drop them and the marker, restart.
-	err := sc.store.UpdateRaw(func(txn storage.Txn) error {
+	err := sc.store.Update(context.Background(), false, func(txn storage.Txn) error {
 		for id, d := range dueKeys(t, sc.env, base) {
 			if err := txn.Delete(approvalDueKey(base.Add(d), id)); err != nil {
 				return err

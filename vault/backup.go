@@ -88,14 +88,60 @@ type BackupHeader struct {
 // streams the database.
 type Backup struct {
 	Header BackupHeader
-	store  backupStore
+	store  storage.Store
 	mac    *keys.MACKey
 }
 
-// backupStore is a store that streams its keys in Badger's backup format,
-// the body of a backup file.
+// backupStore is a store that streams its keys in the backup body's format
+// itself (Badger, with parallel readers); any other store is read through
+// one snapshot (streamKeys).
 type backupStore interface {
 	StreamBackup(w io.Writer, maxSize uint64) error
+}
+
+// streamKeys writes every key of the store, from one snapshot, in the
+// backup body's format: per batch of at most about maxSize bytes, its
+// length (uint64, little-endian) and a KVList (Badger's stream format, so
+// any backup restores into a Badger directory).
+func streamKeys(w io.Writer, store storage.Store, maxSize int) error {
+	return store.View(func(txn storage.Txn) error {
+		it := txn.NewIterator(storage.IterOptions{PrefetchValues: true, PrefetchSize: 1024})
+		defer it.Close()
+		var list pb.KVList
+		size := 0
+		flush := func() error {
+			if len(list.Kv) == 0 {
+				return nil
+			}
+			b, err := proto.Marshal(&list)
+			if err != nil {
+				return err
+			}
+			var n [8]byte
+			binary.LittleEndian.PutUint64(n[:], uint64(len(b)))
+			if _, err := w.Write(n[:]); err != nil {
+				return err
+			}
+			_, err = w.Write(b)
+			list.Kv, size = list.Kv[:0], 0
+			return err
+		}
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			k := append([]byte(nil), item.Key()...)
+			list.Kv = append(list.Kv, &pb.KV{Key: k, Value: v, Version: 1})
+			if size += len(k) + len(v); size >= maxSize {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		return flush()
+	})
 }
 
 // BeginBackup makes the backup's MAC key, records the backup in the audit
@@ -104,10 +150,6 @@ type backupStore interface {
 // the key or the entry cannot be written there is no backup: a copy of the
 // whole vault leaves only authenticated, and with a record of who took it.
 func (s *Service) BeginBackup(ctx context.Context, meta RequestMeta) (*Backup, error) {
-	stream, ok := s.store.(backupStore)
-	if !ok {
-		return nil, &Error{Kind: ErrInvalid, Code: "backup_unsupported", Message: "this store does not stream backups; back up its database with the database's own tools"}
-	}
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	info, err := s.keys.KEK().Describe(dctx)
 	cancel()
@@ -136,7 +178,7 @@ func (s *Service) BeginBackup(ctx context.Context, meta RequestMeta) (*Backup, e
 		return nil, fmt.Errorf("checkpoint before the backup: %w", err)
 	}
 	s.log.Info("backup started", "actor", actorID(meta.Actor), "audit_seq", e.Seq, "request_id", meta.RequestID)
-	return &Backup{store: stream, mac: mk, Header: BackupHeader{
+	return &Backup{store: s.store, mac: mk, Header: BackupHeader{
 		Format: 2, CreatedAt: e.Time, AuditSeq: e.Seq, AuditHash: e.Hash, KEK: info, MACKey: wrapped,
 	}}, nil
 }
@@ -161,7 +203,12 @@ func (b *Backup) WriteTo(w io.Writer) (int64, error) {
 	if err != nil {
 		return cw.n, err
 	}
-	if err := b.store.StreamBackup(zw, backupBatch); err != nil {
+	if bs, ok := b.store.(backupStore); ok {
+		err = bs.StreamBackup(zw, backupBatch)
+	} else {
+		err = streamKeys(zw, b.store, backupBatch)
+	}
+	if err != nil {
 		return cw.n, fmt.Errorf("backup: %w", err)
 	}
 	if err := zw.Close(); err != nil {

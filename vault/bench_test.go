@@ -263,7 +263,7 @@ func BenchmarkBackup(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	if err := e.store.DB().Sync(); err != nil {
+	if err := e.badger().DB().Sync(); err != nil {
 		b.Fatal(err)
 	}
 	dir := b.TempDir()

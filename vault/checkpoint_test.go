@@ -177,7 +177,7 @@ func TestCompressedAuditEntries(t *testing.T) {
 	// Flip one byte inside the compressed entry: verification names it.
 	bad := append([]byte(nil), stored...)
 	bad[len(bad)/2] ^= 0x40
-	e.store.UpdateRaw(func(txn storage.Txn) error { return txn.Set(auditKey(head), bad) })
+	e.store.Update(context.Background(), false, func(txn storage.Txn) error { return txn.Set(auditKey(head), bad) })
 	if v, _ := e.svc.VerifyAudit(ctx); v.OK || v.FirstBadSeq != head {
 		t.Fatalf("tampered compressed entry: %+v", v)
 	}

@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/agentvault/agentvault/storage/badgerstore"
 	"github.com/dgraph-io/badger/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	"os"
 	"path/filepath"
 	"sync"
@@ -518,7 +518,7 @@ func TestDestroyedKeyUnrecoverable(t *testing.T) {
 	// openable counts the stored versions of the keyset that unwrap, and
 	// how many of those still hold the destroyed key.
 	openable := func() (opened, holding int) {
-		e.store.DB().View(func(txn *badger.Txn) error { // Badger's own: older versions of a key
+		e.badger().DB().View(func(txn *badger.Txn) error { // Badger's own: older versions of a key
 			it := txn.NewIterator(badger.IteratorOptions{AllVersions: true, Prefix: dekKey("payroll")})
 			defer it.Close()
 			for it.Rewind(); it.Valid(); it.Next() {
@@ -630,10 +630,8 @@ func TestCheckKEK(t *testing.T) {
 	}
 	kek := &outageKEK{KEK: local}
 	kek.down.Store(true)
-	e.store, err = badgerstore.Open(filepath.Join(e.dir, "db"), badgerstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	e.reg = prometheus.NewRegistry()
+	e.openStore()
 	e.svc, err = New(Config{Store: e.store, Keys: keys.NewManager(kek)})
 	if err != nil {
 		t.Fatal(err)

@@ -17,7 +17,7 @@ func TestStorageReserve(t *testing.T) {
 	ctx := context.Background()
 	sc.grant(GrantRequest{Fields: []string{"name"}, Reveal: RevealPlain})
 	nameA := tokenOf(t, sc.recA, "name")
-	free, err := sc.store.FreeBytes()
+	free, err := sc.badger().FreeBytes()
 	if err != nil || free <= 0 {
 		t.Fatalf("free bytes: %d %v", free, err)
 	}
@@ -29,7 +29,7 @@ func TestStorageReserve(t *testing.T) {
 		_, err := sc.svc.Detokenize(ctx, RequestMeta{Actor: sc.agent}, DetokenizeRequest{Tokens: []string{nameA}, Purpose: "payroll"})
 		return err
 	}
-	sc.store.SetReserve(free * 2) // the first reveal makes the token-hash key: allowed too
+	sc.badger().SetReserve(free * 2) // the first reveal makes the token-hash key: allowed too
 	if err := reveal(); err != nil {
 		t.Fatalf("first reveal below the reserve: %v", err)
 	}
@@ -45,7 +45,7 @@ func TestStorageReserve(t *testing.T) {
 		{"space back", 1, true, true},
 	}
 	for _, tt := range tests {
-		sc.store.SetReserve(tt.reserve)
+		sc.badger().SetReserve(tt.reserve)
 		if err := write(); (err == nil) != tt.writeOK || (err != nil && !errors.Is(err, ErrStorageFull)) {
 			t.Fatalf("%s: write: %v", tt.name, err)
 		}

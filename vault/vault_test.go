@@ -6,7 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/agentvault/agentvault/internal/pgtest"
+	"github.com/agentvault/agentvault/internal/vaulttest"
 	"github.com/agentvault/agentvault/storage/badgerstore"
+	"github.com/agentvault/agentvault/storage/pgstore"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -22,14 +25,19 @@ import (
 	"github.com/agentvault/agentvault/tokenizer"
 )
 
-// env is one vault over a data directory, reopenable to simulate a restart.
+// env is one vault over a data directory (and, on PostgreSQL, a database
+// of its own), reopenable to simulate a restart. The store is Badger,
+// unless AGENTVAULT_TEST_STORE=postgres: scripts/test.sh runs the package
+// both ways.
 type env struct {
-	t     *testing.T
-	dir   string
-	store *badgerstore.Store
-	svc   *Service
-	reg   *prometheus.Registry
-	clock *clock
+	t      *testing.T
+	dir    string
+	store  storage.Store
+	bstore *badgerstore.Store // the same store when it is Badger, else nil
+	pgURL  string
+	svc    *Service
+	reg    *prometheus.Registry
+	clock  *clock
 	// tune, when set, adjusts the service's configuration at every open.
 	tune func(*Config)
 }
@@ -72,10 +80,7 @@ func (e *env) open() {
 		e.t.Fatal(err)
 	}
 	e.reg = prometheus.NewRegistry()
-	e.store, err = badgerstore.Open(filepath.Join(e.dir, "db"), badgerstore.Options{Registry: e.reg})
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	e.openStore()
 	now := time.Now
 	if e.clock != nil {
 		now = e.clock.now
@@ -88,6 +93,38 @@ func (e *env) open() {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+}
+
+// openStore opens the env's store: its Badger directory, or its
+// PostgreSQL database (made on first use).
+func (e *env) openStore() {
+	e.t.Helper()
+	var err error
+	if onPostgres() {
+		if e.pgURL == "" {
+			e.pgURL = pgtest.Database(e.t)
+		}
+		e.store, err = pgstore.Open(context.Background(), e.pgURL, pgstore.Options{})
+	} else {
+		e.bstore, err = badgerstore.Open(filepath.Join(e.dir, "db"), badgerstore.Options{Registry: e.reg})
+		e.store = e.bstore
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// onPostgres reports whether this run's stores are PostgreSQL.
+func onPostgres() bool { return os.Getenv("AGENTVAULT_TEST_STORE") == "postgres" }
+
+// badger returns the Badger store, for a test about Badger itself; the
+// PostgreSQL run leaves such tests out by name (scripts/test.sh).
+func (e *env) badger() *badgerstore.Store {
+	e.t.Helper()
+	if e.bstore == nil {
+		e.t.Fatal("this test is about the Badger store; the PostgreSQL run must leave it out (scripts/test.sh)")
+	}
+	return e.bstore
 }
 
 func (e *env) restart() {
@@ -365,8 +402,9 @@ func TestCollectionValidation(t *testing.T) {
 }
 
 // TestRestartAndNoPlaintextOnDisk stores values of every token kind, closes
-// the database, checks that no file in the data directory holds any of
-// them (while the non-sensitive marker is found, so the scan works), then
+// the database, checks that no file in the data directory (on PostgreSQL,
+// the cluster's: tables, indexes and write-ahead log) holds any of them
+// (while the non-sensitive marker is found, so the scan works), then
 // reopens and reads everything back.
 func TestRestartAndNoPlaintextOnDisk(t *testing.T) {
 	t.Parallel()
@@ -395,7 +433,13 @@ func TestRestartAndNoPlaintextOnDisk(t *testing.T) {
 		}
 	}
 	found := map[string]bool{}
-	filepath.WalkDir(e.dir, func(path string, d fs.DirEntry, err error) error {
+	dir := e.dir
+	if onPostgres() {
+		if dir = os.Getenv("AGENTVAULT_POSTGRES_DATA"); dir == "" {
+			vaulttest.Missing(t, "AGENTVAULT_REQUIRE_POSTGRES", "AGENTVAULT_POSTGRES_DATA is not set: the PostgreSQL cluster's directory is unknown; scripts/test.sh sets it")
+		}
+	}
+	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || d.Name() == "dev-kek.json" {
 			return err
 		}
@@ -610,7 +654,7 @@ func TestGroupCommit(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	slow := func() { time.Sleep(40 * time.Millisecond) }
-	e.store.SetSyncHooks(slow, nil)
+	e.badger().SetSyncHooks(slow, nil)
 	const writers = 256
 	var wg sync.WaitGroup
 	start := make(chan struct{})

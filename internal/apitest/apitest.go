@@ -9,14 +9,18 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agentvault/agentvault/httpapi"
+	"github.com/agentvault/agentvault/internal/pgtest"
 	"github.com/agentvault/agentvault/keys"
+	"github.com/agentvault/agentvault/storage"
 	"github.com/agentvault/agentvault/storage/badgerstore"
+	"github.com/agentvault/agentvault/storage/pgstore"
 	"github.com/agentvault/agentvault/vault"
 )
 
@@ -51,7 +55,8 @@ func StartTLS(t testing.TB, o Options) (url string, certPEM []byte) {
 	return srv.URL, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
 }
 
-// handler is the real API over a fresh store; the store and service close
+// handler is the real API over a fresh store (Badger, or a new PostgreSQL
+// database when AGENTVAULT_TEST_STORE=postgres); the store and service close
 // when the test ends (after the server, whose cleanup runs first).
 func handler(t testing.TB, o Options) http.Handler {
 	t.Helper()
@@ -64,7 +69,12 @@ func handler(t testing.TB, o Options) http.Handler {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	store, err := badgerstore.Open(filepath.Join(dir, "db"), badgerstore.Options{Registry: reg})
+	var store storage.Store
+	if os.Getenv("AGENTVAULT_TEST_STORE") == "postgres" {
+		store, err = pgstore.Open(context.Background(), pgtest.Database(t), pgstore.Options{})
+	} else {
+		store, err = badgerstore.Open(filepath.Join(dir, "db"), badgerstore.Options{Registry: reg})
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

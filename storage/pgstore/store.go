@@ -42,10 +42,6 @@ type Store struct {
 	log  *slog.Logger
 }
 
-// opTimeout bounds a read transaction or a check, which the storage
-// interface runs without a context.
-const opTimeout = 30 * time.Second
-
 // Open connects to the database at url and creates or migrates its
 // schema (safe when several nodes start at once).
 func Open(ctx context.Context, url string, o Options) (*Store, error) {
@@ -61,6 +57,10 @@ func Open(ctx context.Context, url string, o Options) (*Store, error) {
 	// default, this connection commits synchronously.
 	cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "on"
 	cfg.ConnConfig.RuntimeParams["application_name"] = "agentvault"
+	// No statement, and no transaction left idle, holds on forever when
+	// the server or the network stalls: the request fails as unavailable.
+	cfg.ConnConfig.RuntimeParams["statement_timeout"] = "30000"
+	cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = "60000"
 	if o.MaxConns > 0 {
 		cfg.MaxConns = o.MaxConns
 	}
@@ -129,10 +129,11 @@ func (s *Store) migrate(ctx context.Context) error {
 	return nil
 }
 
-// View runs fn in a read-only snapshot.
+// View runs fn in a read-only snapshot. Each statement is bounded
+// (statement_timeout), not the transaction: a backup reads for as long as
+// it takes.
 func (s *Store) View(fn func(txn storage.Txn) error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-	defer cancel()
+	ctx := context.Background()
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return unavailable(err)
@@ -266,7 +267,7 @@ func (t *txn) Set(key, value []byte) error {
 	if t.readOnly {
 		return errReadOnly
 	}
-	v := slices.Clone(value)
+	v := append([]byte{}, value...) // never nil: a nil value is an empty one, not NULL
 	t.pending[string(key)] = &v
 	return nil
 }

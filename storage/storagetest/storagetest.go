@@ -108,6 +108,10 @@ func testGetSetDelete(t *testing.T, s storage.Store) {
 	if v, ok := get(t, s, "empty"); !ok || v != "" {
 		t.Fatalf("an empty value: %q, %v", v, ok)
 	}
+	update(t, s, func(txn storage.Txn) error { return txn.Set([]byte("nil"), nil) })
+	if v, ok := get(t, s, "nil"); !ok || v != "" {
+		t.Fatalf("a nil value: %q, %v", v, ok)
+	}
 	update(t, s, func(txn storage.Txn) error { return txn.Delete([]byte("a")) })
 	if _, ok := get(t, s, "a"); ok {
 		t.Fatal("a survives its deletion")
