@@ -25,7 +25,9 @@ import (
 	"github.com/agentvault/agentvault/httpapi"
 	"github.com/agentvault/agentvault/keys"
 	"github.com/agentvault/agentvault/notify"
+	"github.com/agentvault/agentvault/storage"
 	"github.com/agentvault/agentvault/storage/badgerstore"
+	"github.com/agentvault/agentvault/storage/pgstore"
 	"github.com/agentvault/agentvault/vault"
 )
 
@@ -52,6 +54,8 @@ type serveFlags struct {
 	tls             tlsFiles
 	storageReserve  int64
 	memtableSize    int64
+	store           string
+	postgresURL     string
 }
 
 // parseServeFlags reads serve's flags and checks the ones that depend on
@@ -83,6 +87,8 @@ func parseServeFlags(args []string) (serveFlags, error) {
 	fs.Int64Var(&f.storageReserve, "storage-reserve", 1<<30, "free bytes writes leave on the data directory's filesystem: below it writes answer 503 storage_full (reads and detokenizes go on to a quarter of it); at least 3x --memtable-size; 0 disables the check")
 	fs.Int64Var(&f.memtableSize, "memtable-size", 64<<20, "Badger's memtable size in bytes (tuning; the storage reserve must cover three)")
 	fs.StringVar(&f.cpuProfile, "cpu-profile", "", "write a CPU profile to this file until shutdown (for performance work)")
+	fs.StringVar(&f.store, "store", "badger", "where the vault keeps its data: badger (embedded, in --data-dir) or postgres (--postgres-url; several nodes may share one database)")
+	fs.StringVar(&f.postgresURL, "postgres-url", "", "PostgreSQL connection URL for --store postgres (default AGENTVAULT_POSTGRES_URL; put the password in PGPASSWORD or ~/.pgpass rather than the URL)")
 	if err := fs.Parse(args); err != nil {
 		return f, err
 	}
@@ -91,6 +97,21 @@ func parseServeFlags(args []string) (serveFlags, error) {
 	}
 	if f.memtableSize < 1<<20 {
 		return f, errors.New("--memtable-size must be at least 1 MiB")
+	}
+	switch f.store {
+	case "badger":
+		if f.postgresURL != "" {
+			return f, errors.New("--postgres-url needs --store postgres")
+		}
+	case "postgres":
+		if f.postgresURL == "" {
+			f.postgresURL = os.Getenv("AGENTVAULT_POSTGRES_URL")
+		}
+		if f.postgresURL == "" {
+			return f, errors.New("--store postgres needs --postgres-url or AGENTVAULT_POSTGRES_URL")
+		}
+	default:
+		return f, fmt.Errorf("--store %q: want badger or postgres", f.store)
 	}
 	if f.storageReserve != 0 && f.storageReserve < 3*f.memtableSize {
 		return f, fmt.Errorf("--storage-reserve must be 0 or at least 3x --memtable-size (%d bytes): Badger needs that room to flush and compact", 3*f.memtableSize)
@@ -240,7 +261,7 @@ func serve(args []string) error {
 	if vk, ok := kek.(*keys.VaultKEK); ok {
 		defer vk.Close()
 	}
-	store, err := badgerstore.Open(filepath.Join(f.dataDir, "db"), badgerstore.Options{Logger: log, Registry: reg, Reserve: f.storageReserve, MemTableSize: f.memtableSize})
+	store, err := openStore(ctx, f, log, reg)
 	if err != nil {
 		return err
 	}
@@ -319,6 +340,20 @@ func serve(args []string) error {
 
 	api := httpapi.New(httpapi.Config{Service: svc, Logger: log, Registry: reg, MaxBodyBytes: f.maxBodyBytes})
 	return runHTTP(ctx, f, api, certs, log)
+}
+
+// openStore opens the vault's store: Badger in the data directory, or the
+// PostgreSQL database (whose URL is never logged: it may hold a password).
+func openStore(ctx context.Context, f serveFlags, log *slog.Logger, reg *prometheus.Registry) (storage.Store, error) {
+	if f.store == "postgres" {
+		s, err := pgstore.Open(ctx, f.postgresURL, pgstore.Options{Logger: log.With("component", "postgres")})
+		if err != nil {
+			return nil, fmt.Errorf("store postgres: %w", err)
+		}
+		log.Info("store postgres: connected, schema current")
+		return s, nil
+	}
+	return badgerstore.Open(filepath.Join(f.dataDir, "db"), badgerstore.Options{Logger: log, Registry: reg, Reserve: f.storageReserve, MemTableSize: f.memtableSize})
 }
 
 func devKEKPath(f serveFlags) string { return filepath.Join(f.dataDir, "dev-kek.json") }
