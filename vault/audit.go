@@ -100,7 +100,6 @@ const (
 type writer struct {
 	store storage.Store
 	reqs  chan *mutation
-	head  chainHead
 	done  chan struct{}
 
 	// fault, when set by a test, makes every commit fail with it: fault
@@ -115,33 +114,37 @@ type chainHead struct {
 
 func newWriter(store storage.Store) (*writer, error) {
 	w := &writer{store: store, reqs: make(chan *mutation, 1024), done: make(chan struct{})}
-	head, err := readHead(store)
-	if err != nil {
+	if _, err := readHead(store); err != nil { // the chain's last entry reads
 		return nil, err
 	}
-	w.head = head
 	go w.run()
 	return w, nil
 }
 
 // readHead finds the last audit entry.
 func readHead(store storage.Store) (chainHead, error) {
-	head := chainHead{Hash: auditlog.GenesisHash}
-	err := store.View(func(txn storage.Txn) error {
-		it := txn.NewIterator(storage.IterOptions{Reverse: true, Prefix: []byte("a/")})
-		defer it.Close()
-		it.Seek(auditKey(^uint64(0)))
-		if !it.Valid() {
-			return nil
-		}
-		e, err := decodeEntry(it.Item())
-		if err != nil {
-			return fmt.Errorf("read last audit entry: %w", err)
-		}
-		head = chainHead{Seq: e.Seq, Hash: e.Hash}
-		return nil
+	var head chainHead
+	err := store.View(func(txn storage.Txn) (err error) {
+		head, err = headIn(txn)
+		return err
 	})
 	return head, err
+}
+
+// headIn finds the last audit entry as txn sees it.
+func headIn(txn storage.Txn) (chainHead, error) {
+	head := chainHead{Hash: auditlog.GenesisHash}
+	it := txn.NewIterator(storage.IterOptions{Reverse: true, Prefix: []byte("a/")})
+	defer it.Close()
+	it.Seek(auditKey(^uint64(0)))
+	if !it.Valid() {
+		return head, nil
+	}
+	e, err := decodeEntry(it.Item())
+	if err != nil {
+		return head, fmt.Errorf("read last audit entry: %w", err)
+	}
+	return chainHead{Seq: e.Seq, Hash: e.Hash}, nil
 }
 
 // apply submits a mutation and waits until it and its audit entry are
@@ -210,7 +213,17 @@ func (w *writer) drain() {
 func (w *writer) commit(batch []*mutation) {
 	txn := w.store.NewWriteTxn()
 	defer txn.Discard()
-	head := w.head
+	// The chain's head as the store has it: another node on the same
+	// database may have appended since this one's last batch (the store
+	// runs read-write transactions one at a time, so none can append
+	// between this read and the commit).
+	head, err := headIn(txn)
+	if err != nil {
+		for _, m := range batch {
+			m.done <- fmt.Errorf("%w: read the audit chain's head: %v", ErrUnavailable, err)
+		}
+		return
+	}
 	results := make([]error, len(batch))
 	var fatal error
 	// The disk's free space is read once per batch; a write the reserve
@@ -266,7 +279,6 @@ func (w *writer) commit(batch []*mutation) {
 		}
 		return
 	}
-	w.head = head
 	// Durability is awaited off the writer goroutine, so the next batch is
 	// built while this one's fsync runs; the store groups the fsyncs.
 	go func() {

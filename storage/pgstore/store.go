@@ -7,9 +7,17 @@
 // the transaction next reads a range or commits; a point read answers from
 // the buffer first, so a transaction always sees its own writes. Every
 // connection runs with synchronous_commit on: a commit is durable when
-// it returns. Read-write transactions are SERIALIZABLE, so transactions on
-// different nodes that would break each other's reads fail and retry
-// rather than both commit.
+// it returns.
+//
+// Read-write transactions run one at a time across every node on the
+// database: each takes a transaction-scoped advisory lock first, and reads
+// at READ COMMITTED, so each statement sees everything committed before
+// the lock was granted. That is the Badger store's single writer, made to
+// hold across nodes: every read-modify-write (a grant's last use, an
+// approval's redemption, the audit chain's next link) sees the one before
+// it, wherever it ran. Its cost is one commit at a time; the vault's
+// writer puts many requests in each (group commit). Reads (View) run in
+// REPEATABLE READ snapshots, beside the writer, never waiting for it.
 package pgstore
 
 import (
@@ -148,12 +156,12 @@ func (s *Store) View(fn func(txn storage.Txn) error) error {
 }
 
 // maxRetries bounds how often Update reruns a transaction that lost a
-// serialization race.
+// race (a deadlock with a statement outside the vault's lock).
 const maxRetries = 16
 
-// Update runs fn in a serializable transaction and commits it; a commit is
-// durable when it returns. fn reruns when the transaction loses a race
-// with another one.
+// Update runs fn in a read-write transaction (under the write lock) and
+// commits it; a commit is durable when it returns. fn reruns if the
+// database aborts the transaction to break a deadlock.
 func (s *Store) Update(ctx context.Context, _ bool, fn func(txn storage.Txn) error) error {
 	for attempt := 0; ; attempt++ {
 		t, err := s.begin(ctx)
@@ -173,15 +181,24 @@ func (s *Store) Update(ctx context.Context, _ bool, fn func(txn storage.Txn) err
 	}
 }
 
+// writeLock is the advisory lock every read-write transaction holds.
+const writeLock = 0x61677277 // "agrw"
+
+// begin starts a read-write transaction holding the write lock.
 func (s *Store) begin(ctx context.Context) (*txn, error) {
-	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.Serializable})
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	if err != nil {
+		return nil, unavailable(err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, writeLock); err != nil {
+		tx.Rollback(context.WithoutCancel(ctx))
 		return nil, unavailable(err)
 	}
 	return &txn{ctx: ctx, tx: tx, pending: map[string]*[]byte{}}, nil
 }
 
-// NewWriteTxn starts a serializable transaction for the caller to commit.
+// NewWriteTxn starts a read-write transaction (under the write lock) for
+// the caller to commit.
 func (s *Store) NewWriteTxn() storage.WriteTxn {
 	t, err := s.begin(context.Background())
 	if err != nil {

@@ -2,6 +2,9 @@ package pgstore
 
 import (
 	"context"
+	"errors"
+	"strconv"
+	"sync"
 	"testing"
 
 	"github.com/agentvault/agentvault/internal/pgtest"
@@ -38,4 +41,54 @@ func TestMigrateConcurrently(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// TestTwoNodesOneDatabase: read-modify-writes from two stores on one
+// database (two nodes) lose nothing: the write lock orders them.
+func TestTwoNodesOneDatabase(t *testing.T) {
+	url := pgtest.Database(t)
+	var nodes [2]*Store
+	for i := range nodes {
+		s, err := Open(context.Background(), url, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		nodes[i] = s
+	}
+	const workers, each = 8, 25
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				err := nodes[w%2].Update(context.Background(), false, func(txn storage.Txn) error {
+					n := 0
+					if item, err := txn.Get([]byte("counter")); err == nil {
+						v, _ := item.ValueCopy(nil)
+						n, _ = strconv.Atoi(string(v))
+					} else if !errors.Is(err, storage.ErrNotFound) {
+						return err
+					}
+					return txn.Set([]byte("counter"), []byte(strconv.Itoa(n+1)))
+				})
+				if err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	nodes[0].View(func(txn storage.Txn) error {
+		item, err := txn.Get([]byte("counter"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := item.ValueCopy(nil)
+		if string(v) != strconv.Itoa(workers*each) {
+			t.Fatalf("counter = %s, want %d", v, workers*each)
+		}
+		return nil
+	})
 }
