@@ -101,6 +101,11 @@ type writer struct {
 	store storage.Store
 	reqs  chan *mutation
 	done  chan struct{}
+	// sync brings the service's memory up to date with the batch's
+	// transaction, and checkActor refuses a revoked actor's mutation
+	// (shared.go); nil in a writer without a service (restore).
+	sync       func(txn storage.Txn) error
+	checkActor func(e *AuditEntry) error
 
 	// fault, when set by a test, makes every commit fail with it: fault
 	// injection for the fail-closed tests, never set in production.
@@ -218,9 +223,12 @@ func (w *writer) commit(batch []*mutation) {
 	// runs read-write transactions one at a time, so none can append
 	// between this read and the commit).
 	head, err := headIn(txn)
+	if err == nil && w.sync != nil {
+		err = w.sync(txn)
+	}
 	if err != nil {
 		for _, m := range batch {
-			m.done <- fmt.Errorf("%w: read the audit chain's head: %v", ErrUnavailable, err)
+			m.done <- fmt.Errorf("%w: read the audit chain's head and shared state: %v", ErrUnavailable, err)
 		}
 		return
 	}
@@ -240,6 +248,12 @@ func (w *writer) commit(batch []*mutation) {
 				results[i] = floorErr
 			}
 			continue
+		}
+		if w.checkActor != nil {
+			if err := w.checkActor(m.entry); err != nil {
+				results[i] = err
+				continue
+			}
 		}
 		if m.prepare != nil {
 			if err := m.prepare(txn); err != nil {

@@ -208,20 +208,36 @@ func indexScope(name string) string    { return "idx/" + name }
 type collection struct {
 	Collection
 	dekp    atomic.Pointer[keys.DataKey]
+	wrapped atomic.Pointer[[]byte] // the stored (KEK-wrapped) form of dekp, to notice a change
 	index   *keys.IndexKey
 	detect  *keys.IndexKey // the vault's known-value key, if a field has detect
 	retired sync.Map       // uint32 key id -> true once disabled or destroyed
 }
 
-func newCollection(schema Collection, dek *keys.DataKey, idx, detect *keys.IndexKey) *collection {
+func newCollection(schema Collection, dek *keys.DataKey, wrapped []byte, idx, detect *keys.IndexKey) *collection {
 	c := &collection{Collection: schema, index: idx, detect: detect}
+	c.setDEK(dek, wrapped)
+	return c
+}
+
+// setDEK swaps in a data keyset (and the stored form it came from),
+// marking the keys it no longer enables as retired.
+func (c *collection) setDEK(dek *keys.DataKey, wrapped []byte) {
 	c.dekp.Store(dek)
+	c.wrapped.Store(&wrapped)
 	for _, k := range dek.Keys() {
 		if k.State != keys.StateEnabled {
 			c.retired.Store(k.ID, true)
 		}
 	}
-	return c
+}
+
+// wrappedDEK is the stored form of the data keyset in memory.
+func (c *collection) wrappedDEK() []byte {
+	if w := c.wrapped.Load(); w != nil {
+		return *w
+	}
+	return nil
 }
 
 // dek is the current data keyset.
@@ -285,7 +301,7 @@ func (s *Service) CreateCollection(ctx context.Context, meta RequestMeta, c Coll
 		return nil, err
 	}
 	s.cmu.Lock()
-	s.collections[c.Name] = newCollection(c, dek, idx, detectKey)
+	s.collections[c.Name] = newCollection(c, dek, wrappedDEK, idx, detectKey)
 	s.cmu.Unlock()
 	s.log.Info("collection created", "collection", c.Name, "fields", len(c.Fields), "actor", actorID(meta.Actor))
 	out := c
@@ -442,7 +458,7 @@ func (s *Service) collection(name string) (*collection, error) {
 			return nil, err
 		}
 	}
-	c = newCollection(schema, dek, idx, detectKey)
+	c = newCollection(schema, dek, wrappedDEK, idx, detectKey)
 	s.cmu.Lock()
 	s.collections[name] = c
 	s.cmu.Unlock()

@@ -204,6 +204,9 @@ func (s *Service) putGrant(g *Grant, e *AuditEntry, check func(stored *Grant) er
 		if err != nil {
 			return err
 		}
+		if err := bumpGen(txn); err != nil {
+			return err
+		}
 		return txn.Set(grantKey(g.ID), b)
 	}})
 	if err != nil {
@@ -297,21 +300,30 @@ func (s *Service) RevokeGrant(ctx context.Context, meta RequestMeta, id string) 
 
 func (s *Service) loadGrants() error {
 	var all []*Grant
-	err := s.store.View(func(txn storage.Txn) error {
-		it := txn.NewIterator(storage.IterOptions{Prefix: []byte("g/"), PrefetchValues: true})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			var g Grant
-			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &g) }); err != nil {
-				return fmt.Errorf("load grant %s: %w", it.Item().Key(), err)
-			}
-			all = append(all, &g)
-		}
-		return nil
+	err := s.store.View(func(txn storage.Txn) (err error) {
+		all, err = readGrants(txn)
+		return err
 	})
-	slices.SortFunc(all, func(a, b *Grant) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	s.gmu.Lock()
 	for _, g := range all {
 		s.cacheGrant(g)
 	}
+	s.gmu.Unlock()
 	return err
+}
+
+// readGrants reads every grant, oldest first.
+func readGrants(txn storage.Txn) ([]*Grant, error) {
+	var all []*Grant
+	it := txn.NewIterator(storage.IterOptions{Prefix: []byte("g/"), PrefetchValues: true})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		var g Grant
+		if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &g) }); err != nil {
+			return nil, fmt.Errorf("load grant %s: %w", it.Item().Key(), err)
+		}
+		all = append(all, &g)
+	}
+	slices.SortFunc(all, func(a, b *Grant) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return all, nil
 }

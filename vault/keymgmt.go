@@ -489,12 +489,15 @@ func (s *Service) RotateDEK(ctx context.Context, meta RequestMeta, coll string) 
 		if err := putKeyMeta(txn, coll, m); err != nil {
 			return err
 		}
+		if err := bumpGen(txn); err != nil {
+			return err
+		}
 		return txn.Set(dekKey(coll), wrapped)
 	}})
 	if err != nil {
 		return nil, err
 	}
-	c.dekp.Store(nk)
+	c.setDEK(nk, wrapped)
 	s.log.Info("data key rotated", "collection", coll, "key_id", id, "previous_key_id", old.PrimaryID(), "actor", actorID(meta.Actor))
 	return &RotateResult{Target: "dek", Collection: coll, KeyID: id, PreviousID: old.PrimaryID()}, nil
 }
@@ -585,12 +588,15 @@ func (s *Service) retireKey(ctx context.Context, meta RequestMeta, coll string, 
 				return err
 			}
 		}
+		if err := bumpGen(txn); err != nil {
+			return err
+		}
 		return txn.Set(dekKey(coll), wrapped)
 	}})
 	if err != nil {
 		return err
 	}
-	c.dekp.Store(nk)
+	c.setDEK(nk, wrapped)
 	s.log.Info("data key retired", "action", action, "collection", coll, "key_id", id, "actor", actorID(meta.Actor))
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"slices"
 	"time"
@@ -175,6 +176,9 @@ func (s *Service) putPrincipal(p *Principal, oldHash []byte, e *AuditEntry) erro
 
 // setPrincipal writes a principal and its token-hash index entry.
 func (s *Service) setPrincipal(txn storage.Txn, p *Principal, stored []byte) error {
+	if err := bumpGen(txn); err != nil {
+		return err
+	}
 	if err := txn.Set(principalKey(p.ID), stored); err != nil {
 		return err
 	}
@@ -310,29 +314,42 @@ func (s *Service) EnsureBootstrapAdmin(ctx context.Context, token string) (strin
 
 func (s *Service) loadPrincipals() error {
 	return s.store.View(func(txn storage.Txn) error {
-		it := txn.NewIterator(storage.IterOptions{Prefix: []byte("p/"), PrefetchValues: true})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			var sp storedPrincipal
-			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &sp) }); err != nil {
-				return fmt.Errorf("load principal %s: %w", it.Item().Key(), err)
-			}
-			p := sp.Principal
-			p.TokenHash = sp.TokenHash
-			s.byID[p.ID] = &p
-			// Databases written before hashes were kept unique may hold two
-			// principals for one token; a revoked one wins, so the token
-			// stays revoked whatever the order.
-			if other, dup := s.byHash[string(p.TokenHash)]; dup {
-				s.log.Error("two principals share one token hash; the token authenticates neither while one is revoked", "principal_id", p.ID, "other_principal_id", other.ID)
-				if !other.Active() {
-					continue
-				}
-			}
-			s.byHash[string(p.TokenHash)] = &p
+		byID, byHash, err := readPrincipals(txn, s.log)
+		if err != nil {
+			return err
 		}
+		s.pmu.Lock()
+		s.byID, s.byHash = byID, byHash
+		s.pmu.Unlock()
 		return nil
 	})
+}
+
+// readPrincipals reads every principal, by id and by token hash.
+func readPrincipals(txn storage.Txn, log *slog.Logger) (map[string]*Principal, map[string]*Principal, error) {
+	byID, byHash := map[string]*Principal{}, map[string]*Principal{}
+	it := txn.NewIterator(storage.IterOptions{Prefix: []byte("p/"), PrefetchValues: true})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		var sp storedPrincipal
+		if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &sp) }); err != nil {
+			return nil, nil, fmt.Errorf("load principal %s: %w", it.Item().Key(), err)
+		}
+		p := sp.Principal
+		p.TokenHash = sp.TokenHash
+		byID[p.ID] = &p
+		// Databases written before hashes were kept unique may hold two
+		// principals for one token; a revoked one wins, so the token
+		// stays revoked whatever the order.
+		if other, dup := byHash[string(p.TokenHash)]; dup {
+			log.Error("two principals share one token hash; the token authenticates neither while one is revoked", "principal_id", p.ID, "other_principal_id", other.ID)
+			if !other.Active() {
+				continue
+			}
+		}
+		byHash[string(p.TokenHash)] = &p
+	}
+	return byID, byHash, nil
 }
 
 // Principal returns a copy of the principal with this id, or nil.

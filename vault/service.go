@@ -37,6 +37,10 @@ type Config struct {
 	ApprovalWindow time.Duration
 	RedeemWindow   time.Duration
 	SweepEvery     time.Duration
+	// SharedPollEvery is how often a node reads the shared-state
+	// generation when it is not writing (several nodes on one store; zero:
+	// only at each write batch).
+	SharedPollEvery time.Duration
 	// OnApproval, if set, is called once each approval event is durable:
 	// "approval.requested", "approval.approved", "approval.denied" and
 	// "approval.expired", from the goroutine that made the change. It must
@@ -78,11 +82,14 @@ type Service struct {
 	grants  map[string]*Grant
 	byAgent map[string][]*Grant // each agent's grants, oldest first
 
-	auditPRF atomic.Pointer[keys.IndexKey]   // keyed hash of tokens in the audit log; loaded on first use
-	knownPRF atomic.Pointer[keys.IndexKey]   // keyed hash of known values; loaded on first use
-	known    knownSet                        // the known values' hashes, from the store
-	signKey  atomic.Pointer[keys.SigningKey] // signs audit checkpoints; loaded on first use
-	cpMu     sync.Mutex
+	auditPRF atomic.Pointer[keys.IndexKey] // keyed hash of tokens in the audit log; loaded on first use
+	knownPRF atomic.Pointer[keys.IndexKey] // keyed hash of known values; loaded on first use
+	known    knownSet                      // the known values' hashes, from the store
+
+	genMu   sync.Mutex
+	gen     []byte                          // the shared-state generation the memory reflects (shared.go)
+	signKey atomic.Pointer[keys.SigningKey] // signs audit checkpoints; loaded on first use
+	cpMu    sync.Mutex
 
 	jobs jobRunner
 
@@ -164,10 +171,14 @@ func New(cfg Config) (*Service, error) {
 	if err := s.known.load(s.store); err != nil {
 		return nil, fmt.Errorf("known values: %w", err)
 	}
+	if err := s.pollShared(); err != nil {
+		return nil, fmt.Errorf("shared state: %w", err)
+	}
 	w, err := newWriter(s.store)
 	if err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
+	w.sync, w.checkActor = s.syncShared, s.checkActor
 	s.writer = w
 	s.bg, s.stopBG = context.WithCancel(context.Background())
 	s.jobs.active = map[string]string{}
@@ -180,6 +191,9 @@ func New(cfg Config) (*Service, error) {
 			_, err := s.Checkpoint(ctx)
 			return err
 		})
+	}
+	if cfg.SharedPollEvery > 0 {
+		s.every(cfg.SharedPollEvery, "shared state poll", func(context.Context) error { return s.pollShared() })
 	}
 	if cfg.SweepEvery > 0 {
 		s.every(cfg.SweepEvery, "expire approvals", func(ctx context.Context) error {

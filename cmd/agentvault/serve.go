@@ -285,6 +285,7 @@ func serve(args []string) error {
 		OnCheckpoint:    onCheckpoint,
 		ReencryptBatch:  f.reencryptBatch,
 		ReencryptPause:  f.reencryptPause,
+		SharedPollEvery: sharedPoll(f),
 	})
 	if err != nil {
 		return err
@@ -340,6 +341,16 @@ func serve(args []string) error {
 
 	api := httpapi.New(httpapi.Config{Service: svc, Logger: log, Registry: reg, MaxBodyBytes: f.maxBodyBytes})
 	return runHTTP(ctx, f, api, certs, log)
+}
+
+// sharedPoll is how often a node that is not writing reads what other
+// nodes on the same database changed (principals, grants, keysets): only
+// PostgreSQL is shared.
+func sharedPoll(f serveFlags) time.Duration {
+	if f.store == "postgres" {
+		return time.Second
+	}
+	return 0
 }
 
 // openStore opens the vault's store: Badger in the data directory, or the
