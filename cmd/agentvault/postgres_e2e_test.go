@@ -110,3 +110,144 @@ func TestPostgresStoreThroughTheBinary(t *testing.T) {
 		}
 	}
 }
+
+// TestTwoNodesOneVault: two serve processes on one PostgreSQL database
+// behave as one vault. What one node creates (principals, grants) the
+// other honours within its poll; of 50 reveals racing for a grant's last
+// use across both nodes exactly one wins; a grant revoked on one node is
+// refused by the other at once; a principal revoked on one node cannot
+// reveal on the other; writes on both nodes make one audit chain that
+// verifies whole.
+func TestTwoNodesOneVault(t *testing.T) {
+	t.Parallel()
+	v := vaulttest.Start(t)
+	db := pgtest.Database(t)
+	env := append([]string{"VAULT_ADDR=" + v.Addr, "VAULT_TOKEN=" + v.Token, "AGENTVAULT_POSTGRES_URL=" + db}, adminEnv...)
+	args := []string{"--store", "postgres", "--kms", "vault", "--vault-key", "av-two"}
+	a := start(t, t.TempDir(), env, args...)
+	b := start(t, t.TempDir(), env, args...)
+	writer, _, tokens, agent := seedRevealable(a, "name", "card")
+
+	// Node b learns of the agent and its grant by itself.
+	reveal := func(s *server, token string, toks ...any) (int, map[string]any) {
+		return s.call("POST", "/v1/detokenize", token, map[string]any{"tokens": toks, "purpose": "e2e"})
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		status, out := reveal(b, agent, tokens["card"])
+		if status == 200 && out["results"].([]any)[0].(map[string]any)["value"] == secrets[1] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node b never honoured node a's agent and grant: %d %v", status, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// The last use of a grant, raced from both nodes.
+	racer, racerID := newAgent(a)
+	g := a.must(201, "POST", "/v1/grants", admin, map[string]any{"principal_id": racerID, "collection": "hr", "fields": []string{"name"}, "purpose": "e2e", "ttl": "1h", "reveal": "plain", "max_uses": 1})
+	time.Sleep(1500 * time.Millisecond) // past b's poll
+	var mu sync.Mutex
+	wins, refusals := 0, 0
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := []*server{a, b}[i%2]
+			status, out := reveal(s, racer, tokens["name"])
+			mu.Lock()
+			defer mu.Unlock()
+			if status == 200 && out["results"].([]any)[0].(map[string]any)["status"] == "ok" {
+				wins++
+			} else {
+				refusals++
+			}
+		}()
+	}
+	wg.Wait()
+	if wins != 1 {
+		t.Fatalf("%d reveals won the grant's single use across two nodes (%d refused), want exactly 1", wins, refusals)
+	}
+
+	// Revoked on a, refused on b at once.
+	gid, _ := firstAgentGrant(t, a, agent)
+	if status, out := a.call("DELETE", "/v1/grants/"+gid, admin, nil); status != 204 {
+		t.Fatalf("revoke grant: %d %v", status, out)
+	}
+	if status, out := reveal(b, agent, tokens["card"]); status == 200 && out["results"].([]any)[0].(map[string]any)["status"] == "ok" {
+		t.Fatalf("node b revealed under a grant node a revoked: %v", out)
+	}
+	if g["max_uses"] != float64(1) {
+		t.Fatalf("grant: %v", g)
+	}
+
+	// A principal revoked on a cannot reveal on b.
+	if status, out := a.call("DELETE", "/v1/principals/"+racerID, admin, nil); status != 204 {
+		t.Fatalf("revoke principal: %d %v", status, out)
+	}
+	if status, out := reveal(b, racer, tokens["name"]); status == 200 {
+		t.Fatalf("node b served a principal node a revoked: %v", out)
+	}
+
+	// Writes on both nodes, one chain.
+	stop := make(chan struct{})
+	var wwg sync.WaitGroup
+	var acked sync.Map
+	for w := range 8 {
+		wwg.Add(1)
+		go func() {
+			defer wwg.Done()
+			s := []*server{a, b}[w%2]
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if status, out := writeOne(s, writer, 1000*w+i); status == 201 {
+					id, _ := firstRecord(out)
+					acked.Store(id, true)
+				}
+			}
+		}()
+	}
+	time.Sleep(2 * time.Second)
+	close(stop)
+	wwg.Wait()
+	ops := a.must(201, "POST", "/v1/principals", admin, map[string]any{"name": "ops", "roles": []string{"auditor"}})["token"].(string)
+	time.Sleep(1500 * time.Millisecond)
+	for _, s := range []*server{a, b} {
+		if verified := s.must(200, "GET", "/v1/audit/verify", ops, nil); verified["ok"] != true {
+			t.Fatalf("audit verify on %s after writes on both nodes: %v", s.url, verified)
+		}
+	}
+	n := 0
+	acked.Range(func(id, _ any) bool {
+		n++
+		for _, s := range []*server{a, b} {
+			if status, _ := s.call("GET", "/v1/collections/hr/records/"+id.(string), writer, nil); status != 200 {
+				t.Fatalf("record %s written on one node is not readable on %s: %d", id, s.url, status)
+			}
+		}
+		return true
+	})
+	t.Logf("%d writes on two nodes, one chain; %d of 50 racing reveals refused", n, refusals)
+	a.stop()
+	b.stop()
+}
+
+// firstAgentGrant returns the id of the first grant of the agent whose
+// token is given, and the agent's id.
+func firstAgentGrant(t *testing.T, s *server, agentToken string) (grantID, agentID string) {
+	t.Helper()
+	me := s.must(200, "GET", "/v1/me", agentToken, nil)
+	agentID, _ = me["id"].(string)
+	list := s.must(200, "GET", "/v1/grants?principal_id="+agentID, admin, nil)
+	gs, _ := list["grants"].([]any)
+	if len(gs) == 0 {
+		t.Fatalf("no grant for agent %s: %v", agentID, list)
+	}
+	return gs[0].(map[string]any)["id"].(string), agentID
+}
