@@ -5,6 +5,7 @@
 //	agentvault keys status|rotate|reencrypt|disable|destroy
 //	agentvault backup --out FILE | --check FILE
 //	agentvault restore --data-dir DIR FILE
+//	agentvault migrate --from-data-dir DIR --to-postgres URL
 //	agentvault version            print the version
 package main
 
@@ -32,6 +33,7 @@ usage:
   agentvault backup --out FILE   online backup from a running server
   agentvault backup --check FILE check a backup file
   agentvault restore --data-dir DIR FILE   restore into a new data directory
+  agentvault migrate --from-data-dir DIR --to-postgres URL   copy a stopped Badger vault into PostgreSQL
   agentvault mcp             MCP server over stdio for an agent host (AGENTVAULT_URL, AGENTVAULT_TOKEN)
   agentvault redact < in > out        replace sensitive values in text with vault tokens
   agentvault restore-text --purpose P < in > out   put back what the agent may see
@@ -55,6 +57,8 @@ func main() {
 		err = backupCmd(os.Args[2:], os.Stdout, os.Stderr)
 	case "restore":
 		err = restoreCmd(os.Args[2:], os.Stdout, os.Stderr)
+	case "migrate":
+		err = runMigrate(os.Args[2:])
 	case "mcp":
 		err = mcpCmd(os.Args[2:], os.Stdin, os.Stdout, os.Stderr)
 	case "redact", "restore-text":

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
@@ -250,4 +251,67 @@ func firstAgentGrant(t *testing.T, s *server, agentToken string) (grantID, agent
 		t.Fatalf("no grant for agent %s: %v", agentID, list)
 	}
 	return gs[0].(map[string]any)["id"].(string), agentID
+}
+
+// TestMigrateBadgerToPostgres: a Badger vault, stopped, copied into
+// PostgreSQL with agentvault migrate, serves the same records, principals,
+// grants and reveals from PostgreSQL, its audit chain whole with the
+// migration recorded; a second migration into the same database is
+// refused.
+func TestMigrateBadgerToPostgres(t *testing.T) {
+	t.Parallel()
+	v := vaulttest.Start(t)
+	db := pgtest.Database(t)
+	dir := t.TempDir()
+	vaultEnv := append([]string{"VAULT_ADDR=" + v.Addr, "VAULT_TOKEN=" + v.Token}, adminEnv...)
+	s := start(t, dir, vaultEnv, "--kms", "vault", "--vault-key", "av-migrate")
+	writer, id, tokens, agent := seedRevealable(s, "name", "card")
+	for i := range 20 {
+		if status, out := writeOne(s, writer, i+1); status != 201 {
+			t.Fatalf("write: %d %v", status, out)
+		}
+	}
+	s.stop()
+
+	migrate := func() (string, error) {
+		cmd := exec.Command(avBinary, "migrate", "--from-data-dir", dir, "--to-postgres", db)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := migrate()
+	if err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	var res struct {
+		Keys  int
+		Audit struct{ OK bool }
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil || !res.Audit.OK || res.Keys == 0 {
+		t.Fatalf("migrate answered %s", out)
+	}
+	if strings.Contains(out, "postgres@") {
+		t.Fatalf("the migration's report names the database user: %s", out)
+	}
+
+	p := start(t, t.TempDir(), append(vaultEnv, "AGENTVAULT_POSTGRES_URL="+db), "--store", "postgres", "--kms", "vault", "--vault-key", "av-migrate")
+	got := p.must(200, "GET", "/v1/collections/hr/records/"+id, writer, nil)
+	if got["fields"].(map[string]any)["card"] != tokens["card"] {
+		t.Fatalf("record after migration: %v", got)
+	}
+	rev := p.must(200, "POST", "/v1/detokenize", agent, map[string]any{"tokens": []any{tokens["name"], tokens["card"]}, "purpose": "e2e"})
+	if res := rev["results"].([]any); res[0].(map[string]any)["value"] != secrets[0] || res[1].(map[string]any)["value"] != secrets[1] {
+		t.Fatalf("detokenize after migration: %v", rev)
+	}
+	ops := p.must(201, "POST", "/v1/principals", admin, map[string]any{"name": "ops", "roles": []string{"auditor"}})["token"].(string)
+	if verified := p.must(200, "GET", "/v1/audit/verify", ops, nil); verified["ok"] != true {
+		t.Fatalf("audit verify after migration: %v", verified)
+	}
+	entries := p.must(200, "GET", "/v1/audit?action=store.migrate", ops, nil)
+	if list, _ := entries["entries"].([]any); len(list) != 1 {
+		t.Fatalf("store.migrate entries: %v", entries)
+	}
+	p.stop()
+	if out, err := migrate(); err == nil || !strings.Contains(out, "not empty") {
+		t.Fatalf("a second migration into the same database: %v %s", err, out)
+	}
 }
