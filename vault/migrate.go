@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
 	"github.com/agentvault/agentvault/storage"
+	"github.com/agentvault/agentvault/storage/badgerstore"
 )
 
 // MigrateResult says what a migration copied and how the copy verified.
@@ -117,4 +120,27 @@ func Migrate(ctx context.Context, from, to storage.Store, target string) (*Migra
 		return res, fmt.Errorf("the copied audit log does not verify whole (%d entries, source %d): %s", res.Audit.Entries, src.Entries, res.Audit.Reason)
 	}
 	return res, nil
+}
+
+// RestoreBackupToStore restores a backup into another, empty store (a
+// PostgreSQL database): into a temporary Badger directory first, with
+// every check RestoreBackup makes, then copied by Migrate, which verifies
+// the chain again where it lands. tmpDir must have room for the vault.
+func RestoreBackupToStore(ctx context.Context, path, tmpDir string, to storage.Store, target string, o RestoreOptions) (*RestoreResult, *MigrateResult, error) {
+	dir, err := os.MkdirTemp(tmpDir, "agentvault-restore-")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer os.RemoveAll(dir)
+	res, err := RestoreBackup(ctx, path, filepath.Join(dir, "db"), o)
+	if err != nil {
+		return nil, nil, err
+	}
+	from, err := badgerstore.Open(filepath.Join(dir, "db"), badgerstore.Options{Logger: o.Logger, ReadOnly: true})
+	if err != nil {
+		return nil, nil, err
+	}
+	defer from.Close()
+	mres, err := Migrate(ctx, from, to, target)
+	return res, mres, err
 }

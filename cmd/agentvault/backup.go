@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/agentvault/agentvault/keys"
+	"github.com/agentvault/agentvault/storage/pgstore"
 	"github.com/agentvault/agentvault/vault"
 )
 
@@ -34,6 +35,10 @@ const backupUsage = `usage:
         place. The KEK is not in the backup: with --kms vault, the same
         Transit key (VAULT_ADDR, VAULT_TOKEN); with the development KEK,
         copy dev-kek.json from the old data directory into DIR first.
+  agentvault restore --to-postgres URL [--kms ...] [--pubkey FILE] FILE
+        restore FILE into an empty PostgreSQL database instead: the same
+        checks in a temporary data directory (in $TMPDIR), then a copy as
+        agentvault migrate makes, its audit chain verified again.
 `
 
 func backupCmd(args []string, stdout, stderr io.Writer) error {
@@ -162,16 +167,20 @@ func restoreCmd(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, backupUsage) }
 	dataDir := fs.String("data-dir", "", "the new data directory to restore into")
+	toPG := fs.String("to-postgres", "", "restore into this empty PostgreSQL database instead (through a temporary Badger copy in $TMPDIR)")
 	var kf kmsFlags
 	kf.register(fs)
 	fs.StringVar(&kf.devKEK, "dev-kek", "", "with --kms local: the development KEK file (default: DIR/dev-kek.json)")
 	pubkey := fs.String("pubkey", "", "pin the audit checkpoint public key (agentvault audit pubkey): the restored log must verify under it")
-	if err := fs.Parse(args); err != nil || fs.NArg() != 1 || *dataDir == "" {
+	if err := fs.Parse(args); err != nil || fs.NArg() != 1 || (*dataDir == "") == (*toPG == "") {
 		fmt.Fprint(stderr, backupUsage)
 		return errUsage
 	}
-	if kf.devKEK == "" {
+	if kf.devKEK == "" && *dataDir != "" {
 		kf.devKEK = filepath.Join(*dataDir, "dev-kek.json")
+	}
+	if kf.kms == "local" && kf.devKEK == "" {
+		return errors.New("restore --to-postgres with --kms local needs --dev-kek FILE (the development KEK the backup was taken under)")
 	}
 	ro := vault.RestoreOptions{}
 	if *pubkey != "" {
@@ -186,6 +195,9 @@ func restoreCmd(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("restore: %w (nothing was restored)", err)
 	}
 	ro.Keys = keys.NewManager(kek)
+	if *toPG != "" {
+		return restoreToPostgres(fs.Arg(0), *toPG, ro, stdout)
+	}
 	res, err := vault.RestoreBackup(context.Background(), fs.Arg(0), filepath.Join(*dataDir, "db"), ro)
 	if err != nil {
 		return fmt.Errorf("restore: %w (nothing was restored)", err)
@@ -200,3 +212,20 @@ func restoreCmd(args []string, stdout, stderr io.Writer) error {
 
 // quietLogger is for offline commands: their output is what they print.
 func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// restoreToPostgres restores a backup into an empty PostgreSQL database.
+func restoreToPostgres(path, url string, ro vault.RestoreOptions, stdout io.Writer) error {
+	ctx := context.Background()
+	dst, err := pgstore.Open(ctx, url, pgstore.Options{})
+	if err != nil {
+		return fmt.Errorf("restore: %w (nothing was restored)", err)
+	}
+	defer dst.Close()
+	res, mres, err := vault.RestoreBackupToStore(ctx, path, os.TempDir(), dst, describePostgres(url), ro)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	printBackup(stdout, path, res.Header, res.Stats)
+	fmt.Fprintf(stdout, "Restored into %s; the audit chain verifies: %d entries, head %s.\n", describePostgres(url), mres.Audit.Entries, mres.Audit.Head)
+	return nil
+}
