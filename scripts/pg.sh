@@ -4,6 +4,8 @@
 #                             missing, runs initdb in DIR, starts the server
 #                             on a free loopback port and prints its URL
 #   scripts/pg.sh stop DIR    stops it and removes DIR
+#   scripts/pg.sh pause DIR   stops the server, keeping DIR (tests of an outage)
+#   scripts/pg.sh resume DIR  starts it again on the same port
 # As root, the cluster runs as the postgres user (PostgreSQL refuses root).
 set -euo pipefail
 cmd=${1:?start or stop}
@@ -29,6 +31,7 @@ start)
     port=$((20000 + RANDOM % 20000))
     if as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
       -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300 -c fsync=on -c synchronous_commit=on" >/dev/null; then
+      echo "$port" > "$dir/port"
       echo "postgres://postgres@127.0.0.1:$port/postgres?sslmode=disable"
       exit 0
     fi
@@ -36,6 +39,14 @@ start)
   echo "PostgreSQL did not start; see $dir/server.log" >&2
   cat "$dir/server.log" >&2 || true
   exit 1
+  ;;
+pause)
+  as_pg "$(pgbin)/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
+  ;;
+resume)
+  port=$(cat "$dir/port")
+  as_pg "$(pgbin)/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300 -c fsync=on -c synchronous_commit=on" >/dev/null
   ;;
 stop)
   bin=$(pgbin)
