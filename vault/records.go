@@ -260,10 +260,33 @@ func prepareBatch(c *collection, inputs []map[string]json.RawMessage) ([]prepare
 	return recs, nil
 }
 
+// errKeyRotated refuses a write whose values were encrypted under a data
+// key that is no longer the collection's primary when the writer runs it
+// (rotated on this node or another meanwhile): the request encrypts again.
+var errKeyRotated = &Error{Kind: ErrUnavailable, Code: "key_rotated", Message: "the collection's data key changed during the request; retry"}
+
+// keyRetries bounds how often a write encrypts again after a rotation.
+const keyRetries = 3
+
+// staleKey reports a key a value may no longer be written under.
+func staleKey(c *collection, id uint32) bool { return c.isRetired(id) || id != c.dek().PrimaryID() }
+
 // CreateRecords validates, encrypts and stores a batch of records
 // atomically: one bad record rejects the batch and nothing is stored. It
-// returns once the batch is durable.
+// returns once the batch is durable. Values are always written under the
+// collection's primary data key as the writer sees it: a batch encrypted
+// under a key rotated since is encrypted again.
 func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collection string, inputs []map[string]json.RawMessage) ([]Record, error) {
+	for attempt := 1; ; attempt++ {
+		recs, err := s.createRecords(ctx, meta, collection, inputs)
+		if errors.Is(err, errKeyRotated) && attempt < keyRetries {
+			continue
+		}
+		return recs, err
+	}
+}
+
+func (s *Service) createRecords(ctx context.Context, meta RequestMeta, collection string, inputs []map[string]json.RawMessage) ([]Record, error) {
 	if len(inputs) == 0 {
 		return nil, invalid("empty_batch", "records must hold at least one record")
 	}
@@ -308,10 +331,8 @@ func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collectio
 	}
 	err = s.writer.apply(&mutation{entry: e, size: size, prepare: func(txn storage.Txn) error {
 		for id := range t.perKey {
-			if c.isRetired(id) {
-				// Encrypted under a key retired since: rare (a rotation
-				// and a retirement in between); the client retries.
-				return reject(&Error{Kind: ErrUnavailable, Code: "key_rotated", Message: "the collection's data key changed during the request; retry"})
+			if staleKey(c, id) {
+				return reject(errKeyRotated)
 			}
 		}
 		taken := map[string]bool{}

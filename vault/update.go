@@ -21,6 +21,16 @@ import (
 // writer against the stored record. Audited as records.update with the
 // fields changed.
 func (s *Service) UpdateRecord(ctx context.Context, meta RequestMeta, collection, id string, changes map[string]json.RawMessage) (*Record, error) {
+	for attempt := 1; ; attempt++ {
+		rec, err := s.updateRecord(ctx, meta, collection, id, changes)
+		if errors.Is(err, errKeyRotated) && attempt < keyRetries {
+			continue
+		}
+		return rec, err
+	}
+}
+
+func (s *Service) updateRecord(ctx context.Context, meta RequestMeta, collection, id string, changes map[string]json.RawMessage) (*Record, error) {
 	if len(changes) == 0 {
 		return nil, invalid("empty_update", "fields must name at least one field to change")
 	}
@@ -67,8 +77,8 @@ func (s *Service) UpdateRecord(ctx context.Context, meta RequestMeta, collection
 		taken := map[string]bool{}
 		for _, pf := range prepared {
 			if kid, ok := keys.KeyID(pf.cipher); ok {
-				if c.isRetired(kid) {
-					return reject(&Error{Kind: ErrUnavailable, Code: "key_rotated", Message: "the collection's data key changed during the request; retry"})
+				if staleKey(c, kid) {
+					return reject(errKeyRotated)
 				}
 				t.perKey[kid]++
 			}
