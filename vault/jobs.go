@@ -44,6 +44,47 @@ type Job struct {
 	FinishedAt  *time.Time `json:"finished_at,omitempty"`
 	Error       string     `json:"error,omitempty"`
 	Resumed     int        `json:"resumed,omitempty"` // times picked up again after a restart
+	// Node runs the job while its lease lasts (LeaseUntil), renewing it
+	// with every batch; when it lapses (the node died), another node
+	// takes the job over and finishes it.
+	Node       string    `json:"node,omitempty"`
+	LeaseUntil time.Time `json:"lease_until,omitzero"`
+}
+
+// holds reports whether node may run j at now: it holds the lease, or
+// the lease has lapsed.
+func (j *Job) holds(node string, now time.Time) bool {
+	return j.Node == node || !now.Before(j.LeaseUntil)
+}
+
+// errLeaseLost stops a job whose lease another node has taken.
+var errLeaseLost = errors.New("re-encryption job taken over by another node")
+
+// readJob reads a job in txn.
+func readJob(txn storage.Txn, id string) (*Job, error) {
+	item, err := txn.Get(jobKey(id))
+	if err != nil {
+		return nil, err
+	}
+	var j Job
+	if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &j) }); err != nil {
+		return nil, err
+	}
+	return &j, nil
+}
+
+// checkLease refuses to go on with j unless this node may run it, and
+// renews the lease; in the writer's transaction.
+func (s *Service) checkLease(txn storage.Txn, j *Job, now time.Time) error {
+	stored, err := readJob(txn, j.ID)
+	if err != nil {
+		return err
+	}
+	if stored.Status != JobRunning || !stored.holds(s.node, now) {
+		return reject(errLeaseLost)
+	}
+	j.Node, j.LeaseUntil = s.node, now.Add(s.cfg.JobLease)
+	return nil
 }
 
 func jobKey(id string) []byte { return []byte("j/" + id) }
@@ -118,10 +159,17 @@ func (s *Service) StartReencrypt(ctx context.Context, meta RequestMeta, coll str
 	primary := c.dek().PrimaryID()
 	now := s.now()
 	j := &Job{ID: uuid.NewString(), Kind: "reencrypt", Collection: coll, Status: JobRunning, TargetKeyID: primary,
-		RequestedBy: actorID(meta.Actor), StartedAt: now, UpdatedAt: now}
+		RequestedBy: actorID(meta.Actor), StartedAt: now, UpdatedAt: now, Node: s.node, LeaseUntil: now.Add(s.cfg.JobLease)}
 	e := s.newEntry(meta, "key.reencrypt")
 	e.Collection, e.Target = coll, "job "+j.ID
 	err = s.writer.apply(&mutation{entry: e, size: 2048, prepare: func(txn storage.Txn) error {
+		// One job per collection, on whichever node: the writer's
+		// transactions are one at a time across nodes.
+		if other, err := runningJob(txn, coll); err != nil {
+			return err
+		} else if other != "" {
+			return reject(conflict("job_running", "re-encryption job %s is already running for collection %q", other, coll))
+		}
 		counts, err := keyCounts(txn, coll)
 		if err != nil {
 			return err
@@ -142,28 +190,93 @@ func (s *Service) StartReencrypt(ctx context.Context, meta RequestMeta, coll str
 	return &out, nil
 }
 
-// resumeJobs picks up jobs that were running when the process stopped.
+// runningJob returns the id of a running job of the collection, if any.
+func runningJob(txn storage.Txn, coll string) (string, error) {
+	it := txn.NewIterator(storage.IterOptions{Prefix: []byte("j/"), PrefetchValues: true})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		var j Job
+		if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &j) }); err != nil {
+			return "", err
+		}
+		if j.Status == JobRunning && j.Collection == coll {
+			return j.ID, nil
+		}
+	}
+	return "", nil
+}
+
+// resumeJobs picks up jobs that were running when the process stopped:
+// at start, and, with several nodes, periodically, the jobs whose node
+// let its lease lapse. On a store of its own a node takes every running
+// job at start (no other node can hold one).
 func (s *Service) resumeJobs() error {
 	jobs, err := s.ListJobs(context.Background())
 	if err != nil {
 		return err
 	}
-	s.jobs.mu.Lock()
-	defer s.jobs.mu.Unlock()
+	now := s.now()
 	for i := range jobs {
-		if jobs[i].Status == JobRunning {
-			j := jobs[i]
-			j.Resumed++
-			s.log.Info("resuming re-encryption", "job_id", j.ID, "collection", j.Collection, "done", j.Done, "total", j.Total)
-			s.runJob(&j)
+		j := jobs[i]
+		if j.Status != JobRunning || (s.cfg.Shared && !j.holds(s.node, now)) {
+			continue
 		}
+		s.jobs.mu.Lock()
+		_, mine := s.jobs.active[j.Collection]
+		s.jobs.mu.Unlock()
+		if mine {
+			continue
+		}
+		if err := s.claimJob(&j); err != nil {
+			if !errors.Is(err, errLeaseLost) {
+				s.log.Warn("claim re-encryption job", "job_id", j.ID, "err", err)
+			}
+			continue
+		}
+		s.log.Info("resuming re-encryption", "job_id", j.ID, "collection", j.Collection, "done", j.Done, "total", j.Total)
+		s.jobs.mu.Lock()
+		s.runJob(&j)
+		s.jobs.mu.Unlock()
 	}
+	return nil
+}
+
+// claimJob takes a job's lease for this node, with an audit entry.
+func (s *Service) claimJob(j *Job) error {
+	now := s.now()
+	next := *j
+	e := s.newEntry(RequestMeta{}, "key.reencrypt")
+	e.Collection, e.Target = j.Collection, "job "+j.ID
+	err := s.writer.apply(&mutation{entry: e, size: 2048, prepare: func(txn storage.Txn) error {
+		stored, err := readJob(txn, j.ID)
+		if err != nil {
+			return err
+		}
+		if s.cfg.Shared && (stored.Status != JobRunning || !stored.holds(s.node, now)) {
+			return reject(errLeaseLost)
+		}
+		next = *stored
+		prev := next.Node
+		next.Node, next.LeaseUntil, next.Resumed, next.UpdatedAt = s.node, now.Add(s.cfg.JobLease), stored.Resumed+1, now
+		e.Reason = fmt.Sprintf("resumed at %d of %d values", next.Done, next.Total)
+		if prev != "" && prev != s.node {
+			e.Reason += " (taken over from node " + prev + ", whose lease lapsed)"
+		}
+		return putJob(txn, &next)
+	}})
+	if err != nil {
+		return err
+	}
+	*j = next
 	return nil
 }
 
 // runJob starts a job's goroutine; s.jobs.mu is held. While the service
 // is closing it starts nothing: the stored job resumes at the next start.
 func (s *Service) runJob(j *Job) {
+	if _, running := s.jobs.active[j.Collection]; running {
+		return
+	}
 	s.jobs.active[j.Collection] = j.ID
 	started := s.goBackground(func(ctx context.Context) {
 		err := s.reencrypt(ctx, j)
@@ -287,6 +400,9 @@ func (s *Service) reencrypt(ctx context.Context, j *Job) error {
 			size += len(u.key) + len(u.new) + 64
 		}
 		err = s.writer.apply(&mutation{entry: e, size: size, prepare: func(txn storage.Txn) error {
+			if err := s.checkLease(txn, &next, now); err != nil {
+				return err
+			}
 			if c.isRetired(primary) {
 				return reject(conflict("key_rotated", "key %d was retired during the batch", primary))
 			}
@@ -327,6 +443,10 @@ func (s *Service) reencrypt(ctx context.Context, j *Job) error {
 		if errors.Is(err, ErrConflict) {
 			continue // the key changed under the batch: read it again
 		}
+		if errors.Is(err, errLeaseLost) {
+			s.log.Warn("re-encryption job taken over by another node; stopping here", "job_id", j.ID)
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -351,7 +471,15 @@ func (s *Service) finishJob(j *Job, status, msg string) error {
 	if msg != "" {
 		e.Reason += ": " + msg
 	}
-	err := s.writer.apply(&mutation{entry: e, size: 2048, prepare: func(txn storage.Txn) error { return putJob(txn, &next) }})
+	err := s.writer.apply(&mutation{entry: e, size: 2048, prepare: func(txn storage.Txn) error {
+		if err := s.checkLease(txn, &next, now); err != nil {
+			return err
+		}
+		return putJob(txn, &next)
+	}})
+	if errors.Is(err, errLeaseLost) {
+		return nil // another node finishes it
+	}
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/google/uuid"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -37,10 +38,13 @@ type Config struct {
 	ApprovalWindow time.Duration
 	RedeemWindow   time.Duration
 	SweepEvery     time.Duration
-	// SharedPollEvery is how often a node reads the shared-state
-	// generation when it is not writing (several nodes on one store; zero:
-	// only at each write batch).
+	// Shared says other nodes may use the same store (PostgreSQL): the
+	// node polls what they change (SharedPollEvery, default 1s) and runs
+	// re-encryption jobs under a lease of JobLease (default 30s) that
+	// another node takes over when it lapses.
+	Shared          bool
 	SharedPollEvery time.Duration
+	JobLease        time.Duration
 	// OnApproval, if set, is called once each approval event is durable:
 	// "approval.requested", "approval.approved", "approval.denied" and
 	// "approval.expired", from the goroutine that made the change. It must
@@ -88,6 +92,7 @@ type Service struct {
 
 	genMu   sync.Mutex
 	gen     []byte                          // the shared-state generation the memory reflects (shared.go)
+	node    string                          // this process's id, for job leases
 	signKey atomic.Pointer[keys.SigningKey] // signs audit checkpoints; loaded on first use
 	cpMu    sync.Mutex
 
@@ -130,6 +135,12 @@ func New(cfg Config) (*Service, error) {
 	if cfg.RedeemWindow <= 0 {
 		cfg.RedeemWindow = 15 * time.Minute
 	}
+	if cfg.JobLease <= 0 {
+		cfg.JobLease = 30 * time.Second
+	}
+	if cfg.Shared && cfg.SharedPollEvery <= 0 {
+		cfg.SharedPollEvery = time.Second
+	}
 	if cfg.ReencryptBatch <= 0 {
 		cfg.ReencryptBatch = 256
 	}
@@ -144,6 +155,7 @@ func New(cfg Config) (*Service, error) {
 		collections: map[string]*collection{},
 		grants:      map[string]*Grant{},
 		byAgent:     map[string][]*Grant{},
+		node:        uuid.NewString(),
 		metrics: serviceMetrics{
 			recordsWritten: prometheus.NewCounter(prometheus.CounterOpts{
 				Name: "agentvault_records_written_total", Help: "Records stored.",
@@ -194,6 +206,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.SharedPollEvery > 0 {
 		s.every(cfg.SharedPollEvery, "shared state poll", func(context.Context) error { return s.pollShared() })
+	}
+	if cfg.Shared {
+		s.every(cfg.JobLease/3, "take over re-encryption jobs", func(context.Context) error { return s.resumeJobs() })
 	}
 	if cfg.SweepEvery > 0 {
 		s.every(cfg.SweepEvery, "expire approvals", func(ctx context.Context) error {

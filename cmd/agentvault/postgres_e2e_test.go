@@ -457,3 +457,91 @@ func TestPostgresOutage(t *testing.T) {
 	t.Logf("%d writes acknowledged around the outage, all present; %d refused while PostgreSQL was down", before, refused)
 	s.stop()
 }
+
+// TestJobTakeoverAcrossNodes: a re-encryption job runs on one node only
+// (the other refuses a second one for the collection); its node is killed
+// with SIGKILL part-way, and the other node takes the job over when the
+// lease lapses and finishes it, every value re-encrypted once. A data key
+// rotated on one node is the one the other writes under.
+func TestJobTakeoverAcrossNodes(t *testing.T) {
+	t.Parallel()
+	v := vaulttest.Start(t)
+	db := pgtest.Database(t)
+	env := append([]string{"VAULT_ADDR=" + v.Addr, "VAULT_TOKEN=" + v.Token, "AGENTVAULT_POSTGRES_URL=" + db}, adminEnv...)
+	args := []string{"--store", "postgres", "--kms", "vault", "--vault-key", "av-jobs", "--job-lease", "3s", "--reencrypt-batch", "25", "--reencrypt-pause", "20ms"}
+	a := start(t, t.TempDir(), env, args...)
+	b := start(t, t.TempDir(), env, args...)
+	writer := setupCollection(a)
+	operator := a.must(201, "POST", "/v1/principals", admin, map[string]any{"name": "ops", "roles": []string{"operator"}})["token"].(string)
+	var batch []map[string]any
+	for i := range 1000 {
+		batch = append(batch, map[string]any{"fields": map[string]any{"dept": fmt.Sprint(i), "name": secrets[0], "card": secrets[1]}})
+	}
+	a.must(201, "POST", "/v1/collections/hr/records", writer, map[string]any{"records": batch})
+	time.Sleep(1500 * time.Millisecond) // b learns the principals
+	rot := a.must(200, "POST", "/v1/keys/rotate", operator, map[string]any{"target": "dek", "collection": "hr"})
+	newKey := rot["key_id"]
+
+	// Node b writes under the key node a made primary, at once.
+	if status, out := writeOne(b, writer, 5000); status != 201 {
+		t.Fatalf("write on b after the rotation on a: %d %v", status, out)
+	}
+	keyOf := func(s *server) map[float64]float64 {
+		out := s.must(200, "GET", "/v1/keys", operator, nil)
+		counts := map[float64]float64{}
+		for _, c := range out["collections"].([]any) {
+			cm := c.(map[string]any)
+			if cm["collection"] != "hr" {
+				continue
+			}
+			for _, k := range cm["data_keys"].([]any) {
+				km := k.(map[string]any)
+				counts[km["key_id"].(float64)] = km["values"].(float64)
+			}
+		}
+		return counts
+	}
+	if n := keyOf(b)[newKey.(float64)]; n != 3 {
+		t.Fatalf("values under the new key %v after one write on b: %v (want the record's 3)", newKey, keyOf(b))
+	}
+
+	job := a.must(202, "POST", "/v1/keys/reencrypt", operator, map[string]any{"collection": "hr"})
+	id := job["job_id"].(string)
+	if status, out := b.call("POST", "/v1/keys/reencrypt", operator, map[string]any{"collection": "hr"}); status != 409 {
+		t.Fatalf("a second job for the collection on the other node: %d %v", status, out)
+	}
+	for {
+		j := a.must(200, "GET", "/v1/jobs/"+id, operator, nil)
+		if j["done"].(float64) >= 200 {
+			if j["status"] != "running" {
+				t.Fatalf("the job finished before the kill: %v", j)
+			}
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	a.kill()
+	var final map[string]any
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		final = b.must(200, "GET", "/v1/jobs/"+id, operator, nil)
+		if final["status"] != "running" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node b did not finish the job: %v\n%s", final, b.logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if final["status"] != "done" || final["done"] != final["total"] || final["resumed"].(float64) < 1 {
+		t.Fatalf("the job after the takeover: %v", final)
+	}
+	counts := keyOf(b)
+	for k, n := range counts {
+		if k != newKey.(float64) && n != 0 {
+			t.Fatalf("values still under key %v after the job: %v", k, counts)
+		}
+	}
+	t.Logf("job %s: %v values, taken over after node a's kill (resumed %v)", id, final["done"], final["resumed"])
+	b.stop()
+}

@@ -56,6 +56,7 @@ type serveFlags struct {
 	memtableSize    int64
 	store           string
 	postgresURL     string
+	jobLease        time.Duration
 }
 
 // parseServeFlags reads serve's flags and checks the ones that depend on
@@ -88,6 +89,7 @@ func parseServeFlags(args []string) (serveFlags, error) {
 	fs.Int64Var(&f.memtableSize, "memtable-size", 64<<20, "Badger's memtable size in bytes (tuning; the storage reserve must cover three)")
 	fs.StringVar(&f.cpuProfile, "cpu-profile", "", "write a CPU profile to this file until shutdown (for performance work)")
 	fs.StringVar(&f.store, "store", "badger", "where the vault keeps its data: badger (embedded, in --data-dir) or postgres (--postgres-url; several nodes may share one database)")
+	fs.DurationVar(&f.jobLease, "job-lease", 30*time.Second, "with --store postgres: how long a node's hold on a re-encryption job lasts without renewal; another node takes the job over after it lapses")
 	fs.StringVar(&f.postgresURL, "postgres-url", "", "PostgreSQL connection URL for --store postgres (default AGENTVAULT_POSTGRES_URL; put the password in PGPASSWORD or ~/.pgpass rather than the URL)")
 	if err := fs.Parse(args); err != nil {
 		return f, err
@@ -285,7 +287,8 @@ func serve(args []string) error {
 		OnCheckpoint:    onCheckpoint,
 		ReencryptBatch:  f.reencryptBatch,
 		ReencryptPause:  f.reencryptPause,
-		SharedPollEvery: sharedPoll(f),
+		Shared:          f.store == "postgres",
+		JobLease:        f.jobLease,
 	})
 	if err != nil {
 		return err
@@ -341,16 +344,6 @@ func serve(args []string) error {
 
 	api := httpapi.New(httpapi.Config{Service: svc, Logger: log, Registry: reg, MaxBodyBytes: f.maxBodyBytes})
 	return runHTTP(ctx, f, api, certs, log)
-}
-
-// sharedPoll is how often a node that is not writing reads what other
-// nodes on the same database changed (principals, grants, keysets): only
-// PostgreSQL is shared.
-func sharedPoll(f serveFlags) time.Duration {
-	if f.store == "postgres" {
-		return time.Second
-	}
-	return 0
 }
 
 // openStore opens the vault's store: Badger in the data directory, or the
