@@ -545,3 +545,71 @@ func TestJobTakeoverAcrossNodes(t *testing.T) {
 	t.Logf("job %s: %v values, taken over after node a's kill (resumed %v)", id, final["done"], final["resumed"])
 	b.stop()
 }
+
+// TestApprovalsAcrossNodes: an approval requested on one node is decided
+// on the other; its requester may not decide it there either (four-eyes);
+// redeemed by 20 requests racing on both nodes, it reveals exactly once.
+func TestApprovalsAcrossNodes(t *testing.T) {
+	t.Parallel()
+	v := vaulttest.Start(t)
+	db := pgtest.Database(t)
+	env := append([]string{"VAULT_ADDR=" + v.Addr, "VAULT_TOKEN=" + v.Token, "AGENTVAULT_POSTGRES_URL=" + db}, adminEnv...)
+	args := []string{"--store", "postgres", "--kms", "vault", "--vault-key", "av-approvals"}
+	a := start(t, t.TempDir(), env, args...)
+	b := start(t, t.TempDir(), env, args...)
+	a.must(201, "POST", "/v1/collections", admin, map[string]any{"name": "hr", "fields": []map[string]any{
+		{"name": "ssn", "type": "string", "sensitive": true, "approval": "always"},
+	}})
+	writer := a.must(201, "POST", "/v1/principals", admin, map[string]any{"name": "app", "roles": []string{"writer"}})["token"].(string)
+	approver := a.must(201, "POST", "/v1/principals", admin, map[string]any{"name": "carol", "roles": []string{"approver"}})["token"].(string)
+	both := a.must(201, "POST", "/v1/principals", admin, map[string]any{"name": "dave", "roles": []string{"agent", "approver"}})
+	self, selfID := both["token"].(string), both["id"].(string)
+	agent, agentID := newAgent(a)
+	_, fields := firstRecord(a.must(201, "POST", "/v1/collections/hr/records", writer, map[string]any{"records": []map[string]any{{"fields": map[string]any{"ssn": "123-45-6789"}}}}))
+	for _, id := range []string{agentID, selfID} {
+		a.must(201, "POST", "/v1/grants", admin, map[string]any{"principal_id": id, "collection": "hr", "fields": []string{"ssn"}, "purpose": "payroll", "ttl": "1h", "reveal": "plain"})
+	}
+	time.Sleep(1500 * time.Millisecond) // b's poll
+
+	ask := func(s *server, token string, extra map[string]any) map[string]any {
+		body := map[string]any{"tokens": []any{fields["ssn"]}, "purpose": "payroll"}
+		for k, v := range extra {
+			body[k] = v
+		}
+		return s.must(200, "POST", "/v1/detokenize", token, body)["results"].([]any)[0].(map[string]any)
+	}
+	// Four-eyes across nodes: asked on a, self-approval refused on b.
+	mine := ask(a, self, nil)
+	if mine["status"] != "pending_approval" {
+		t.Fatalf("self request: %v", mine)
+	}
+	if status, out := b.call("POST", "/v1/approvals/"+mine["approval_id"].(string)+"/approve", self, map[string]any{"reason": "mine"}); status != 403 {
+		t.Fatalf("the requester approved its own request on the other node: %d %v", status, out)
+	}
+
+	res := ask(a, agent, nil)
+	id := res["approval_id"].(string)
+	b.must(200, "POST", "/v1/approvals/"+id+"/approve", approver, map[string]any{"reason": "case 7"})
+	var mu sync.Mutex
+	revealed := 0
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := []*server{a, b}[i%2]
+			status, out := s.call("POST", "/v1/detokenize", agent, map[string]any{"tokens": []any{fields["ssn"]}, "purpose": "payroll", "approval_id": id})
+			if status == 200 && out["results"].([]any)[0].(map[string]any)["status"] == "ok" {
+				mu.Lock()
+				revealed++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if revealed != 1 {
+		t.Fatalf("the approval revealed %d times across two nodes, want once", revealed)
+	}
+	a.stop()
+	b.stop()
+}
