@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/google/uuid"
+
 	"github.com/agentvault/agentvault/detect"
 	"github.com/agentvault/agentvault/keys"
 	"github.com/agentvault/agentvault/storage"
@@ -140,9 +142,10 @@ func (k *knownSet) size() int {
 	return len(k.set)
 }
 
-// load fills the set from the store's kd keys.
+// load fills the set from the store's kd keys, replacing what it held.
 func (k *knownSet) load(store storage.Store) error {
-	return store.View(func(txn storage.Txn) error {
+	var fresh knownSet
+	err := store.View(func(txn storage.Txn) error {
 		it := txn.NewIterator(storage.IterOptions{Prefix: []byte("kd/")})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -150,10 +153,47 @@ func (k *knownSet) load(store storage.Store) error {
 			if !ok {
 				return errors.New("corrupt known-value key")
 			}
-			k.change(e.hash, e.words, 1)
+			fresh.change(e.hash, e.words, 1)
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	k.mu.Lock()
+	k.set, k.words, k.bits = fresh.set, fresh.words, fresh.bits
+	k.mu.Unlock()
+	return nil
+}
+
+// knownGenKey changes with every write of a known-value entry, so nodes
+// sharing the store know to load the set again (pollKnown).
+var knownGenKey = []byte("meta/gen-known")
+
+// pollKnown loads the known set again if another write (on any node)
+// changed the entries since the last look: values held on other nodes are
+// found within a poll.
+func (s *Service) pollKnown() error {
+	var gen []byte
+	err := s.store.View(func(txn storage.Txn) error {
+		item, err := txn.Get(knownGenKey)
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		gen, err = item.ValueCopy(nil)
+		return err
+	})
+	if err != nil || bytes.Equal(gen, s.knownGen) {
+		return err
+	}
+	if err := s.known.load(s.store); err != nil {
+		return err
+	}
+	s.knownGen = gen
+	return nil
 }
 
 // knownChange is a known value added or removed by a write, applied to the
@@ -196,6 +236,9 @@ func setKnown(txn storage.Txn, coll, id string, pf *preparedField) error {
 	if err := txn.Set(knownRefKey(coll, id, pf.field.Name), ref); err != nil {
 		return err
 	}
+	if err := txn.Set(knownGenKey, []byte(uuid.NewString())); err != nil {
+		return err
+	}
 	return txn.Set(knownKey(pf.known, pf.knownWords, coll, pf.field.Name, id), []byte(pf.token))
 }
 
@@ -214,6 +257,9 @@ func dropKnown(txn storage.Txn, coll, id, field string) (*knownChange, error) {
 	}
 	h, words := ref[:knownHashLen], int(ref[knownHashLen])
 	if err := txn.Delete(knownKey(h, words, coll, field, id)); err != nil {
+		return nil, err
+	}
+	if err := txn.Set(knownGenKey, []byte(uuid.NewString())); err != nil {
 		return nil, err
 	}
 	return &knownChange{hash: h, words: words, delta: -1}, txn.Delete(rk)

@@ -90,11 +90,13 @@ type Service struct {
 	knownPRF atomic.Pointer[keys.IndexKey] // keyed hash of known values; loaded on first use
 	known    knownSet                      // the known values' hashes, from the store
 
-	genMu   sync.Mutex
-	gen     []byte                          // the shared-state generation the memory reflects (shared.go)
-	node    string                          // this process's id, for job leases
-	signKey atomic.Pointer[keys.SigningKey] // signs audit checkpoints; loaded on first use
-	cpMu    sync.Mutex
+	genMu sync.Mutex
+	gen   []byte // the shared-state generation the memory reflects (shared.go)
+	node  string // this process's id, for job leases
+
+	knownGen []byte                          // the known-value generation the set reflects (pollKnown; one poller)
+	signKey  atomic.Pointer[keys.SigningKey] // signs audit checkpoints; loaded on first use
+	cpMu     sync.Mutex
 
 	jobs jobRunner
 
@@ -114,6 +116,10 @@ type serviceMetrics struct {
 	recordsWritten  prometheus.Counter
 	tokenCollisions prometheus.Counter
 }
+
+// knownPollEvery is how often a node sharing its store loads the known
+// values again when another write changed them.
+const knownPollEvery = 5 * time.Second
 
 // New opens the service over an open store.
 func New(cfg Config) (*Service, error) {
@@ -209,6 +215,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.Shared {
 		s.every(cfg.JobLease/3, "take over re-encryption jobs", func(context.Context) error { return s.resumeJobs() })
+		s.every(knownPollEvery, "known values poll", func(context.Context) error { return s.pollKnown() })
 	}
 	if cfg.SweepEvery > 0 {
 		s.every(cfg.SweepEvery, "expire approvals", func(ctx context.Context) error {

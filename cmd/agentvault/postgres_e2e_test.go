@@ -236,6 +236,24 @@ func TestTwoNodesOneVault(t *testing.T) {
 		return true
 	})
 	t.Logf("%d writes on two nodes, one chain; %d of 50 racing reveals refused", n, refusals)
+
+	// A value held in a detect field, written on one node, is found in
+	// text on the other within its poll.
+	a.must(201, "POST", "/v1/collections", admin, map[string]any{"name": "clients", "fields": []map[string]any{
+		{"name": "name", "type": "string", "sensitive": true, "token": "deterministic", "detect": true},
+	}})
+	a.must(201, "POST", "/v1/collections/clients/records", writer, map[string]any{"records": []map[string]any{{"fields": map[string]any{"name": "Omar Haddad"}}}})
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		red := b.must(200, "POST", "/v1/redact", writer, map[string]any{"text": "Call OMAR HADDAD today.", "mode": "mask"})
+		if red["text"] == "Call [CLIENTS_NAME] today." {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node b never found the value written on node a: %v", red)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	a.stop()
 	b.stop()
 }
