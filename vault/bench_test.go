@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/agentvault/agentvault/detect"
+	"github.com/agentvault/agentvault/internal/pgtest"
 	"github.com/agentvault/agentvault/storage"
 	"github.com/agentvault/agentvault/tokenizer"
 	"github.com/agentvault/agentvault/vault/auditlog"
@@ -447,4 +448,39 @@ func corpusText(b *testing.B) string {
 		texts = append(texts, s.Text)
 	}
 	return strings.Join(texts, "\n")
+}
+
+// BenchmarkAuditAppend is the audit chain's append alone: an audited
+// mutation that writes nothing else, from 64 goroutines, through the
+// single writer (its group commit) on each store; on PostgreSQL every
+// batch also takes the cross-node write lock and reads the chain's head.
+// entries/s is what the chain can take.
+func BenchmarkAuditAppend(b *testing.B) {
+	for _, store := range []string{"badger", "postgres"} {
+		b.Run("store="+store, func(b *testing.B) {
+			if store == "postgres" && !pgtest.Available() {
+				b.Skip("AGENTVAULT_POSTGRES_URL is not set (scripts/bench.sh sets it)")
+			}
+			t := &testing.T{}
+			e := &env{t: t, dir: b.TempDir()}
+			b.Setenv("AGENTVAULT_TEST_STORE", store)
+			if store == "postgres" {
+				e.pgURL = pgtest.Database(b)
+			}
+			e.open()
+			b.Cleanup(e.close)
+			b.SetParallelism(32)
+			b.ResetTimer()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					m := &mutation{entry: e.svc.newEntry(RequestMeta{}, "bench.append"), size: 512}
+					if err := e.svc.writer.apply(m); err != nil {
+						b.Error(err)
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "entries/s")
+		})
+	}
 }
