@@ -10,7 +10,7 @@ secs=${BENCH_SECONDS:-10}
 work=$(mktemp -d)
 out=docs/BENCHMARKS.md
 pids=()
-pgdir="$work/pg"
+pgdir=$(mktemp -d /tmp/agentvault-pg.XXXXXX)
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
