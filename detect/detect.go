@@ -81,6 +81,11 @@ type pattern struct {
 	// digital: in holds only digitBytes and worth only runs with a digit,
 	// so the runs are looked for in the digit clusters alone.
 	digital bool
+	// plain, if set, is re for a run with none of the bytes in unless:
+	// what re matches where its optional parts (which need those bytes)
+	// cannot, and cheaper to run.
+	plain  *regexp.Regexp
+	unless string
 }
 
 // anchors locate a pattern's matches: each match holds one of words
@@ -129,7 +134,8 @@ var patterns = []pattern{
 	{typ: IPAddress, re: regexp.MustCompile(`(?i)(?:[0-9a-f]{1,4}|:)(?::[0-9a-f]{0,4}){2,7}`),
 		valid: validIPv6, in: anyOf(isHex, ":"), worth: atLeast(':', 2)},
 	{typ: Phone, re: regexp.MustCompile(`(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{1,5}(?:[ .-]?\d{1,5}){1,5}`),
-		valid: validPhone, in: anyOf(isDigit, "+() .-"), worth: digits(7), digital: true}, // validPhone needs 7
+		valid: validPhone, in: anyOf(isDigit, "+() .-"), worth: digits(7), digital: true, // validPhone needs 7
+		plain: regexp.MustCompile(`\d{1,5}(?:[ .-]?\d{1,5}){1,5}`), unless: "+("},
 }
 
 // Find returns the sensitive values in text, in order, none overlapping:
@@ -212,9 +218,13 @@ func (p *pattern) matches(text string, windows bool, clusters func() [][2]int) [
 			for j < to && p.in[text[j]] {
 				j++
 			}
-			if p.worth(text[i:j]) {
+			if run := text[i:j]; p.worth(run) {
 				lo, hi := max(i-1, 0), min(j+1, len(text))
-				for _, m := range p.find(text[lo:hi]) {
+				re := p.re
+				if p.plain != nil && !strings.ContainsAny(run, p.unless) {
+					re = p.plain // the byte either side is not one of unless: not in the run's class
+				}
+				for _, m := range findAll(re, p.group, text[lo:hi]) {
 					for k := range m {
 						if m[k] >= 0 {
 							m[k] += lo
@@ -266,11 +276,13 @@ func digitClusters(text string) [][2]int {
 
 // find is re's matches in text, with their submatches only if the
 // pattern's value is one (they cost the regexp engine more).
-func (p *pattern) find(text string) [][]int {
-	if p.group == 0 {
-		return p.re.FindAllStringIndex(text, -1)
+func (p *pattern) find(text string) [][]int { return findAll(p.re, p.group, text) }
+
+func findAll(re *regexp.Regexp, group int, text string) [][]int {
+	if group == 0 {
+		return re.FindAllStringIndex(text, -1)
 	}
-	return p.re.FindAllStringSubmatchIndex(text, -1)
+	return re.FindAllStringSubmatchIndex(text, -1)
 }
 
 // nearAnchors returns re's matches in text, as FindAllStringSubmatchIndex
