@@ -322,11 +322,36 @@ func TestKill9KeepsAcknowledgedWrites(t *testing.T) {
 	dir := t.TempDir()
 	s := start(t, dir, adminEnv)
 	writer := setupCollection(s)
+	acked := killUnderWrites(s, writer, 8, 1500*time.Millisecond)
+	if len(acked) < 50 {
+		t.Fatalf("only %d writes acknowledged before the kill", len(acked))
+	}
+	s = start(t, dir, adminEnv)
+	for id, fields := range acked {
+		status, got := s.call("GET", "/v1/collections/hr/records/"+id, writer, nil)
+		if status != 200 {
+			t.Fatalf("acknowledged record %s lost after kill -9: %d", id, status)
+		}
+		for f, v := range fields {
+			if got["fields"].(map[string]any)[f] != v {
+				t.Fatalf("record %s field %s = %v after kill -9, want %v", id, f, got["fields"].(map[string]any)[f], v)
+			}
+		}
+	}
+	t.Logf("%d acknowledged writes, all present after kill -9", len(acked))
+	s.stop()
+	assertNoSecrets(t, dir, s.logs())
+}
+
+// killUnderWrites runs writers creating records on s for a while, kills
+// s with SIGKILL while they run, and returns every record that got a 201
+// with the fields it was answered with.
+func killUnderWrites(s *server, writer string, writers int, d time.Duration) map[string]map[string]any {
 	var mu sync.Mutex
 	acked := map[string]map[string]any{}
 	stopWriting := make(chan struct{})
 	var wg sync.WaitGroup
-	for w := range 8 {
+	for w := range writers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -356,29 +381,12 @@ func TestKill9KeepsAcknowledgedWrites(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(d)
 	s.cmd.Process.Signal(syscall.SIGKILL)
 	<-s.exited
 	close(stopWriting)
 	wg.Wait()
-	if len(acked) < 50 {
-		t.Fatalf("only %d writes acknowledged before the kill", len(acked))
-	}
-	s = start(t, dir, adminEnv)
-	for id, fields := range acked {
-		status, got := s.call("GET", "/v1/collections/hr/records/"+id, writer, nil)
-		if status != 200 {
-			t.Fatalf("acknowledged record %s lost after kill -9: %d", id, status)
-		}
-		for f, v := range fields {
-			if got["fields"].(map[string]any)[f] != v {
-				t.Fatalf("record %s field %s = %v after kill -9, want %v", id, f, got["fields"].(map[string]any)[f], v)
-			}
-		}
-	}
-	t.Logf("%d acknowledged writes, all present after kill -9", len(acked))
-	s.stop()
-	assertNoSecrets(t, dir, s.logs())
+	return acked
 }
 
 // TestGracefulShutdown sends SIGTERM while writes are in flight: the

@@ -1,16 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -38,45 +35,7 @@ func TestPostgresStoreThroughTheBinary(t *testing.T) {
 		t.Fatalf("detokenize: %v", out)
 	}
 
-	var mu sync.Mutex
-	acked := map[string]bool{}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			client := &http.Client{Timeout: 5 * time.Second}
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				b, _ := json.Marshal(map[string]any{"records": []map[string]any{{"fields": map[string]any{"dept": fmt.Sprintf("w%d-%d", w, i), "name": secrets[0], "card": secrets[1]}}}})
-				req, _ := http.NewRequest("POST", s.url+"/v1/collections/hr/records", bytes.NewReader(b))
-				req.Header.Set("Authorization", "Bearer "+writer)
-				resp, err := client.Do(req)
-				if err != nil {
-					return
-				}
-				var got map[string]any
-				err = json.NewDecoder(resp.Body).Decode(&got)
-				resp.Body.Close()
-				if resp.StatusCode == 201 && err == nil {
-					rid, _ := firstRecord(got)
-					mu.Lock()
-					acked[rid] = true
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	time.Sleep(1500 * time.Millisecond)
-	s.cmd.Process.Signal(syscall.SIGKILL)
-	<-s.exited
-	close(stop)
-	wg.Wait()
+	acked := killUnderWrites(s, writer, 8, 1500*time.Millisecond)
 	if len(acked) < 20 {
 		t.Fatalf("only %d writes acknowledged before the kill", len(acked))
 	}
