@@ -84,3 +84,21 @@ func TestRedactURL(t *testing.T) {
 		}
 	}
 }
+
+func TestRestoresText(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		text bool
+	}{
+		{[]string{"--purpose", "support"}, true},
+		{[]string{"-purpose=support", "--approval-id", "x"}, true},
+		{[]string{"--data-dir", "d", "backup.file"}, false},
+		{[]string{"--to-postgres", "postgres://h/db", "f"}, false},
+		{[]string{"--kms", "vault", "--data-dir=d", "f"}, false},
+		{[]string{"f"}, false},
+	} {
+		if got := restoresText(tc.args); got != tc.text {
+			t.Errorf("restoresText(%q) = %v, want %v", tc.args, got, tc.text)
+		}
+	}
+}

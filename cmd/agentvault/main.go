@@ -36,7 +36,8 @@ usage:
   agentvault migrate --from-data-dir DIR --to-postgres URL   copy a stopped Badger vault into PostgreSQL
   agentvault mcp             MCP server over stdio for an agent host (AGENTVAULT_URL, AGENTVAULT_TOKEN)
   agentvault redact < in > out        replace sensitive values in text with vault tokens
-  agentvault restore-text --purpose P < in > out   put back what the agent may see
+  agentvault restore --purpose P < in > out   put back what the agent may see
+                             (also restore-text; with --data-dir or --to-postgres, restore restores a backup)
   agentvault version         print the version
 `
 
@@ -56,7 +57,11 @@ func main() {
 	case "backup":
 		err = backupCmd(os.Args[2:], os.Stdout, os.Stderr)
 	case "restore":
-		err = restoreCmd(os.Args[2:], os.Stdout, os.Stderr)
+		if restoresText(os.Args[2:]) {
+			err = textCmd("restore", os.Args[2:], os.Stdin, os.Stdout, os.Stderr)
+		} else {
+			err = restoreCmd(os.Args[2:], os.Stdout, os.Stderr)
+		}
 	case "migrate":
 		err = runMigrate(os.Args[2:])
 	case "mcp":
@@ -78,4 +83,20 @@ func main() {
 		fmt.Fprintln(os.Stderr, "agentvault:", err)
 		os.Exit(1)
 	}
+}
+
+// restoresText tells agentvault restore for text (a purpose, from a
+// pipeline) from restore of a backup (a data directory or a database).
+func restoresText(args []string) bool {
+	for _, a := range args {
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		switch {
+		case !strings.HasPrefix(a, "-"):
+		case name == "data-dir" || name == "to-postgres":
+			return false
+		case name == "purpose":
+			return true
+		}
+	}
+	return false
 }

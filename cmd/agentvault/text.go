@@ -15,9 +15,9 @@ const textUsage = `usage:
         replace sensitive values in standard input with vault tokens (or,
         with --mask, with their type), for pipelines: a writer's or agent's
         token in AGENTVAULT_TOKEN, the server in AGENTVAULT_URL
-  agentvault restore-text --purpose P [--approval-id ID] < in > out
-        put back the values of the tokens the agent may reveal (restore-text:
-        "agentvault restore" restores backups)
+  agentvault restore --purpose P [--approval-id ID] < in > out   (or restore-text)
+        put back the values of the tokens the agent may reveal; restore
+        with --data-dir or --to-postgres restores a backup instead
 `
 
 // textCmd runs redact or restore over stdin and stdout.

@@ -51,7 +51,7 @@ func TestRedactRestoreCLI(t *testing.T) {
 		t.Fatalf("known value: %q", redacted)
 	}
 	s.must(201, "POST", "/v1/grants", admin, map[string]any{"principal_id": agentID, "collection": "clients", "fields": []string{"name"}, "purpose": "support", "ttl": "1h", "reveal": "plain"})
-	if restored, _ = run(agent, redacted, "restore-text", "--purpose", "support"); restored != "Call Omar Haddad today.\n" {
+	if restored, _ = run(agent, redacted, "restore", "--purpose", "support"); restored != "Call Omar Haddad today.\n" {
 		t.Fatalf("known value restored: %q", restored)
 	}
 }
