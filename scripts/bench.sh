@@ -119,35 +119,57 @@ fresh_pg() {
     for _ in $(seq 50); do curl -sf "http://127.0.0.1:$((18376 + i))/readyz" >/dev/null && break; sleep 0.2; done
   done
 }
+# pgcpu: CPU time (clock ticks) of every PostgreSQL process so far.
+pgcpu() { for p in $(pgrep -u postgres); do awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null; done | awk '{t+=$1} END {print t+0}'; }
+pgcpu_lines=()
+# pg_note LABEL TICKS ROWS...: PostgreSQL's CPU per request over rows.
+pg_note() {
+  local label=$1 ticks=$2; shift 2
+  local reqs
+  reqs=$(printf '%s\n' "$@" | awk -F'|' '{ split($9, a, "/"); n += a[2] } END { print n+0 }')
+  pgcpu_lines+=("$(awk -v l="$label" -v t="$ticks" -v n="$reqs" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "- %s: PostgreSQL used %.0f µs of CPU per request (%d requests).", l, (n>0 ? t*1e6/hz/n : 0), n }')")
+}
 # pg_load LABEL ARGS...: the load tool against node 1 alone.
 pg_load() {
   local label=$1; shift
-  local row
+  local row c0
+  c0=$(pgcpu)
   row=$("$work/avload" -md -duration "${secs}s" -server-pid "${pg_servers[0]}" -url http://127.0.0.1:18377 -token "$admin" "$@")
-  echo "$row" | sed "s/^| \([a-z-]*\) |/| \1, $label |/"
+  row=$(echo "$row" | sed "s/^| \([a-z-]*\) |/| \1, $label |/")
+  pg_note "$(echo "$row" | cut -d'|' -f2 | sed 's/^ *//; s/ *$//')" $(( $(pgcpu) - c0 )) "$row"
+  echo "$row"
 }
 # pg_load2 LABEL ARGS...: one load tool per node, at once; a row per node
 # and their sum.
 pg_load2() {
   local label=$1; shift
+  local c0
+  c0=$(pgcpu)
   "$work/avload" -md -duration "${secs}s" -server-pid "${pg_servers[0]}" -url http://127.0.0.1:18377 -token "$admin" "$@" > "$work/pgA" &
   local a=$!
   "$work/avload" -md -duration "${secs}s" -server-pid "${pg_servers[1]}" -url http://127.0.0.1:18378 -token "$admin" "$@" > "$work/pgB" &
   local b=$!
   wait "$a" "$b"
+  pg_note "$(cut -d'|' -f2 "$work/pgA" | sed 's/^ *//; s/ *$//'), $label" $(( $(pgcpu) - c0 )) "$(cat "$work/pgA")" "$(cat "$work/pgB")"
   sed "s/^| \([a-z-]*\) |/| \1, $label node a |/" "$work/pgA"
   sed "s/^| \([a-z-]*\) |/| \1, $label node b |/" "$work/pgB"
   cat "$work/pgA" "$work/pgB" | awk -F'|' -v l="$label" '{ n++; sc=$2; gsub(/^ +| +$/,"",sc); c+=$3; bt=$4; r+=$5; v+=$6; p50+=$7; if ($8>p99) p99=$8; s+=$10; t+=$11 }
     END { printf "| %s, %s both nodes | %d | %s | %.0f | %.0f | %.2f | %.2f | | %.0f | %.0f |\n", sc, l, c, bt, r, v, p50/n, p99, s/n, t/n }'
 }
+# (pg_load and pg_load2 run in this shell, not in $(...), so pg_note's
+# lines stay: their rows go through a file.)
 fresh_pg 1
-rows+=("$(pg_load "postgres 1 node" -scenario create -clients 64)")
-rows+=("$(pg_load "postgres 1 node" -scenario batch -batch 1000 -clients 4)")
-rows+=("$(pg_load "postgres 1 node" -scenario detokenize -batch 1 -clients 32)")
+for sc in "-scenario create -clients 64" "-scenario batch -batch 1000 -clients 4" "-scenario detokenize -batch 1 -clients 32"; do
+  # shellcheck disable=SC2086
+  pg_load "postgres 1 node" $sc > "$work/pgrow"
+  rows+=("$(cat "$work/pgrow")")
+done
 fresh_pg 2
-while IFS= read -r r; do rows+=("$r"); done < <(pg_load2 "postgres 2 nodes" -scenario create -clients 32)
-while IFS= read -r r; do rows+=("$r"); done < <(pg_load2 "postgres 2 nodes" -scenario batch -batch 1000 -clients 2)
-while IFS= read -r r; do rows+=("$r"); done < <(pg_load2 "postgres 2 nodes" -scenario detokenize -batch 1 -clients 16)
+for sc in "-scenario create -clients 32" "-scenario batch -batch 1000 -clients 2" "-scenario detokenize -batch 1 -clients 16"; do
+  # shellcheck disable=SC2086
+  pg_load2 "postgres 2 nodes" $sc > "$work/pgrows"
+  while IFS= read -r r; do rows+=("$r"); done < "$work/pgrows"
+done
 for p in "${pg_servers[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
 pg_servers=()
 
@@ -295,6 +317,10 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
       print ""
       printf "For comparison in the same run: Badger single creates %.0f req/s, its chain append alone %.0f entries/s.\n", cb, apb
     }'
+  echo
+  echo "PostgreSQL's own CPU (every postgres process, from /proc) over the same rows:"
+  echo
+  printf '%s\n' "${pgcpu_lines[@]}"
   echo
   echo "Group commit, one block per server (creates, batches, detokenize): fsyncs and the transactions they covered:"
   echo
