@@ -433,6 +433,29 @@ func TestPostgresOutage(t *testing.T) {
 	}
 	t.Logf("%d writes acknowledged around the outage, all present; %d refused while PostgreSQL was down", before, refused)
 	s.stop()
+
+	// A node started while the database is down waits for it (it does
+	// not exit), and serves once it is back.
+	pg("pause")
+	go func() {
+		time.Sleep(3 * time.Second)
+		exec.Command(pgsh, "resume", cluster).Run()
+	}()
+	s = start(t, dir, append([]string{"AGENTVAULT_POSTGRES_URL=" + url}, adminEnv...), "--store", "postgres")
+	if !strings.Contains(s.logs(), "database unreachable at start; retrying") {
+		t.Fatalf("the node did not wait for the database:\n%s", s.logs())
+	}
+	if status, _ := s.call("GET", "/v1/collections/hr/records/"+firstKey(acked), writer, nil); status != 200 {
+		t.Fatalf("a node started during the outage does not serve after it: %d", status)
+	}
+	s.stop()
+}
+
+func firstKey[V any](m map[string]V) string {
+	for k := range m {
+		return k
+	}
+	return ""
 }
 
 // TestJobTakeoverAcrossNodes: a re-encryption job runs on one node only

@@ -350,12 +350,28 @@ func serve(args []string) error {
 // PostgreSQL database (whose URL is never logged: it may hold a password).
 func openStore(ctx context.Context, f serveFlags, log *slog.Logger, reg *prometheus.Registry) (storage.Store, error) {
 	if f.store == "postgres" {
-		s, err := pgstore.Open(ctx, f.postgresURL, pgstore.Options{Logger: log.With("component", "postgres")})
-		if err != nil {
-			return nil, fmt.Errorf("store postgres: %w", err)
+		// A database that is not there yet (starting, failing over) is
+		// waited for, with backoff, so an orchestrator does not
+		// restart-loop the node; one that refuses it (credentials, no such
+		// database) fails the start.
+		wait := time.Second
+		for {
+			s, err := pgstore.Open(ctx, f.postgresURL, pgstore.Options{Logger: log.With("component", "postgres")})
+			if err == nil {
+				log.Info("store postgres: connected, schema current")
+				return s, nil
+			}
+			if !errors.Is(err, storage.ErrUnavailable) || pgstore.Refused(err) {
+				return nil, fmt.Errorf("store postgres: %w", err)
+			}
+			log.Warn("store postgres: database unreachable at start; retrying", "err", err, "in", wait)
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("store postgres: %w", err)
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, time.Minute)
 		}
-		log.Info("store postgres: connected, schema current")
-		return s, nil
 	}
 	return badgerstore.Open(filepath.Join(f.dataDir, "db"), badgerstore.Options{Logger: log, Registry: reg, Reserve: f.storageReserve, MemTableSize: f.memtableSize})
 }

@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -228,6 +229,18 @@ func (s *Store) Check() error {
 func (s *Store) Close() error {
 	s.pool.Close()
 	return nil
+}
+
+// Refused reports an error where the server answered and said no:
+// authentication, authorization or a database that does not exist, which
+// waiting does not cure (unlike a server that does not answer).
+func Refused(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return strings.HasPrefix(pe.Code, "28") || pe.Code == "3D000" || pe.Code == "42501"
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "SQLSTATE 28") || strings.Contains(msg, "SQLSTATE 3D000") || strings.Contains(msg, "SQLSTATE 42501")
 }
 
 // isRetryable reports a transaction that lost a race: a serialization

@@ -3,6 +3,7 @@ package pgstore
 import (
 	"context"
 	"errors"
+	"net/url"
 	"strconv"
 	"sync"
 	"testing"
@@ -91,4 +92,22 @@ func TestTwoNodesOneDatabase(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestRefused: a database that does not exist is refused (a node should
+// not wait for it); a server that does not answer is only unavailable.
+func TestRefused(t *testing.T) {
+	u, err := url.Parse(pgtest.Database(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/no_such_database_here"
+	_, err = Open(context.Background(), u.String(), Options{})
+	if err == nil || !Refused(err) {
+		t.Fatalf("a missing database: %v (refused %v)", err, Refused(err))
+	}
+	_, err = Open(context.Background(), "postgres://postgres@127.0.0.1:1/x?sslmode=disable&connect_timeout=2", Options{})
+	if err == nil || Refused(err) || !errors.Is(err, storage.ErrUnavailable) {
+		t.Fatalf("no server: %v (refused %v)", err, Refused(err))
+	}
 }
