@@ -332,11 +332,11 @@ func TestBackupRestoreOnPostgres(t *testing.T) {
 	r.stop()
 }
 
-// TestPostgresOutage: PostgreSQL stopped under write load (a cluster of
-// the test's own, from scripts/pg.sh). While it is down the node answers
-// 503 and /readyz says so; when it is back the node recovers by itself,
-// with no restart, and every write it acknowledged, before, during or
-// after, is there.
+// TestPostgresOutage: PostgreSQL stopped under write load on two nodes (a
+// cluster of the test's own, from scripts/pg.sh). While it is down the
+// nodes answer 503 and /readyz says so; when it is back they recover by
+// themselves, with no restart, and every write they acknowledged, before,
+// during or after, is there, with one audit chain.
 func TestPostgresOutage(t *testing.T) {
 	t.Parallel()
 	if os.Getenv("AGENTVAULT_POSTGRES_URL") == "" {
@@ -356,9 +356,11 @@ func TestPostgresOutage(t *testing.T) {
 	}
 	url := pg("start")
 	t.Cleanup(func() { exec.Command(pgsh, "stop", cluster).Run() })
-	dir := t.TempDir()
+	dir := t.TempDir() // the development KEK, shared by both nodes
 	s := start(t, dir, append([]string{"AGENTVAULT_POSTGRES_URL=" + url}, adminEnv...), "--store", "postgres")
+	s2 := start(t, dir, append([]string{"AGENTVAULT_POSTGRES_URL=" + url}, adminEnv...), "--store", "postgres")
 	writer := setupCollection(s)
+	time.Sleep(1500 * time.Millisecond) // the second node learns the writer
 
 	var mu sync.Mutex
 	acked := map[string]bool{}
@@ -375,7 +377,7 @@ func TestPostgresOutage(t *testing.T) {
 					return
 				default:
 				}
-				status, out := writeOne(s, writer, 1000*w+i)
+				status, out := writeOne([]*server{s, s2}[w%2], writer, 1000*w+i)
 				mu.Lock()
 				if status == 201 {
 					id, _ := firstRecord(out)
@@ -393,8 +395,10 @@ func TestPostgresOutage(t *testing.T) {
 	time.Sleep(time.Second)
 	pg("pause")
 	time.Sleep(500 * time.Millisecond)
-	if status, out := s.call("GET", "/readyz", "", nil); status != 503 {
-		t.Errorf("readyz with PostgreSQL down = %d %v, want 503", status, out)
+	for _, n := range []*server{s, s2} {
+		if status, out := n.call("GET", "/readyz", "", nil); status != 503 {
+			t.Errorf("readyz with PostgreSQL down = %d %v, want 503", status, out)
+		}
 	}
 	if status, out := writeOne(s, writer, 99999); status != 503 {
 		t.Errorf("a write with PostgreSQL down = %d %v, want 503", status, out)
@@ -402,14 +406,16 @@ func TestPostgresOutage(t *testing.T) {
 	time.Sleep(time.Second)
 	pg("resume")
 	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if status, _ := s.call("GET", "/readyz", "", nil); status == 200 {
-			break
+	for _, n := range []*server{s, s2} {
+		for {
+			if status, _ := n.call("GET", "/readyz", "", nil); status == 200 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("a node did not recover after PostgreSQL came back:\n%s", n.logs())
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the node did not recover after PostgreSQL came back:\n%s", s.logs())
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 	time.Sleep(time.Second) // writes go on after the outage
 	close(stop)
@@ -417,10 +423,13 @@ func TestPostgresOutage(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	before := len(acked)
-	if status, out := writeOne(s, writer, 100000); status != 201 {
-		t.Fatalf("a write after the outage = %d %v", status, out)
+	for i, n := range []*server{s, s2} {
+		if status, out := writeOne(n, writer, 100000+i); status != 201 {
+			t.Fatalf("a write after the outage = %d %v", status, out)
+		}
 	}
 	s.stop()
+	s2.stop()
 	s = start(t, dir, append([]string{"AGENTVAULT_POSTGRES_URL=" + url}, adminEnv...), "--store", "postgres")
 	for id := range acked {
 		if status, _ := s.call("GET", "/v1/collections/hr/records/"+id, writer, nil); status != 200 {
