@@ -139,7 +139,7 @@ func readHead(store storage.Store) (chainHead, error) {
 // headIn finds the last audit entry as txn sees it.
 func headIn(txn storage.Txn) (chainHead, error) {
 	head := chainHead{Hash: auditlog.GenesisHash}
-	it := txn.NewIterator(storage.IterOptions{Reverse: true, Prefix: []byte("a/")})
+	it := txn.NewIterator(storage.IterOptions{Reverse: true, Prefix: []byte("a/"), PrefetchValues: true, PrefetchSize: 1})
 	defer it.Close()
 	it.Seek(auditKey(^uint64(0)))
 	if !it.Valid() {

@@ -133,7 +133,7 @@ func (s *Service) Checkpoint(ctx context.Context) (*Checkpoint, error) {
 func lastCheckpoint(store storage.Store) (*Checkpoint, error) {
 	var cp *Checkpoint
 	err := store.View(func(txn storage.Txn) error {
-		it := txn.NewIterator(storage.IterOptions{Reverse: true, Prefix: []byte(checkpointPfx)})
+		it := txn.NewIterator(storage.IterOptions{Reverse: true, Prefix: []byte(checkpointPfx), PrefetchValues: true, PrefetchSize: 1})
 		defer it.Close()
 		it.Seek(checkpointKey(^uint64(0)))
 		if !it.Valid() {

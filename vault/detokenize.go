@@ -195,7 +195,9 @@ func newDetokPlan(tokens []string, hasher *keys.IndexKey) (*detokPlan, error) {
 // the agent see it, then decrypts what a grant covers and notes the
 // approval rule its value trips.
 func (s *Service) resolveItems(txn storage.Txn, plan *detokPlan, mine []*Grant, purpose string, approval *storedApproval, now time.Time) error {
-	it := txn.NewIterator(storage.IterOptions{PrefetchValues: false})
+	// Seeks to a token's few entries: a short page each (a store may
+	// otherwise read a long run of keys past them).
+	it := txn.NewIterator(storage.IterOptions{PrefetchValues: false, PrefetchSize: 4})
 	defer it.Close()
 	for i := range plan.items {
 		item := &plan.items[i]

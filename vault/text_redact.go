@@ -226,7 +226,7 @@ func (s *Service) tokenizeEntities(ctx context.Context, meta RequestMeta, c *col
 	}
 	var missing []map[string]json.RawMessage
 	err := s.store.View(func(txn storage.Txn) error {
-		it := txn.NewIterator(storage.IterOptions{PrefetchValues: false})
+		it := txn.NewIterator(storage.IterOptions{PrefetchValues: false, PrefetchSize: 4}) // seeks to one token each
 		defer it.Close()
 		for _, v := range distinct {
 			_, exists, err := firstShared(it, v.dtk)

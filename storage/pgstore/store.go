@@ -375,7 +375,11 @@ func (t *txn) Discard() {
 }
 
 func (t *txn) NewIterator(o storage.IterOptions) storage.Iterator {
-	it := &iterator{t: t, o: o, page: max(o.PrefetchSize, 256)}
+	page := o.PrefetchSize // a seek for one key asks for one row, not a page
+	if page <= 0 {
+		page = 256
+	}
+	it := &iterator{t: t, o: o, page: page}
 	if err := t.flush(); err != nil { // the range query must see this transaction's writes
 		it.setErr(err)
 	}
