@@ -185,14 +185,14 @@ func (s *Store) Update(ctx context.Context, _ bool, fn func(txn storage.Txn) err
 // writeLock is the advisory lock every read-write transaction holds.
 const writeLock = 0x61677277 // "agrw"
 
+// beginWrite starts a transaction and takes the write lock in one round
+// trip (the simple protocol runs both statements).
+var beginWrite = fmt.Sprintf("BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(%d)", writeLock)
+
 // begin starts a read-write transaction holding the write lock.
 func (s *Store) begin(ctx context.Context) (*txn, error) {
-	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{BeginQuery: beginWrite})
 	if err != nil {
-		return nil, unavailable(err)
-	}
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, writeLock); err != nil {
-		tx.Rollback(context.WithoutCancel(ctx))
 		return nil, unavailable(err)
 	}
 	return &txn{ctx: ctx, tx: tx, pending: map[string]*[]byte{}}, nil
