@@ -177,10 +177,38 @@ func (r *recordRead) refuse(reason string, size int, refusal error) error {
 // size) and then answers with result; a read whose entry cannot be
 // written fails and returns nothing.
 func (r *recordRead) answer(size int, result error) error {
-	if err := r.s.writer.apply(&mutation{entry: r.entry, size: size, auditOnly: true}); err != nil {
+	m := &mutation{entry: r.entry, size: size, auditOnly: true}
+	if !r.view.all && len(r.view.grants) > 0 {
+		m.prepare = r.recheckGrants
+	}
+	if err := r.s.writer.apply(m); err != nil {
 		return err
 	}
 	return result
+}
+
+// errGrantChanged refuses an agent's read decided on a grant that ended
+// (revoked, on this node or another, or expired) before the read's entry
+// was written; asked again, the read sees the grants as they are.
+var errGrantChanged = &Error{Kind: ErrConflict, Code: "grant_changed", Message: "a grant this read relied on was revoked or expired meanwhile; ask again"}
+
+// recheckGrants, in the writer's transaction, refuses the read if a
+// grant its view relied on is no longer live in the store.
+func (r *recordRead) recheckGrants(txn storage.Txn) error {
+	now := r.s.now()
+	for _, g := range r.view.grants {
+		stored, err := readGrant(txn, g.ID)
+		var skip errSkip
+		switch {
+		case errors.As(err, &skip):
+			return reject(errGrantChanged)
+		case err != nil:
+			return err
+		case stored.state(now) != GrantLive:
+			return reject(errGrantChanged)
+		}
+	}
+	return nil
 }
 
 // hideCollection answers an agent about a collection that does not exist

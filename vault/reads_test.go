@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/agentvault/agentvault/storage"
 )
 
 func fieldNames(r *Record) []string {
@@ -283,4 +285,34 @@ func TestListRecords(t *testing.T) {
 		t.Fatalf("page with the audit log down: %d records, %v", len(page), err)
 	}
 	sc.svc.writer.fault.Store(nil)
+}
+
+// TestReadRechecksGrants: an agent's read decided on a grant that another
+// node revoked (here, in the store behind this node's memory) is refused
+// when its entry is written; asked again, the read sees the grants as
+// they are.
+func TestReadRechecksGrants(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	e.mustCollection(peopleSchema)
+	recs, err := e.svc.CreateRecords(ctx, RequestMeta{}, "people", []map[string]json.RawMessage{fields("name", "n", "note", "x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := e.agentWithGrant(GrantRequest{Collection: "people", Fields: []string{"note"}, Purpose: "support"})
+	as := RequestMeta{Actor: agent}
+	if _, err := e.svc.GetRecord(ctx, as, "people", recs[0].ID, "support"); err != nil {
+		t.Fatal(err)
+	}
+	g := e.svc.agentGrants(agent.ID)[0]
+	now := e.svc.now()
+	g.RevokedAt = &now
+	b, _ := json.Marshal(g)
+	if err := e.store.Update(ctx, false, func(txn storage.Txn) error { return txn.Set(grantKey(g.ID), b) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.GetRecord(ctx, as, "people", recs[0].ID, "support"); !errors.Is(err, errGrantChanged) {
+		t.Fatalf("a read under a grant revoked behind the cache: %v", err)
+	}
 }

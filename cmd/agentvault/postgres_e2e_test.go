@@ -87,7 +87,7 @@ func TestTwoNodesOneVault(t *testing.T) {
 	args := []string{"--store", "postgres", "--kms", "vault", "--vault-key", "av-two"}
 	a := start(t, t.TempDir(), env, args...)
 	b := start(t, t.TempDir(), env, args...)
-	writer, _, tokens, agent := seedRevealable(a, "name", "card")
+	writer, recID, tokens, agent := seedRevealable(a, "name", "card")
 
 	// Node b learns of the agent and its grant by itself.
 	reveal := func(s *server, token string, toks ...any) (int, map[string]any) {
@@ -139,6 +139,10 @@ func TestTwoNodesOneVault(t *testing.T) {
 	}
 	if status, out := reveal(b, agent, tokens["card"]); status == 200 && out["results"].([]any)[0].(map[string]any)["status"] == "ok" {
 		t.Fatalf("node b revealed under a grant node a revoked: %v", out)
+	}
+	// Reads too: the revoked grant no longer shows the agent the record.
+	if status, out := b.call("GET", "/v1/collections/hr/records/"+recID+"?purpose=e2e", agent, nil); status == 200 {
+		t.Fatalf("node b served a read under a grant node a revoked: %v", out)
 	}
 	if g["max_uses"] != float64(1) {
 		t.Fatalf("grant: %v", g)
