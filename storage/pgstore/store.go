@@ -75,7 +75,7 @@ func Open(ctx context.Context, url string, o Options) (*Store, error) {
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("%w: postgres: %v", storage.ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: postgres: %w", storage.ErrUnavailable, err)
 	}
 	s := &Store{pool: pool, log: o.Logger}
 	if err := s.migrate(ctx); err != nil {
@@ -99,11 +99,11 @@ const migrateLock = 0x61676e7476 // "agntv"
 func (s *Store) migrate(ctx context.Context) error {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return fmt.Errorf("%w: postgres: %v", storage.ErrUnavailable, err)
+		return fmt.Errorf("%w: postgres: %w", storage.ErrUnavailable, err)
 	}
 	defer conn.Release()
 	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, migrateLock); err != nil {
-		return fmt.Errorf("%w: postgres: lock for migration: %v", storage.ErrUnavailable, err)
+		return fmt.Errorf("%w: postgres: lock for migration: %w", storage.ErrUnavailable, err)
 	}
 	defer conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, migrateLock)
 	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS agentvault_schema (version int NOT NULL)`); err != nil {
@@ -236,11 +236,7 @@ func (s *Store) Close() error {
 // waiting does not cure (unlike a server that does not answer).
 func Refused(err error) bool {
 	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		return strings.HasPrefix(pe.Code, "28") || pe.Code == "3D000" || pe.Code == "42501"
-	}
-	msg := err.Error()
-	return strings.Contains(msg, "SQLSTATE 28") || strings.Contains(msg, "SQLSTATE 3D000") || strings.Contains(msg, "SQLSTATE 42501")
+	return errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "28") || pe.Code == "3D000" || pe.Code == "42501")
 }
 
 // isRetryable reports a transaction that lost a race: a serialization
@@ -251,12 +247,13 @@ func isRetryable(err error) bool {
 }
 
 // unavailable marks an error of the database or the connection as the
-// store being unavailable, keeping its message.
+// store being unavailable, keeping it in the chain (Refused and
+// isRetryable look for the server's answer there).
 func unavailable(err error) error {
 	if err == nil || errors.Is(err, storage.ErrUnavailable) {
 		return err
 	}
-	return fmt.Errorf("%w: postgres: %v", storage.ErrUnavailable, err)
+	return fmt.Errorf("%w: postgres: %w", storage.ErrUnavailable, err)
 }
 
 // txn is a transaction with its buffered writes: pending maps a key to its
@@ -475,7 +472,7 @@ func (it *iterator) load(from []byte, inclusive bool) {
 	}
 	q := "SELECT " + cols + " FROM agentvault_kv"
 	if len(conds) > 0 {
-		q += " WHERE " + joinAnd(conds)
+		q += " WHERE " + strings.Join(conds, " AND ")
 	}
 	q += " ORDER BY k " + order + " LIMIT " + arg(it.page)
 	rows, err := it.t.tx.Query(it.t.ctx, q, args...)
@@ -510,17 +507,6 @@ func (it *iterator) setErr(err error) {
 	if it.t != nil && it.t.err == nil {
 		it.t.err = err
 	}
-}
-
-func joinAnd(conds []string) string {
-	var b bytes.Buffer
-	for i, c := range conds {
-		if i > 0 {
-			b.WriteString(" AND ")
-		}
-		b.WriteString(c)
-	}
-	return b.String()
 }
 
 func (it *iterator) Rewind() {
