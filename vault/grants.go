@@ -298,20 +298,6 @@ func (s *Service) RevokeGrant(ctx context.Context, meta RequestMeta, id string) 
 	return s.putGrant(&cp, e, func(*Grant) error { return nil })
 }
 
-func (s *Service) loadGrants() error {
-	var all []*Grant
-	err := s.store.View(func(txn storage.Txn) (err error) {
-		all, err = readGrants(txn)
-		return err
-	})
-	s.gmu.Lock()
-	for _, g := range all {
-		s.cacheGrant(g)
-	}
-	s.gmu.Unlock()
-	return err
-}
-
 // readGrants reads every grant, oldest first.
 func readGrants(txn storage.Txn) ([]*Grant, error) {
 	var all []*Grant

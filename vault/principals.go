@@ -312,19 +312,6 @@ func (s *Service) EnsureBootstrapAdmin(ctx context.Context, token string) (strin
 	return generated, nil
 }
 
-func (s *Service) loadPrincipals() error {
-	return s.store.View(func(txn storage.Txn) error {
-		byID, byHash, err := readPrincipals(txn, s.log)
-		if err != nil {
-			return err
-		}
-		s.pmu.Lock()
-		s.byID, s.byHash = byID, byHash
-		s.pmu.Unlock()
-		return nil
-	})
-}
-
 // readPrincipals reads every principal, by id and by token hash.
 func readPrincipals(txn storage.Txn, log *slog.Logger) (map[string]*Principal, map[string]*Principal, error) {
 	byID, byHash := map[string]*Principal{}, map[string]*Principal{}

@@ -90,9 +90,10 @@ type Service struct {
 	knownPRF atomic.Pointer[keys.IndexKey] // keyed hash of known values; loaded on first use
 	known    knownSet                      // the known values' hashes, from the store
 
-	genMu sync.Mutex
-	gen   []byte // the shared-state generation the memory reflects (shared.go)
-	node  string // this process's id, for job leases
+	genMu   sync.Mutex
+	gen     []byte // the shared-state generation the memory reflects (shared.go)
+	genSeen bool   // gen was read at least once (New)
+	node    string // this process's id, for job leases
 
 	knownGen []byte                          // the known-value generation the set reflects (pollKnown; one poller)
 	signKey  atomic.Pointer[keys.SigningKey] // signs audit checkpoints; loaded on first use
@@ -174,11 +175,11 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Registry != nil {
 		cfg.Registry.MustRegister(s.metrics.recordsWritten, s.metrics.tokenCollisions)
 	}
-	if err := s.loadPrincipals(); err != nil {
-		return nil, fmt.Errorf("load principals: %w", err)
-	}
-	if err := s.loadGrants(); err != nil {
-		return nil, fmt.Errorf("load grants: %w", err)
+	// Principals, grants (and the generation they reflect) are loaded
+	// once here; pollShared and the writer load them again only when
+	// another node changed them.
+	if err := s.pollShared(); err != nil {
+		return nil, fmt.Errorf("load principals and grants: %w", err)
 	}
 	if err := initKeyCounts(s.store); err != nil {
 		return nil, fmt.Errorf("key usage counters: %w", err)
@@ -188,9 +189,6 @@ func New(cfg Config) (*Service, error) {
 	}
 	if err := s.known.load(s.store); err != nil {
 		return nil, fmt.Errorf("known values: %w", err)
-	}
-	if err := s.pollShared(); err != nil {
-		return nil, fmt.Errorf("shared state: %w", err)
 	}
 	w, err := newWriter(s.store)
 	if err != nil {

@@ -44,13 +44,13 @@ func (s *Service) syncShared(txn storage.Txn) error {
 	}
 	s.genMu.Lock()
 	defer s.genMu.Unlock()
-	if bytes.Equal(gen, s.gen) {
+	if s.genSeen && bytes.Equal(gen, s.gen) {
 		return nil
 	}
 	if err := s.reloadShared(txn); err != nil {
 		return fmt.Errorf("reload shared state: %w", err)
 	}
-	s.gen = gen
+	s.gen, s.genSeen = gen, true
 	return nil
 }
 
