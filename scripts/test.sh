@@ -38,12 +38,33 @@ echo "== PostgreSQL cluster for the tests" >&2
 AGENTVAULT_POSTGRES_URL=$(scripts/pg.sh start "$pgdir")
 export AGENTVAULT_POSTGRES_URL AGENTVAULT_POSTGRES_DATA="$pgdir/data" AGENTVAULT_REQUIRE_POSTGRES=1
 
+# gotest runs go test with its output kept in a log as well; when it
+# fails, what failed (a timeout's running tests, the stuck goroutines of
+# the servers the end-to-end tests' watchdog found still running, the
+# failing tests and their first lines) is printed again at the end, where CI's excerpt of
+# the output looks, instead of being buried under a timeout's goroutine
+# dump.
+gotest() {
+  local log rc=0
+  log=$(mktemp /tmp/agentvault-test.XXXXXX)
+  go test "$@" 2>&1 | tee "$log" || rc=$?
+  if [ "$rc" != 0 ]; then
+    echo "== go test failed ($rc); what failed:" >&2
+    awk '/^panic: test timed out/ {on=1} on && /^$/ {on=0} on' "$log" | head -30 >&2
+    awk '/^== watchdog/ {on=1} on; /^== end watchdog/ {on=0}' "$log" | head -300 >&2
+    grep -E -B2 -A8 '^\s*--- FAIL' "$log" | head -120 >&2 || true
+    grep -E '^(FAIL|ok) ' "$log" >&2 || true
+  fi
+  rm -f "$log"
+  return "$rc"
+}
+
 echo "== go vet, staticcheck"
 go vet ./...
 go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 echo "== go test -race"
-go test -race -count=1 -timeout 20m ./...
+gotest -race -count=1 -timeout 20m ./...
 
 # The domain and API suites again, on PostgreSQL (a database per test).
 # Left out, as they are about Badger itself or what PostgreSQL does not do
@@ -52,7 +73,7 @@ go test -race -count=1 -timeout 20m ./...
 # restore, which writes a Badger directory (TestBackupRestore,
 # TestRestoreRefusesBadBackups); online backups of PostgreSQL are tested.
 echo "== go test -race, domain and API on PostgreSQL"
-AGENTVAULT_TEST_STORE=postgres go test -race -count=1 -timeout 20m ./vault ./httpapi ./mcpserver \
+AGENTVAULT_TEST_STORE=postgres gotest -race -count=1 -timeout 20m ./vault ./httpapi ./mcpserver \
   -skip '^(TestGroupCommit|TestStorageReserve|TestDestroyedKeyUnrecoverable|TestBackupRestore|TestRestoreRefusesBadBackups)$'
 
 # The fuzz budget is a count of executions, not a duration: with a duration,

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -34,6 +35,8 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
+	flag.Parse()
+	startWatchdog()
 	avBinary = filepath.Join(dir, "agentvault")
 	build := exec.Command("go", "build", "-race", "-o", avBinary, ".")
 	build.Stderr = os.Stderr
@@ -51,7 +54,7 @@ type server struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	url    string
-	http   *http.Client // http.DefaultClient unless a test sets one (TLS)
+	http   *http.Client // testHTTP unless a test sets one (TLS)
 	mu     sync.Mutex
 	stderr bytes.Buffer
 	exited chan struct{}
@@ -69,7 +72,7 @@ func start(t *testing.T, dataDir string, env []string, args ...string) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &server{t: t, cmd: cmd, exited: make(chan struct{}), http: http.DefaultClient}
+	s := &server{t: t, cmd: cmd, exited: make(chan struct{}), http: testHTTP}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -90,8 +93,10 @@ func start(t *testing.T, dataDir string, env []string, args ...string) *server {
 			}
 		}
 		s.err = cmd.Wait()
+		live.Delete(s)
 		close(s.exited)
 	}()
+	live.Store(s, struct{}{})
 	t.Cleanup(func() { s.kill() })
 	select {
 	case a := <-addr:
@@ -146,7 +151,7 @@ func (s *server) call(method, path, token string, body any) (int, map[string]any
 	}
 	resp, err := s.http.Do(req)
 	if err != nil {
-		s.t.Fatalf("%s %s: %v", method, path, err)
+		s.failRequest(method, path, err)
 	}
 	defer resp.Body.Close()
 	var out map[string]any
@@ -161,11 +166,22 @@ func (s *server) raw(method, path, token string) (int, []byte) {
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := s.http.Do(req)
 	if err != nil {
-		s.t.Fatalf("%s %s: %v", method, path, err)
+		s.failRequest(method, path, err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, b
+}
+
+// failRequest fails the test on a request that got no answer; if it
+// timed out, with the server's stuck goroutines.
+func (s *server) failRequest(method, path string, err error) {
+	s.t.Helper()
+	var ne interface{ Timeout() bool }
+	if errors.As(err, &ne) && ne.Timeout() {
+		s.t.Fatalf("%s %s: %v; the server's stuck goroutines:\n%s", method, path, err, s.stuck())
+	}
+	s.t.Fatalf("%s %s: %v", method, path, err)
 }
 
 func (s *server) must(want int, method, path, token string, body any) map[string]any {
@@ -420,7 +436,7 @@ func TestGracefulShutdown(t *testing.T) {
 				b, _ := json.Marshal(map[string]any{"records": []map[string]any{{"fields": map[string]any{"dept": fmt.Sprint(w, "-", i)}}}})
 				req, _ := http.NewRequest("POST", s.url+"/v1/collections/hr/records", bytes.NewReader(b))
 				req.Header.Set("Authorization", "Bearer "+writer)
-				resp, err := http.DefaultClient.Do(req)
+				resp, err := testHTTP.Do(req)
 				if err != nil {
 					return
 				}

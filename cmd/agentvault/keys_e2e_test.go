@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -18,7 +19,9 @@ import (
 // cli runs an agentvault subcommand against a running server as the
 // operator, returning stdout and stderr.
 func (s *server) cli(token string, args ...string) (string, string, error) {
-	cmd := exec.Command(avBinary, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, avBinary, args...)
 	cmd.Env = append(cmd.Environ(), "AGENTVAULT_URL="+s.url, "AGENTVAULT_TOKEN="+token)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -312,7 +315,7 @@ func (s *server) callQuiet(method, path, token string, body any) (int, map[strin
 	b, _ := json.Marshal(body)
 	req, _ := http.NewRequest(method, s.url+path, bytes.NewReader(b))
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := testHTTP.Do(req)
 	if err != nil {
 		return 0, map[string]any{"transport": err.Error()}
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -96,7 +95,7 @@ func TestStorageFull(t *testing.T) {
 	if status, out := s.call("GET", "/readyz", "", nil); status != 503 || out["error"].(map[string]any)["code"] != "storage_full" {
 		t.Fatalf("/readyz on a full disk: %d %v", status, out)
 	}
-	resp, err := http.Get(s.url + "/metrics")
+	resp, err := testHTTP.Get(s.url + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

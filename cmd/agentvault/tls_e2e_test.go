@@ -150,7 +150,7 @@ func TestTLS(t *testing.T) {
 			t.Errorf("%s: request succeeded", tc.name)
 		}
 	}
-	resp, err := http.Get("http://" + strings.TrimPrefix(s.url, "https://") + "/healthz")
+	resp, err := testHTTP.Get("http://" + strings.TrimPrefix(s.url, "https://") + "/healthz")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -67,7 +66,7 @@ func TestVaultAppRoleThroughTheBinary(t *testing.T) {
 	time.Sleep(14 * time.Second) // past two max TTLs: two new logins
 	s.must(201, "POST", "/v1/collections", admin, hrCollection)
 	s.must(200, "GET", "/readyz", "", nil)
-	resp, err := http.Get(s.url + "/metrics")
+	resp, err := testHTTP.Get(s.url + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// testHTTP is the tests' HTTP client: a request the server never answers
+// fails its test after two minutes, with the server's stuck goroutines,
+// instead of hanging the package until go test's timeout.
+var testHTTP = &http.Client{Timeout: 2 * time.Minute}
+
+// live is every agentvault server the tests have running.
+var live sync.Map // *server -> struct{}
+
+// startWatchdog arranges that, two minutes before go test's -timeout
+// would kill the package with only its own goroutines, every server
+// still running is asked for its goroutines (SIGQUIT), and those blocked
+// for minutes are printed with the test that started the server.
+func startWatchdog() {
+	f := flag.Lookup("test.timeout")
+	if f == nil {
+		return
+	}
+	timeout, _ := f.Value.(flag.Getter).Get().(time.Duration)
+	if timeout <= 3*time.Minute {
+		return
+	}
+	time.AfterFunc(timeout-2*time.Minute, func() {
+		live.Range(func(k, _ any) bool {
+			s := k.(*server)
+			fmt.Fprintf(os.Stderr, "== watchdog: %s's server %s is still running; its stuck goroutines:\n%s\n== end watchdog\n", s.t.Name(), s.url, s.stuck())
+			return true
+		})
+	})
+}
+
+// stuck stops the server with SIGQUIT, which makes a Go program print
+// every goroutine's stack, and returns those blocked for a minute or
+// more (all of them, to 400 lines, if none is), and the last lines it
+// logged before.
+func (s *server) stuck() string {
+	before := s.logs()
+	s.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-s.exited:
+	case <-time.After(10 * time.Second):
+	}
+	dump := strings.TrimPrefix(s.logs(), before)
+	var b strings.Builder
+	keep := false
+	sc := bufio.NewScanner(strings.NewReader(dump))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "goroutine ") {
+			keep = strings.Contains(line, "minutes]")
+		}
+		if keep {
+			b.WriteString(line + "\n")
+		}
+	}
+	stacks := b.String()
+	if stacks == "" {
+		all := strings.Split(dump, "\n")
+		stacks = strings.Join(all[:min(len(all), 400)], "\n") + "\n"
+	}
+	lines := strings.Split(strings.TrimSpace(before), "\n")
+	return stacks + "last lines logged before:\n" + strings.Join(lines[max(len(lines)-20, 0):], "\n")
+}
