@@ -81,11 +81,10 @@ type pattern struct {
 	// digital: in holds only digitBytes and worth only runs with a digit,
 	// so the runs are looked for in the digit clusters alone.
 	digital bool
-	// plain, if set, is re for a run with none of the bytes in unless:
-	// what re matches where its optional parts (which need those bytes)
-	// cannot, and cheaper to run.
-	plain  *regexp.Regexp
-	unless string
+	// at, if set, is re by hand (scan.go): the end of re's leftmost-first
+	// match starting at i, or -1. Runs use it; the whole-text reference
+	// uses re.
+	at func(s string, i int) int
 }
 
 // anchors locate a pattern's matches: each match holds one of words
@@ -121,21 +120,20 @@ var patterns = []pattern{
 	{typ: IBAN, re: regexp.MustCompile(`\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b`),
 		valid: validIBAN, claims: true, in: anyOf(isUpperOrDigit, " "), worth: ibanStart},
 	{typ: CreditCard, re: regexp.MustCompile(`\b\d(?:[ -]?\d){12,18}\b`),
-		valid: validCard, in: anyOf(isDigit, " -"), worth: digits(13), digital: true},
+		valid: validCard, in: anyOf(isDigit, " -"), worth: digits(13), digital: true, at: cardAt},
 	{typ: USSSN, re: regexp.MustCompile(`\b\d{3}-\d{2}-\d{4}\b`),
-		valid: validSSN, in: anyOf(isDigit, "-"), worth: all(digits(9), atLeast('-', 2)), digital: true},
+		valid: validSSN, in: anyOf(isDigit, "-"), worth: all(digits(9), atLeast('-', 2)), digital: true, at: ssnAt},
 	// A date of birth only after a word that says so, at most 8
 	// separators away; every match starts within 10 bytes before one of
 	// the anchors and ends within 64 after it.
 	{typ: DateOfBirth, re: regexp.MustCompile(`(?i)\b(?:born(?: on)?|dob|d\.o\.b\.|date of birth|birth ?date|birthday|geboren(?: am)?|né(?:e)? le|fecha de nacimiento)\b[\s:,-]{0,8}((?:\d{4}-\d{2}-\d{2})|(?:\d{1,2}[./-]\d{1,2}[./-]\d{2,4})|(?:\d{1,2}(?:st|nd|rd|th)? (?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]{0,9}\.? \d{4})|(?:(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]{0,9}\.? \d{1,2}(?:st|nd|rd|th)?,? \d{4}))`), group: 1,
 		near: &anchors{words: []string{"born", "dob", "d.o.b.", "birth", "geboren", "né", "nÉ", "nacimiento"}, back: 10, reach: 64}},
 	{typ: IPAddress, re: regexp.MustCompile(`\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b`),
-		in: anyOf(isDigit, "."), worth: all(digits(4), atLeast('.', 3)), digital: true},
+		in: anyOf(isDigit, "."), worth: all(digits(4), atLeast('.', 3)), digital: true, at: ipv4At},
 	{typ: IPAddress, re: regexp.MustCompile(`(?i)(?:[0-9a-f]{1,4}|:)(?::[0-9a-f]{0,4}){2,7}`),
 		valid: validIPv6, in: anyOf(isHex, ":"), worth: atLeast(':', 2)},
 	{typ: Phone, re: regexp.MustCompile(`(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{1,5}(?:[ .-]?\d{1,5}){1,5}`),
-		valid: validPhone, in: anyOf(isDigit, "+() .-"), worth: digits(7), digital: true, // validPhone needs 7
-		plain: regexp.MustCompile(`\d{1,5}(?:[ .-]?\d{1,5}){1,5}`), unless: "+("},
+		valid: validPhone, in: anyOf(isDigit, "+() .-"), worth: digits(7), digital: true, at: phoneAt}, // validPhone needs 7
 }
 
 // Find returns the sensitive values in text, in order, none overlapping:
@@ -152,109 +150,90 @@ func find(text string, o Options, windows bool) []Entity {
 	if o.Known != nil {
 		out = findKnown(text, o.Known, func(typ string) bool { return o.Types == nil || slices.Contains(o.Types, typ) })
 	}
-	// taken marks the bytes of the values found and of the spans claimed.
-	var taken []bool
-	take := func(start, end int) {
-		if taken == nil {
-			taken = make([]bool, len(text))
-		}
-		for i := start; i < end; i++ {
-			taken[i] = true
-		}
-	}
+	sc := scratches.Get().(*scratch)
+	defer sc.release()
+	sc.reset(text)
 	for _, e := range out {
-		take(e.Start, e.End)
+		sc.take(e.Start, e.End)
 	}
-	overlaps := func(start, end int) bool {
-		return taken != nil && slices.Contains(taken[start:end], true)
-	}
-	clusters := sync.OnceValue(func() [][2]int { return digitClusters(text) })
-	for _, p := range patterns {
+	for i := range patterns {
+		p := &patterns[i]
 		if o.Types != nil && !slices.Contains(o.Types, p.typ) {
 			continue
 		}
 		if p.need != nil && !p.need(text) {
 			continue
 		}
-		for _, m := range p.matches(text, windows, clusters) {
-			start, end := m[2*p.group], m[2*p.group+1]
-			if start < 0 || !bounded(text, start, end) || overlaps(start, end) {
-				continue
+		// A pattern's matches do not overlap one another, so what one
+		// takes changes nothing for those before it: each is checked as
+		// it is found.
+		p.matches(sc, windows, func(start, end int) {
+			if !bounded(text, start, end) || sc.overlaps(start, end) {
+				return
 			}
 			if p.valid != nil && !p.valid(text[start:end], o) {
 				if p.claims {
-					take(start, end)
+					sc.take(start, end)
 				}
-				continue
+				return
 			}
 			out = append(out, Entity{p.typ, start, end})
-			take(start, end)
-		}
+			sc.take(start, end)
+		})
 	}
 	slices.SortFunc(out, func(a, b Entity) int { return a.Start - b.Start })
 	return out
 }
 
-// matches returns re's matches in text, as FindAllStringSubmatchIndex
-// would: with windows, from the runs of the pattern's bytes alone. A match
-// holds only such bytes, so it lies within one run; leftmost-first
-// matching in a run, given the byte either side as context, finds what it
-// finds there in the whole text.
-func (p *pattern) matches(text string, windows bool, clusters func() [][2]int) [][]int {
-	switch {
-	case windows && p.near != nil:
-		return p.nearAnchors(text)
-	case !windows || p.in == nil:
-		return p.find(text)
-	}
-	var all [][]int
-	scan := func(from, to int) {
-		for i := from; i < to; {
-			if !p.in[text[i]] {
-				i++
-				continue
-			}
-			j := i + 1
-			for j < to && p.in[text[j]] {
-				j++
-			}
-			if run := text[i:j]; p.worth(run) {
-				lo, hi := max(i-1, 0), min(j+1, len(text))
-				re := p.re
-				if p.plain != nil && !strings.ContainsAny(run, p.unless) {
-					re = p.plain // the byte either side is not one of unless: not in the run's class
-				}
-				for _, m := range findAll(re, p.group, text[lo:hi]) {
-					for k := range m {
-						if m[k] >= 0 {
-							m[k] += lo
-						}
-					}
-					all = append(all, m)
-				}
-			}
-			i = j
-		}
-	}
-	if !p.digital {
-		scan(0, len(text))
-		return all
-	}
-	// A run of the pattern's bytes that holds a digit lies inside one
-	// digit cluster, whose ends no such run crosses.
-	for _, c := range clusters() {
-		scan(c[0], c[1])
-	}
-	return all
+// scratch is one search's working state, reused across searches: the
+// bytes taken, the digit clusters and the lower-case text, each made when
+// first needed.
+type scratch struct {
+	text     string
+	taken    []bool // marks the bytes of the values found and of the spans claimed; nil until one is
+	clusters [][2]int
+	lower    []byte
+	// what of the above is made for text
+	tookAny, clustered, lowered bool
 }
 
-// digitBytes holds every byte of the digit-shaped patterns (digital).
-var digitBytes = anyOf(isDigit, " -+().")
+var scratches = sync.Pool{New: func() any { return new(scratch) }}
 
-// digitClusters returns the maximal runs of digitBytes in text that hold a
-// digit: the only places a digit-shaped pattern can match.
-func digitClusters(text string) [][2]int {
-	var out [][2]int
+func (sc *scratch) reset(text string) {
+	sc.text, sc.tookAny, sc.clustered, sc.lowered = text, false, false, false
+}
+
+// release returns sc to the pool, without what would pin a large text.
+func (sc *scratch) release() {
+	sc.text = ""
+	if cap(sc.taken) > 1<<20 || cap(sc.lower) > 1<<20 {
+		sc.taken, sc.lower = nil, nil
+	}
+	scratches.Put(sc)
+}
+
+func (sc *scratch) take(start, end int) {
+	if !sc.tookAny {
+		sc.taken = slices.Grow(sc.taken[:0], len(sc.text))[:len(sc.text)]
+		clear(sc.taken)
+		sc.tookAny = true
+	}
+	for i := start; i < end; i++ {
+		sc.taken[i] = true
+	}
+}
+
+func (sc *scratch) overlaps(start, end int) bool {
+	return sc.tookAny && slices.Contains(sc.taken[start:end], true)
+}
+
+// digitClusters returns the maximal runs of digitBytes in the text that
+// hold a digit: the only places a digit-shaped pattern can match.
+func (sc *scratch) digitClusters() [][2]int {
+	if sc.clustered {
+		return sc.clusters
+	}
+	text, out := sc.text, sc.clusters[:0]
 	for i := 0; i < len(text); {
 		k := strings.IndexAny(text[i:], "0123456789")
 		if k < 0 {
@@ -271,30 +250,97 @@ func digitClusters(text string) [][2]int {
 		out = append(out, [2]int{lo, hi})
 		i = hi
 	}
+	sc.clusters, sc.clustered = out, true
 	return out
 }
 
-// find is re's matches in text, with their submatches only if the
-// pattern's value is one (they cost the regexp engine more).
-func (p *pattern) find(text string) [][]int { return findAll(p.re, p.group, text) }
-
-func findAll(re *regexp.Regexp, group int, text string) [][]int {
-	if group == 0 {
-		return re.FindAllStringIndex(text, -1)
+// lowerText is the text in ASCII lower case.
+func (sc *scratch) lowerText() []byte {
+	if !sc.lowered {
+		sc.lower = append(sc.lower[:0], sc.text...)
+		for i, c := range sc.lower {
+			if c >= 'A' && c <= 'Z' {
+				sc.lower[i] = c + 'a' - 'A'
+			}
+		}
+		sc.lowered = true
 	}
-	return re.FindAllStringSubmatchIndex(text, -1)
+	return sc.lower
 }
 
-// nearAnchors returns re's matches in text, as FindAllStringSubmatchIndex
-// would, from the spans around the anchors alone (overlapping spans
-// joined, with the byte either side as context).
-func (p *pattern) nearAnchors(text string) [][]int {
-	lower := []byte(text)
-	for i, c := range lower {
-		if c >= 'A' && c <= 'Z' {
-			lower[i] = c + 'a' - 'A'
+// matches calls emit with the span of each of re's matches in the text
+// (its group's, for a pattern with one; matches where the group took no
+// part are left out), in order, as FindAllStringSubmatchIndex finds them:
+// with windows, from the runs of the pattern's bytes alone. A match holds
+// only such bytes, so it lies within one run; leftmost-first matching in
+// a run, given the byte either side as context, finds what it finds there
+// in the whole text.
+func (p *pattern) matches(sc *scratch, windows bool, emit func(start, end int)) {
+	text := sc.text
+	switch {
+	case windows && p.near != nil:
+		p.nearAnchors(sc, emit)
+		return
+	case !windows || p.in == nil:
+		p.find(text, 0, emit)
+		return
+	}
+	scan := func(from, to int) {
+		for i := from; i < to; {
+			if !p.in[text[i]] {
+				i++
+				continue
+			}
+			j := i + 1
+			for j < to && p.in[text[j]] {
+				j++
+			}
+			if run := text[i:j]; p.worth(run) {
+				lo, hi := max(i-1, 0), min(j+1, len(text))
+				if p.at != nil {
+					scanAll(text[lo:hi], p.at, func(start, end int) { emit(lo+start, lo+end) })
+				} else {
+					p.find(text[lo:hi], lo, emit)
+				}
+			}
+			i = j
 		}
 	}
+	if !p.digital {
+		scan(0, len(text))
+		return
+	}
+	// A run of the pattern's bytes that holds a digit lies inside one
+	// digit cluster, whose ends no such run crosses.
+	for _, c := range sc.digitClusters() {
+		scan(c[0], c[1])
+	}
+}
+
+// digitBytes holds every byte of the digit-shaped patterns (digital).
+var digitBytes = anyOf(isDigit, " -+().")
+
+// find emits re's matches in text, offset by off, with their submatches
+// only if the pattern's value is one (they cost the regexp engine more).
+func (p *pattern) find(text string, off int, emit func(start, end int)) {
+	if p.group == 0 {
+		for _, m := range p.re.FindAllStringIndex(text, -1) {
+			emit(off+m[0], off+m[1])
+		}
+		return
+	}
+	for _, m := range p.re.FindAllStringSubmatchIndex(text, -1) {
+		if start := m[2*p.group]; start >= 0 {
+			emit(off+start, off+m[2*p.group+1])
+		}
+	}
+}
+
+// nearAnchors emits re's matches in the text, as find would, from the
+// spans around the anchors alone (overlapping spans joined, with the byte
+// either side as context).
+func (p *pattern) nearAnchors(sc *scratch, emit func(start, end int)) {
+	text, lower := sc.text, sc.lowerText()
 	type span struct{ lo, hi int }
 	var spans []span
 	for _, w := range p.near.words {
@@ -312,22 +358,13 @@ func (p *pattern) nearAnchors(text string) [][]int {
 		}
 	}
 	slices.SortFunc(spans, func(a, b span) int { return a.lo - b.lo })
-	var all [][]int
 	for i := 0; i < len(spans); {
 		sp := spans[i]
 		for i++; i < len(spans) && spans[i].lo <= sp.hi; i++ {
 			sp.hi = max(sp.hi, spans[i].hi)
 		}
-		for _, m := range p.find(text[sp.lo:sp.hi]) {
-			for k := range m {
-				if m[k] >= 0 {
-					m[k] += sp.lo
-				}
-			}
-			all = append(all, m)
-		}
+		p.find(text[sp.lo:sp.hi], sp.lo, emit)
 	}
-	return all
 }
 
 // Byte classes and run tests for pattern windows.
