@@ -189,6 +189,59 @@ reenc_done=$(grep -o '"done":[0-9]*' <<<"$reenc_job" | cut -d: -f2)
 reenc_status=$(grep -o '"status":"[a-z]*"' <<<"$reenc_job" | cut -d'"' -f4)
 stop_server
 
+echo "== wrk: the same requests from an independent load generator" >&2
+# wrk (Debian's package), one thread, a Lua script per scenario written by
+# avload -wrk-script after it sets the scenario up (same paths, bodies and
+# credentials as its own clients). Server CPU per request is read from
+# /proc around each measured run, after a 2 s warm-up.
+if ! command -v wrk >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >&2
+fi
+ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+wrk_rows=()
+declare -A wcpu
+# wrk_run LABEL PID URL SCRIPT CONNECTIONS [VALUES]: one measured row;
+# wcpu[LABEL/CONNECTIONS] is the server's CPU µs per request.
+wrk_run() {
+  local label=$1 pid=$2 url=$3 script=$4 conns=$5 values=${6:-1} out t0 t1 n bad cpu
+  wrk -t1 -c"$conns" -d2s -s "$script" "$url" >/dev/null
+  t0=$(ticks "$pid")
+  out=$(wrk -t1 -c"$conns" -d"${secs}s" --latency -s "$script" "$url")
+  t1=$(ticks "$pid")
+  n=$(grep -o '[0-9]* requests in' <<<"$out" | cut -d' ' -f1)
+  bad=$(grep -o 'Non-2xx or 3xx responses: [0-9]*' <<<"$out" | grep -o '[0-9]*$' || true)
+  bad=${bad:-0}
+  cpu=$(awk -v t=$((t1 - t0)) -v n=$((n - bad)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", (n > 0 ? t * 1e6 / hz / n : 0) }')
+  wcpu[$label/$conns]=$cpu
+  wrk_rows+=("$(awk -v l="$label" -v c="$conns" -v v="$values" -v n="$n" -v b="$bad" -v cpu="$cpu" -v s="$secs" \
+    -v rps="$(awk '/^Requests\/sec/ {print $2}' <<<"$out")" -v p50="$(awk '$1=="50%" {print $2}' <<<"$out")" -v p99="$(awk '$1=="99%" {print $2}' <<<"$out")" \
+    'BEGIN { printf "| %s | %d | %.0f | %.0f | %s | %s | %d/%d | %s | %.2f |", l, c, rps, rps*v, p50, p99, b, n, cpu, cpu/v }')")
+}
+wrk_script() { "$work/avload" -url http://127.0.0.1:18377 -token "$admin" -wrk-script "$work/$1.lua" "${@:2}"; }
+"$work/avload" -scenario transit -vault-addr "$vault_addr" -vault-token "$vault_token" -wrk-script "$work/transit.lua"
+wrk_run transit "$DV_PID" "$vault_addr" "$work/transit.lua" 64
+wrk_run transit "$DV_PID" "$vault_addr" "$work/transit.lua" 256
+fresh_server
+wrk_script create -scenario create
+wrk_run create "$server" http://127.0.0.1:18377 "$work/create.lua" 64
+wrk_run create "$server" http://127.0.0.1:18377 "$work/create.lua" 256
+wrk_script schema -scenario schema
+wrk_run schema "$server" http://127.0.0.1:18377 "$work/schema.lua" 64
+wrk_script read -scenario read
+wrk_run read "$server" http://127.0.0.1:18377 "$work/read.lua" 64
+fresh_server
+wrk_script detokenize -scenario detokenize -batch 1
+wrk_run detokenize "$server" http://127.0.0.1:18377 "$work/detokenize.lua" 64
+wrk_run detokenize "$server" http://127.0.0.1:18377 "$work/detokenize.lua" 256
+fresh_server
+wrk_script batch -scenario batch -batch 1000
+wrk_run batch "$server" http://127.0.0.1:18377 "$work/batch.lua" 4 1000
+wrk_run batch "$server" http://127.0.0.1:18377 "$work/batch.lua" 8 1000
+stop_server
+
 read -r cpu_total1 cpu_steal1 < <(stat_cpu)
 # The storage floors (vault/bench_test.go) of this run: CPU µs per value and values/s.
 floor() { awk -v b="$1" '$1 ~ "^"b"-" { for (i=2;i<NF;i++) { if ($(i+1)=="cpu-µs/value") c=$i; if ($(i+1)=="values/s") v=$i } } END { print c+0, v+0 }' "$work/gobench.txt"; }
@@ -282,6 +335,39 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
       print  "  with no HTTP, parsing, encryption or tokens). 100,000 values/s on two cores needs under 20 µs"
       printf "  per value in all, which leaves about %.0f µs for HTTP, JSON, validation, encryption, tokens\n", 20-fb-bac/1000
       printf "  and the audit entry, against the %.0f µs they take now.\n", bas/1000-fb
+    }'
+  echo
+  echo "## Server CPU per request, from an independent load generator"
+  echo
+  echo "The same requests sent by wrk (Debian's package, one thread, ${secs}s after a 2 s warm-up) from"
+  echo "Lua scripts that \`avload -wrk-script\` writes after setting each scenario up: the same paths,"
+  echo "bodies and credentials as the rows above. Server CPU is user + system time of the server's"
+  echo "process (the dev Vault for \`transit\`) over the measured run, per successful request; \`batch\`"
+  echo "rows also per value. Connections are wrk's, each with one request in flight."
+  echo
+  echo "| scenario | connections | req/s | values/s | p50 | p99 | non-2xx/requests | server CPU µs/req | server CPU µs/value |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  printf '%s\n' "${wrk_rows[@]}"
+  echo
+  echo "### Against the targets of issue 16 (same run)"
+  echo
+  echo "Each ratio compares agentvault and the dev Vault at the same number of connections; a target"
+  echo "is met only if it holds at both."
+  echo
+  awk -v t64="${wcpu[transit/64]}" -v t256="${wcpu[transit/256]}" -v c64="${wcpu[create/64]}" -v c256="${wcpu[create/256]}" \
+    -v d64="${wcpu[detokenize/64]}" -v d256="${wcpu[detokenize/256]}" -v rd="${wcpu[schema/64]}" -v rr="${wcpu[read/64]}" \
+    -v b4="${wcpu[batch/4]}" -v b8="${wcpu[batch/8]}" -v fb="$floor_batch" 'BEGIN {
+      yes = "yes"; no = "no"
+      print "| target | measured | met |"
+      print "|---|---|---|"
+      cr64 = c64/t64; cr256 = c256/t256
+      printf "| durable single create <= 0.5x the dev Vault'"'"'s CPU per Transit encrypt | %.2fx at 64 (%.0f vs %.0f µs), %.2fx at 256 (%.0f vs %.0f µs) | %s |\n", cr64, c64, t64, cr256, c256, t256, (cr64 <= 0.5 && cr256 <= 0.5 ? yes : no)
+      dr64 = d64/t64; dr256 = d256/t256
+      printf "| single detokenize with its durable audit entry <= 0.6x | %.2fx at 64 (%.0f vs %.0f µs), %.2fx at 256 (%.0f vs %.0f µs) | %s |\n", dr64, d64, t64, dr256, d256, t256, (dr64 <= 0.6 && dr256 <= 0.6 ? yes : no)
+      printf "| an authenticated read that writes nothing <= 25 µs | %.0f µs (schema read; a record read writes its audit entry: %.0f µs) | %s |\n", rd, rr, (rd <= 25 ? yes : no)
+      bv = (b4 < b8 ? b4 : b8) / 1000
+      printf "| 1,000-record batch <= 1.25x the storage floor per value | %.2fx (%.1f vs %.1f µs) | %s |\n", bv/fb, bv, fb, (bv <= 1.25*fb ? yes : no)
+      printf "| the storage floor below 16 µs per value | %.1f µs | %s |\n", fb, (fb < 16 ? yes : no)
     }'
   echo
   echo "### PostgreSQL: one node, two nodes, and the audit chain"

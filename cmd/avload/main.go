@@ -53,6 +53,7 @@ type config struct {
 	jsonOut, mdOut        bool
 	serverPID             int
 	caFile                string // PEM CAs to trust for https (default: the system's)
+	wrkScript             string // write the scenario's requests as a wrk script here instead of measuring
 }
 
 // Result is one scenario's measurement.
@@ -90,9 +91,17 @@ func main() {
 	flag.BoolVar(&c.mdOut, "md", false, "print the result as one Markdown table row (scenario | clients | batch | req/s | values/s | p50 | p99 | errors)")
 	flag.StringVar(&c.caFile, "ca-file", os.Getenv("AGENTVAULT_CACERT"), "PEM CAs to trust for an https -url or -vault-addr (AGENTVAULT_CACERT; default: the system's)")
 	flag.IntVar(&c.serverPID, "server-pid", 0, "pid of the server under test, to report its CPU time per request (Linux /proc)")
+	flag.StringVar(&c.wrkScript, "wrk-script", "", "set the scenario up, then write its requests to this file as a Lua script for wrk instead of measuring (transit, create, batch, schema, read, agent-read, detokenize)")
 	flag.Parse()
 	if c.duration > 10*time.Minute {
 		c.duration = 10 * time.Minute
+	}
+	if c.wrkScript != "" {
+		if err := writeWrkScript(c); err != nil {
+			fmt.Fprintln(os.Stderr, "avload:", err)
+			os.Exit(1)
+		}
+		return
 	}
 	res, err := run(c)
 	if err != nil {
@@ -259,6 +268,115 @@ func run(c config) (Result, error) {
 	return res, nil
 }
 
+// wrkPlan is a scenario's requests as wrk sends them: one method, the
+// paths and bodies taken in turn, and one credential header.
+type wrkPlan struct {
+	method       string
+	paths        []string
+	bodies       [][]byte
+	header, auth string
+}
+
+// writeWrkScript sets the scenario up as run does, then writes a Lua
+// script that makes wrk send the same requests (same paths, bodies and
+// credentials as the load tool's own clients), so that the server can be
+// measured under an independent load generator.
+func writeWrkScript(c config) error {
+	client := &http.Client{Timeout: 30 * time.Second}
+	bearer := func(token string) (string, string) { return "Authorization", "Bearer " + token }
+	var p wrkPlan
+	switch c.scenario {
+	case "transit":
+		if c.vaultAddr == "" || c.vaultToken == "" {
+			return fmt.Errorf("-scenario transit needs -vault-addr and -vault-token")
+		}
+		if err := post(client, c.vaultAddr+"/v1/transit/keys/avload", "X-Vault-Token", c.vaultToken, []byte(`{}`), nil); err != nil {
+			return fmt.Errorf("create transit key: %w", err)
+		}
+		p = wrkPlan{method: "POST", paths: []string{"/v1/transit/encrypt/avload"}, bodies: [][]byte{transitBody()}, header: "X-Vault-Token", auth: c.vaultToken}
+	case "create", "batch":
+		n := 1
+		if c.scenario == "batch" {
+			n = c.batch
+		}
+		coll, writer, err := setup(client, c)
+		if err != nil {
+			return err
+		}
+		p = wrkPlan{method: "POST", paths: []string{"/v1/collections/" + coll + "/records"}, bodies: [][]byte{recordsBody(n)}}
+		p.header, p.auth = bearer(writer)
+	case "schema":
+		coll, writer, err := setup(client, c)
+		if err != nil {
+			return err
+		}
+		p = wrkPlan{method: "GET", paths: []string{"/v1/collections/" + coll}}
+		p.header, p.auth = bearer(writer)
+	case "read", "agent-read":
+		var coll, token, query string
+		var ids []string
+		var err error
+		if c.scenario == "read" {
+			if coll, token, err = setup(client, c); err == nil {
+				ids, err = storeRecords(client, c.url, coll, token)
+			}
+		} else {
+			coll, ids, token, err = setupAgentRead(client, c)
+			query = "?purpose=load"
+		}
+		if err != nil {
+			return err
+		}
+		p = wrkPlan{method: "GET"}
+		for _, id := range ids {
+			p.paths = append(p.paths, "/v1/collections/"+coll+"/records/"+id+query)
+		}
+		p.header, p.auth = bearer(token)
+	case "detokenize":
+		agent, tokens, err := setupDetokenize(client, c)
+		if err != nil {
+			return err
+		}
+		p = wrkPlan{method: "POST", paths: []string{"/v1/detokenize"}}
+		for start := 0; start < len(tokens) && len(p.bodies) < 1000; start += c.batch {
+			p.bodies = append(p.bodies, detokenizeBody(tokens, start, c.batch))
+		}
+		p.header, p.auth = bearer(agent)
+	default:
+		return fmt.Errorf("no wrk script for scenario %q", c.scenario)
+	}
+	return os.WriteFile(c.wrkScript, []byte(p.lua()), 0o600)
+}
+
+// lua is the plan as a wrk script. Strings are Lua long strings, which
+// need no escaping: no path, body or credential holds "]==]".
+func (p wrkPlan) lua() string {
+	quote := func(s string) string { return "[==[" + s + "]==]" }
+	var b strings.Builder
+	b.WriteString("-- written by avload -wrk-script\nlocal paths = {\n")
+	for _, path := range p.paths {
+		b.WriteString("  " + quote(path) + ",\n")
+	}
+	b.WriteString("}\nlocal bodies = {\n")
+	for _, body := range p.bodies {
+		b.WriteString("  " + quote(string(body)) + ",\n")
+	}
+	b.WriteString("}\n")
+	fmt.Fprintf(&b, "wrk.headers[ %s ] = %s\n", quote(p.header), quote(p.auth)) // "[ [" : "[[" would open a long string
+	if len(p.bodies) > 0 {
+		b.WriteString("wrk.headers[\"Content-Type\"] = \"application/json\"\n")
+	}
+	fmt.Fprintf(&b, `local i = 0
+request = function()
+  i = i + 1
+  local body = nil
+  if #bodies > 0 then body = bodies[i %% #bodies + 1] end
+  return wrk.format(%s, paths[i %% #paths + 1], nil, body)
+end
+`, quote(p.method))
+	return b.String()
+}
+
 func measure(client *http.Client, req request, clients int, d time.Duration) Result {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
@@ -388,8 +506,13 @@ func createRecords(base, coll, token string, n int) request {
 	}
 }
 
+// transitBody is a Transit encrypt request of a 16-byte value.
+func transitBody() []byte {
+	return []byte(`{"plaintext":"` + base64.StdEncoding.EncodeToString([]byte("value-0000000001")) + `"}`)
+}
+
 func transitEncrypt(addr, token string) request {
-	payload := []byte(`{"plaintext":"` + base64.StdEncoding.EncodeToString([]byte("value-0000000001")) + `"}`)
+	payload := transitBody()
 	return func(ctx context.Context, client *http.Client) error {
 		return post(client, addr+"/v1/transit/encrypt/avload", "X-Vault-Token", token, payload, nil)
 	}
@@ -516,15 +639,20 @@ func setupDetokenize(client *http.Client, c config) (string, []string, error) {
 	return agent.Token, tokens, nil
 }
 
+// detokenizeBody asks to reveal n tokens, from the start-th on (in turn).
+func detokenizeBody(tokens []string, start, n int) []byte {
+	pick := make([]string, n)
+	for i := range pick {
+		pick[i] = tokens[(start+i)%len(tokens)]
+	}
+	body, _ := json.Marshal(map[string]any{"tokens": pick, "purpose": "load"})
+	return body
+}
+
 func detokenize(base, token string, tokens []string, n int) request {
 	var next atomic.Int64
 	return func(ctx context.Context, client *http.Client) error {
-		start := int(next.Add(int64(n))) % len(tokens)
-		pick := make([]string, n)
-		for i := range pick {
-			pick[i] = tokens[(start+i)%len(tokens)]
-		}
-		body, _ := json.Marshal(map[string]any{"tokens": pick, "purpose": "load"})
+		body := detokenizeBody(tokens, int(next.Add(int64(n))), n)
 		var out struct{ Results []struct{ Status string } }
 		if err := post(client, base+"/v1/detokenize", "Authorization", token, body, &out); err != nil {
 			return err
