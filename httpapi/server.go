@@ -85,6 +85,19 @@ func New(cfg Config) *Server {
 		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+r.URL.Path)
 	})
 	r.MethodNotAllowedHandler = methodNotAllowed
+	// The router tries routes in order, each path a regular expression:
+	// the data plane's routes come first, so that its requests do not
+	// pay for matching the control plane's. No two routes' paths and
+	// methods both match one request, so the order changes nothing else.
+	r.Handle("/v1/collections/{collection}/records", s.auth(s.createRecords, vault.RoleWriter)).Methods(http.MethodPost)
+	r.Handle("/v1/collections/{collection}/records", s.auth(s.listRecords, vault.RoleWriter, vault.RoleAgent)).Methods(http.MethodGet)
+	r.Handle("/v1/collections/{collection}/records/search", s.auth(s.searchRecords, vault.RoleWriter, vault.RoleAgent)).Methods(http.MethodPost)
+	r.Handle("/v1/collections/{collection}/records/{id}", s.auth(s.getRecord, vault.RoleWriter, vault.RoleAgent)).Methods(http.MethodGet)
+	r.Handle("/v1/collections/{collection}/records/{id}", s.auth(s.deleteRecord, vault.RoleWriter)).Methods(http.MethodDelete)
+	r.Handle("/v1/collections/{collection}/records/{id}", s.auth(s.updateRecord, vault.RoleWriter)).Methods(http.MethodPatch)
+	r.Handle("/v1/detokenize", s.auth(s.detokenize, vault.RoleAgent)).Methods(http.MethodPost)
+	r.Handle("/v1/collections/{collection}", s.auth(s.getCollection)).Methods(http.MethodGet)
+
 	r.HandleFunc("/healthz", s.healthz).Methods(http.MethodGet)
 	r.HandleFunc("/readyz", s.readyz).Methods(http.MethodGet)
 	r.HandleFunc("/v1/openapi.json", s.openAPIDoc).Methods(http.MethodGet)
@@ -100,18 +113,10 @@ func New(cfg Config) *Server {
 
 	r.Handle("/v1/collections", s.auth(s.createCollection, vault.RoleAdmin)).Methods(http.MethodPost)
 	r.Handle("/v1/collections", s.auth(s.listCollections)).Methods(http.MethodGet)
-	r.Handle("/v1/collections/{collection}", s.auth(s.getCollection)).Methods(http.MethodGet)
 
-	r.Handle("/v1/collections/{collection}/records", s.auth(s.createRecords, vault.RoleWriter)).Methods(http.MethodPost)
-	r.Handle("/v1/collections/{collection}/records", s.auth(s.listRecords, vault.RoleWriter, vault.RoleAgent)).Methods(http.MethodGet)
-	r.Handle("/v1/collections/{collection}/records/search", s.auth(s.searchRecords, vault.RoleWriter, vault.RoleAgent)).Methods(http.MethodPost)
-	r.Handle("/v1/collections/{collection}/records/{id}", s.auth(s.getRecord, vault.RoleWriter, vault.RoleAgent)).Methods(http.MethodGet)
-	r.Handle("/v1/collections/{collection}/records/{id}", s.auth(s.deleteRecord, vault.RoleWriter)).Methods(http.MethodDelete)
-	r.Handle("/v1/collections/{collection}/records/{id}", s.auth(s.updateRecord, vault.RoleWriter)).Methods(http.MethodPatch)
 	r.Handle("/v1/grants", s.auth(s.createGrant, vault.RoleAdmin)).Methods(http.MethodPost)
 	r.Handle("/v1/grants", s.auth(s.listGrants, vault.RoleAdmin)).Methods(http.MethodGet)
 	r.Handle("/v1/grants/{id}", s.auth(s.revokeGrant, vault.RoleAdmin)).Methods(http.MethodDelete)
-	r.Handle("/v1/detokenize", s.auth(s.detokenize, vault.RoleAgent)).Methods(http.MethodPost)
 	r.Handle("/v1/approvals", s.auth(s.listApprovals, vault.RoleApprover, vault.RoleAgent)).Methods(http.MethodGet)
 	r.Handle("/v1/approvals/{id}", s.auth(s.getApproval, vault.RoleApprover, vault.RoleAgent)).Methods(http.MethodGet)
 	r.Handle("/v1/approvals/{id}/approve", s.auth(s.decideApproval(true), vault.RoleApprover)).Methods(http.MethodPost)

@@ -35,8 +35,9 @@ func wrapAD(scope string) []byte { return []byte("agentvault/keyset/v1\x00" + sc
 // DataKey encrypts field values: a Tink AES-256-GCM keyset whose primary
 // key encrypts and whose every key decrypts.
 type DataKey struct {
-	handle *keyset.Handle
-	aead   tink.AEAD
+	handle  *keyset.Handle
+	aead    tink.AEAD
+	primary uint32 // the handle's primary key id, read once: KeysetInfo re-serializes every key
 }
 
 // IndexKey derives deterministic tokens: a Tink HMAC-SHA256 PRF keyset.
@@ -59,7 +60,7 @@ func newDataKey(h *keyset.Handle) (*DataKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("data keyset primitive: %w", err)
 	}
-	return &DataKey{handle: h, aead: a}, nil
+	return &DataKey{handle: h, aead: a, primary: h.KeysetInfo().GetPrimaryKeyId()}, nil
 }
 
 // NewIndexKey generates a fresh HMAC-SHA256 PRF keyset.
@@ -193,7 +194,7 @@ func (k *DataKey) Decrypt(ciphertext, associatedData []byte) ([]byte, error) {
 }
 
 // PrimaryID is the Tink key id that new ciphertexts carry.
-func (k *DataKey) PrimaryID() uint32 { return k.handle.KeysetInfo().GetPrimaryKeyId() }
+func (k *DataKey) PrimaryID() uint32 { return k.primary }
 
 // KeyID returns the Tink key id a ciphertext was made with, read from its
 // 5-byte Tink prefix (version byte, then the big-endian key id).

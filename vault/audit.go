@@ -106,6 +106,12 @@ type writer struct {
 	// (shared.go); nil in a writer without a service (restore).
 	sync       func(txn storage.Txn) error
 	checkActor func(e *AuditEntry) error
+	// exclusive says no other process writes this store (Badger holds
+	// its directory's lock): the chain's head after a commit is then the
+	// next batch's, kept in head (headKnown) instead of read back.
+	exclusive bool
+	head      chainHead
+	headKnown bool
 
 	// fault, when set by a test, makes every commit fail with it: fault
 	// injection for the fail-closed tests, never set in production.
@@ -222,7 +228,10 @@ func (w *writer) commit(batch []*mutation) {
 	// database may have appended since this one's last batch (the store
 	// runs read-write transactions one at a time, so none can append
 	// between this read and the commit).
-	head, err := headIn(txn)
+	head, err := w.head, error(nil)
+	if !w.exclusive || !w.headKnown {
+		head, err = headIn(txn)
+	}
 	if err == nil && w.sync != nil {
 		err = w.sync(txn)
 	}
@@ -282,6 +291,7 @@ func (w *writer) commit(batch []*mutation) {
 			fatal = txn.Commit()
 		}
 	}
+	w.head, w.headKnown = head, fatal == nil
 	if fatal != nil {
 		if errors.Is(fatal, storage.ErrTooBig) {
 			fatal = &Error{Kind: ErrTooLarge, Code: "batch_too_large", Message: "the request is too large for one transaction; send fewer records"}

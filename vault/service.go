@@ -195,6 +195,7 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
 	w.sync, w.checkActor = s.syncShared, s.checkActor
+	w.exclusive = !cfg.Shared
 	s.writer = w
 	s.bg, s.stopBG = context.WithCancel(context.Background())
 	s.jobs.active = map[string]string{}

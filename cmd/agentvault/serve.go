@@ -41,6 +41,7 @@ type serveFlags struct {
 	logFormat       string
 	shutdownTimeout time.Duration
 	cpuProfile      string
+	allocProfile    string
 	checkpointEvery time.Duration
 	approvalWindow  time.Duration
 	redeemWindow    time.Duration
@@ -88,6 +89,7 @@ func parseServeFlags(args []string) (serveFlags, error) {
 	fs.Int64Var(&f.storageReserve, "storage-reserve", 1<<30, "free bytes writes leave on the data directory's filesystem: below it writes answer 503 storage_full (reads and detokenizes go on to a quarter of it); at least 3x --memtable-size; 0 disables the check")
 	fs.Int64Var(&f.memtableSize, "memtable-size", 64<<20, "Badger's memtable size in bytes (tuning; the storage reserve must cover three)")
 	fs.StringVar(&f.cpuProfile, "cpu-profile", "", "write a CPU profile to this file until shutdown (for performance work)")
+	fs.StringVar(&f.allocProfile, "alloc-profile", "", "write a profile of the memory allocated since start to this file at shutdown (for performance work)")
 	fs.StringVar(&f.store, "store", "badger", "where the vault keeps its data: badger (embedded, in --data-dir) or postgres (--postgres-url; several nodes may share one database)")
 	fs.DurationVar(&f.jobLease, "job-lease", 30*time.Second, "with --store postgres: how long a node's hold on a re-encryption job lasts without renewal; another node takes the job over after it lapses")
 	fs.StringVar(&f.postgresURL, "postgres-url", "", "PostgreSQL connection URL for --store postgres (default AGENTVAULT_POSTGRES_URL; put the password in PGPASSWORD or ~/.pgpass rather than the URL)")
@@ -236,6 +238,14 @@ func serve(args []string) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if f.allocProfile != "" {
+		defer func() {
+			if pf, err := os.Create(f.allocProfile); err == nil {
+				pprof.Lookup("allocs").WriteTo(pf, 0)
+				pf.Close()
+			}
+		}()
 	}
 	log, err := newLogger(f.logLevel, f.logFormat)
 	if err != nil {
