@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/klauspost/compress/s2"
@@ -63,8 +64,60 @@ const (
 // GenesisHash is the PrevHash of the first entry.
 var GenesisHash = hex.EncodeToString(make([]byte, sha256.Size))
 
-// Canonical is the entry's hashed encoding: its JSON with Hash empty.
+// Canonical is the entry's hashed encoding: its JSON with Hash empty,
+// exactly as encoding/json writes the struct (HTML left unescaped), which
+// is what every stored chain was hashed over. It is written by hand
+// because it runs for every audited request; TestCanonicalIsEncodingJSON
+// and FuzzCanonical hold it to encoding/json.
 func Canonical(e *Entry) []byte {
+	b := make([]byte, 0, 512+128*len(e.Tokens))
+	b = append(b, `{"seq":`...)
+	b = strconv.AppendUint(b, e.Seq, 10)
+	b = append(b, `,"time":`...)
+	t, err := e.Time.MarshalJSON()
+	if err != nil { // a year outside 0-9999: encoding/json's own handling
+		return canonicalReflect(e)
+	}
+	b = append(b, t...)
+	b = appendField(b, "actor", e.Actor)
+	b = appendField(b, "action", e.Action)
+	b = appendField(b, "decision", e.Decision)
+	b = appendField(b, "collection", e.Collection)
+	b = appendList(b, "fields", e.Fields)
+	b = appendList(b, "record_ids", e.RecordIDs)
+	b = appendField(b, "purpose", e.Purpose)
+	b = appendField(b, "grant_id", e.GrantID)
+	b = appendField(b, "approval_id", e.ApprovalID)
+	b = appendField(b, "request_id", e.RequestID)
+	b = appendOptional(b, "remote_addr", e.RemoteAddr)
+	b = appendOptional(b, "target", e.Target)
+	b = appendOptional(b, "reason", e.Reason)
+	if len(e.Tokens) > 0 {
+		b = append(b, `,"tokens":[`...)
+		for i, d := range e.Tokens {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"token_hash":`...)
+			b = appendString(b, d.TokenHash)
+			b = appendOptional(b, "collection", d.Collection)
+			b = appendOptional(b, "field", d.Field)
+			b = appendOptional(b, "record_id", d.RecordID)
+			b = appendField(b, "decision", d.Decision)
+			b = appendOptional(b, "reason", d.Reason)
+			b = appendOptional(b, "grant_id", d.GrantID)
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	}
+	b = appendOptional(b, "via", e.Via)
+	b = appendOptional(b, "client", e.Client)
+	b = appendField(b, "prev_hash", e.PrevHash)
+	return append(b, `,"hash":""}`...)
+}
+
+// canonicalReflect is Canonical by encoding/json itself.
+func canonicalReflect(e *Entry) []byte {
 	c := *e
 	c.Hash = ""
 	var buf bytes.Buffer
@@ -72,6 +125,55 @@ func Canonical(e *Entry) []byte {
 	enc.SetEscapeHTML(false)
 	_ = enc.Encode(&c) // plain data: cannot fail
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+}
+
+func appendField(b []byte, name, v string) []byte {
+	b = append(b, `,"`...)
+	b = append(b, name...)
+	b = append(b, `":`...)
+	return appendString(b, v)
+}
+
+func appendOptional(b []byte, name, v string) []byte {
+	if v == "" {
+		return b
+	}
+	return appendField(b, name, v)
+}
+
+func appendList(b []byte, name string, vs []string) []byte {
+	b = append(b, `,"`...)
+	b = append(b, name...)
+	b = append(b, `":`...)
+	if vs == nil {
+		return append(b, "null"...)
+	}
+	b = append(b, '[')
+	for i, v := range vs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, v)
+	}
+	return append(b, ']')
+}
+
+// appendString appends s as a JSON string: as is between quotes when it
+// is printable ASCII with nothing to escape (ids, names, hashes), and
+// otherwise as encoding/json escapes it.
+func appendString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			var buf bytes.Buffer
+			enc := json.NewEncoder(&buf)
+			enc.SetEscapeHTML(false)
+			_ = enc.Encode(s)
+			return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 func Hash(e *Entry) string {
