@@ -20,7 +20,7 @@ func TestCanonicalIsEncodingJSON(t *testing.T) {
 			RecordIDs: []string{"01a215f1-625a-7c70-a4cd-9c7fae8aa77b"}, RequestID: "r", RemoteAddr: "127.0.0.1:1", PrevHash: GenesisHash},
 		{Seq: 1<<64 - 1, Time: at.In(time.FixedZone("x", -7*3600)), Fields: []string{}, RecordIDs: []string{}, Target: "t", Reason: "why",
 			Tokens: []TokenDecision{{TokenHash: "h", Decision: "ok"}, {TokenHash: "h2", Collection: "c", Field: "f", RecordID: "r", Decision: "denied", Reason: "no_grant", GrantID: "g"}},
-			Via: "mcp", Client: "claude/1.0", Hash: "ignored"},
+			Via:    "mcp", Client: "claude/1.0", Hash: "ignored"},
 		{Time: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Tokens: []TokenDecision{}},
 	}
 	for _, s := range odd {
