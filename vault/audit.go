@@ -222,7 +222,7 @@ func (w *writer) drain() {
 // commit runs a batch in one transaction, appends its audit entries in
 // order, commits, and answers each mutation once the commit is durable.
 func (w *writer) commit(batch []*mutation) {
-	txn := w.store.NewWriteTxn()
+	txn := &batchTxn{WriteTxn: w.store.NewWriteTxn()}
 	defer txn.Discard()
 	// The chain's head as the store has it: another node on the same
 	// database may have appended since this one's last batch (the store
@@ -283,6 +283,9 @@ func (w *writer) commit(batch []*mutation) {
 			break
 		}
 		head.Hash = m.entry.Hash
+	}
+	if fatal == nil {
+		fatal = txn.flush()
 	}
 	if fatal == nil {
 		if f := w.fault.Load(); f != nil {

@@ -420,11 +420,7 @@ func (s *Service) commitDetokenize(meta RequestMeta, req DetokenizeRequest, plan
 		}
 		for _, g := range spent {
 			g.Uses++
-			b, err := json.Marshal(g)
-			if err != nil {
-				return err
-			}
-			if err := txn.Set(grantKey(g.ID), b); err != nil {
+			if err := setGrant(txn, g); err != nil {
 				return err
 			}
 		}

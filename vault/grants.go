@@ -200,14 +200,10 @@ func (s *Service) putGrant(g *Grant, e *AuditEntry, check func(stored *Grant) er
 			}
 			g.Uses = stored.Uses
 		}
-		b, err := json.Marshal(g)
-		if err != nil {
-			return err
-		}
 		if err := bumpGen(txn); err != nil {
 			return err
 		}
-		return txn.Set(grantKey(g.ID), b)
+		return setGrant(txn, g)
 	}})
 	if err != nil {
 		return err
@@ -232,6 +228,11 @@ func (s *Service) cacheGrant(g *Grant) {
 }
 
 func readGrant(txn storage.Txn, id string) (*Grant, error) {
+	if bt, ok := txn.(*batchTxn); ok {
+		if g := bt.grants[id]; g != nil {
+			return g, nil
+		}
+	}
 	item, err := txn.Get(grantKey(id))
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, reject(notFound("grant_not_found", "no grant with id %q", id))
@@ -243,7 +244,63 @@ func readGrant(txn storage.Txn, id string) (*Grant, error) {
 	if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &g) }); err != nil {
 		return nil, fmt.Errorf("decode grant %s: %w", id, err)
 	}
+	if bt, ok := txn.(*batchTxn); ok {
+		bt.cacheGrant(&g, false)
+	}
 	return &g, nil
+}
+
+// setGrant stores g in txn: in a writer batch, once at its end however
+// many of its mutations change it (each detokenize spends a use).
+func setGrant(txn storage.Txn, g *Grant) error {
+	if bt, ok := txn.(*batchTxn); ok {
+		c := *g // the batch's own copy: later mutations change it, not the caller's
+		bt.cacheGrant(&c, true)
+		return nil
+	}
+	b, err := json.Marshal(g)
+	if err != nil {
+		return err
+	}
+	return txn.Set(grantKey(g.ID), b)
+}
+
+// batchTxn is a writer batch's transaction, holding the grants its
+// mutations read decoded once, and those they change written once, when
+// the batch commits (flush). Every read and write of a grant in the
+// writer goes through readGrant and setGrant.
+type batchTxn struct {
+	storage.WriteTxn
+	grants map[string]*Grant // as the batch has them
+	dirty  []*Grant          // changed, to write at flush
+}
+
+func (bt *batchTxn) cacheGrant(g *Grant, changed bool) {
+	if bt.grants == nil {
+		bt.grants = map[string]*Grant{}
+	}
+	if old := bt.grants[g.ID]; old != nil && old != g {
+		bt.dirty = slices.DeleteFunc(bt.dirty, func(d *Grant) bool { return d == old })
+	}
+	bt.grants[g.ID] = g
+	if changed && !slices.Contains(bt.dirty, g) {
+		bt.dirty = append(bt.dirty, g)
+	}
+}
+
+// flush writes the grants the batch changed.
+func (bt *batchTxn) flush() error {
+	for _, g := range bt.dirty {
+		b, err := json.Marshal(g)
+		if err != nil {
+			return err
+		}
+		if err := bt.Set(grantKey(g.ID), b); err != nil {
+			return err
+		}
+	}
+	bt.dirty = bt.dirty[:0]
+	return nil
 }
 
 // GrantFilter selects grants; zero values match all.

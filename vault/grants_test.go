@@ -316,6 +316,43 @@ func TestMaxUsesRace(t *testing.T) {
 	}
 }
 
+// TestUsesCountedInBatches: reveals that the writer commits together in
+// one batch each spend their grant's use, and the grant is stored once
+// per batch with every use counted, in the store and in memory.
+func TestUsesCountedInBatches(t *testing.T) {
+	t.Parallel()
+	sc := newScene(t)
+	nameA := tokenOf(t, sc.recA, "name")
+	g := sc.grant(GrantRequest{Fields: []string{"name"}, Reveal: RevealPlain})
+	const n = 60
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := sc.svc.Detokenize(context.Background(), RequestMeta{Actor: sc.agent}, DetokenizeRequest{Tokens: []string{nameA}, Purpose: "payroll"})
+			if err != nil || res[0].Status != StatusOK {
+				t.Errorf("reveal: %v %+v", err, res)
+			}
+		}()
+	}
+	wg.Wait()
+	var stored *Grant
+	if err := sc.svc.store.View(func(txn storage.Txn) (err error) {
+		stored, err = readGrant(txn, g.ID)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if stored.Uses != n {
+		t.Fatalf("stored grant counts %d uses after %d reveals", stored.Uses, n)
+	}
+	listed, err := sc.svc.ListGrants(context.Background(), GrantFilter{PrincipalID: sc.agent.ID})
+	if err != nil || len(listed) != 1 || listed[0].Uses != n {
+		t.Fatalf("listed grants: %v %+v, want one with %d uses", err, listed, n)
+	}
+}
+
 // TestFailClosed makes the audit write fail: the reveal fails, reveals
 // nothing, spends no use, and the chain stays whole.
 func TestFailClosed(t *testing.T) {
