@@ -195,10 +195,21 @@ func newDetokPlan(tokens []string, hasher *keys.IndexKey) (*detokPlan, error) {
 // the agent see it, then decrypts what a grant covers and notes the
 // approval rule its value trips.
 func (s *Service) resolveItems(txn storage.Txn, plan *detokPlan, mine []*Grant, purpose string, approval *storedApproval, now time.Time) error {
-	// Seeks to a token's few entries: a short page each (a store may
-	// otherwise read a long run of keys past them).
-	it := txn.NewIterator(storage.IterOptions{PrefetchValues: false, PrefetchSize: 4})
-	defer it.Close()
+	// Seeks to a shared token's few entries: a short page each (a store
+	// may otherwise read a long run of keys past them). Made when the
+	// first shared token needs it: a point token is one Get.
+	var it storage.Iterator
+	defer func() {
+		if it != nil {
+			it.Close()
+		}
+	}()
+	iter := func() storage.Iterator {
+		if it == nil {
+			it = txn.NewIterator(storage.IterOptions{PrefetchValues: false, PrefetchSize: 4})
+		}
+		return it
+	}
 	for i := range plan.items {
 		item := &plan.items[i]
 		if _, err := tokenizer.ParseToken(item.token); err != nil {
@@ -213,7 +224,7 @@ func (s *Service) resolveItems(txn storage.Txn, plan *detokPlan, mine []*Grant, 
 			ref, g, reason, err = resolveApproved(txn, item.token, covered, mine, now)
 			item.approved = g != nil
 		} else {
-			ref, g, reason, err = resolveForAgent(txn, it, item.token, mine, purpose, now)
+			ref, g, reason, err = resolveForAgent(txn, iter, item.token, mine, purpose, now)
 		}
 		if err != nil {
 			return err
@@ -287,7 +298,7 @@ func resolveApproved(txn storage.Txn, token string, covered *approvedItem, mine 
 // A deterministic token may stand for many records; only the first is
 // read, plus one point lookup per record a record-scoped grant names, so
 // no request scans records the agent cannot see.
-func resolveForAgent(txn storage.Txn, it storage.Iterator, token string, mine []*Grant, purpose string, now time.Time) (TokenRef, *Grant, string, error) {
+func resolveForAgent(txn storage.Txn, iter func() storage.Iterator, token string, mine []*Grant, purpose string, now time.Time) (TokenRef, *Grant, string, error) {
 	if !isShared(token) {
 		ref, ok, err := lookupPoint(txn, token)
 		if err != nil || !ok {
@@ -296,7 +307,7 @@ func resolveForAgent(txn storage.Txn, it storage.Iterator, token string, mine []
 		g, reason := pickGrant(mine, ref, purpose, now)
 		return ref, g, reason, nil
 	}
-	first, ok, err := firstShared(it, token)
+	first, ok, err := firstShared(iter(), token)
 	if err != nil || !ok {
 		return TokenRef{}, nil, "", err
 	}
