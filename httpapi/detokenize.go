@@ -16,5 +16,7 @@ func (s *Server) detokenize(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"results": res})
+	writeJSON(w, http.StatusOK, struct {
+		Results []vault.DetokenizeResult `json:"results"`
+	}{res})
 }

@@ -31,7 +31,9 @@ func (s *Server) createRecords(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, map[string][]vault.Record{"records": recs})
+	writeJSON(w, http.StatusCreated, struct {
+		Records []vault.Record `json:"records"`
+	}{recs})
 }
 
 func (s *Server) getRecord(w http.ResponseWriter, r *http.Request) {

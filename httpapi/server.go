@@ -249,7 +249,7 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		elapsed := time.Since(start)
 		s.requests.WithLabelValues(route, r.Method, strconv.Itoa(sw.status)).Inc()
 		s.latency.WithLabelValues(route, r.Method).Observe(elapsed.Seconds())
-		if route == "/metrics" || route == "/healthz" || route == "/readyz" {
+		if route == "/metrics" || route == "/healthz" || route == "/readyz" || !s.log.Enabled(r.Context(), slog.LevelDebug) {
 			return
 		}
 		s.log.Debug("request", "request_id", id, "method", r.Method, "route", route,

@@ -48,7 +48,7 @@ fresh_server() {
   stop_server
   rm -rf "$work/data"
   AGENTVAULT_ADMIN_TOKEN=$admin VAULT_ADDR=$vault_addr VAULT_TOKEN=$vault_token \
-    "$work/agentvault" serve --kms vault --data-dir "$work/data" --listen 127.0.0.1:18377 --log-level warn 2>>"$work/server.log" &
+    "$work/agentvault" serve --kms vault --data-dir "$work/data" --listen 127.0.0.1:18377 --log-level warn ${profile:+--cpu-profile "$profile"} 2>>"$work/server.log" &
   server=$!
   target_pid=$server
   pids+=("$server")
@@ -242,6 +242,44 @@ wrk_run batch "$server" http://127.0.0.1:18377 "$work/batch.lua" 4 1000
 wrk_run batch "$server" http://127.0.0.1:18377 "$work/batch.lua" 8 1000
 stop_server
 
+echo "== CPU profiles of the server under wrk: where the time goes" >&2
+# Separate runs with the server's CPU profiler on (it costs a few per
+# cent, so the measured rows above run without it). Each profile is cut
+# into the parts of a request by the cumulative time of the functions
+# that start them; the parts' shares, applied to the measured CPU per
+# request of the rows above, give µs per request.
+# shares PROFILE: "name seconds" lines for each part, and the total.
+shares() {
+  go tool pprof -top -cum -nodecount 100000 "$work/agentvault" "$1" 2>/dev/null | awk '
+    /Total samples = / { for (i=1;i<=NF;i++) if ($i=="=") { t=$(i+1); sub(/s$/,"",t); if (t ~ /ms$/) { sub(/ms$/,"",t); t/=1000 } } }
+    NF>=6 && $4 ~ /s$/ { v=$4; if (v ~ /ms$/) { sub(/ms$/,"",v); v/=1000 } else sub(/s$/,"",v); c[$6]=v+0 }
+    END {
+      http = c["net/http.(*conn).serve"] - c["github.com/agentvault/agentvault/httpapi.(*Server).ServeHTTP"]
+      route = c["github.com/gorilla/mux.(*Router).Match"]
+      js = c["github.com/agentvault/agentvault/httpapi.(*Server).decode"] + c["github.com/agentvault/agentvault/httpapi.writeJSON"]
+      handler = c["github.com/agentvault/agentvault/httpapi.(*Server).ServeHTTP"] - route - js
+      writer = c["github.com/agentvault/agentvault/vault.(*writer).run"]
+      wal = c["github.com/dgraph-io/badger/v4.(*DB).doWrites.func1"]
+      sync = c["github.com/agentvault/agentvault/storage/badgerstore.(*Store).syncLoop"]
+      lsm = c["github.com/dgraph-io/badger/v4.(*DB).flushMemtable"] + c["github.com/dgraph-io/badger/v4.(*levelsController).runCompactor"]
+      gc = c["runtime.gcBgMarkWorker"] + c["runtime.bgsweep"] + c["runtime.bgscavenge"]
+      sched = c["runtime.mcall"] + c["runtime.morestack"]
+      other = t - http - route - js - handler - writer - wal - sync - lsm - gc - sched
+      printf "http %f\nroute %f\njson %f\nhandler %f\nwriter %f\nwal %f\nsync %f\nlsm %f\ngc %f\nsched %f\nother %f\ntotal %f\n", http, route, js, handler, writer, wal, sync, lsm, gc, sched, other, t
+    }'
+}
+declare -A prof
+for sc in "create 64" "detokenize 64 -batch 1" "batch 4 -batch 1000"; do
+  set -- $sc
+  profile="$work/$1.prof" fresh_server
+  wrk_script "$1-prof" -scenario "$1" "${@:3}"
+  wrk -t1 -c"$2" -d2s -s "$work/$1-prof.lua" http://127.0.0.1:18377 >/dev/null
+  wrk -t1 -c"$2" -d"${secs}s" -s "$work/$1-prof.lua" http://127.0.0.1:18377 >/dev/null
+  stop_server
+  while read -r part secs_in; do prof[$1/$part]=$secs_in; done < <(shares "$work/$1.prof")
+done
+profile=""
+
 read -r cpu_total1 cpu_steal1 < <(stat_cpu)
 # The storage floors (vault/bench_test.go) of this run: CPU µs per value and values/s.
 floor() { awk -v b="$1" '$1 ~ "^"b"-" { for (i=2;i<NF;i++) { if ($(i+1)=="cpu-µs/value") c=$i; if ($(i+1)=="values/s") v=$i } } END { print c+0, v+0 }' "$work/gobench.txt"; }
@@ -369,6 +407,31 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
       printf "| 1,000-record batch <= 1.25x the storage floor per value | %.2fx (%.1f vs %.1f µs) | %s |\n", bv/fb, bv, fb, (bv <= 1.25*fb ? yes : no)
       printf "| the storage floor below 16 µs per value | %.1f µs | %s |\n", fb, (fb < 16 ? yes : no)
     }'
+  echo
+  echo "### Where the time goes (CPU profiles of the server under the same wrk load)"
+  echo
+  echo "Each column is one scenario, profiled in a run of its own after the measured rows (the profiler"
+  echo "costs a few per cent); each part's share of the profile is applied to the CPU per request measured"
+  echo "above without it (per value for the batch). The parts: the HTTP server reading, parsing and writing"
+  echo "requests and keeping connections (net/http, outside the handler); gorilla/mux's route matching;"
+  echo "encoding/json decoding requests and encoding answers; the rest of the handler in the request's"
+  echo "goroutine (authentication, validation, tokens, encryption, the reads a detokenize makes, waiting"
+  echo "on the writer costs nothing); the single writer building each batch's transaction and audit"
+  echo "entries; Badger writing its write-ahead log and memtable; the group commit's msync; memtable"
+  echo "flushes and compactions; the Go runtime's garbage collector and scheduler; and the rest."
+  echo
+  echo "| part | create, µs/request | detokenize, µs/request | 1,000-record batch, µs/value |"
+  echo "|---|---|---|---|"
+  for part in http route json handler writer wal sync lsm gc sched other; do
+    awk -v part="$part" -v c="${prof[create/$part]:-0}" -v ct="${prof[create/total]:-1}" -v cm="${wcpu[create/64]}" \
+      -v d="${prof[detokenize/$part]:-0}" -v dt="${prof[detokenize/total]:-1}" -v dm="${wcpu[detokenize/64]}" \
+      -v b="${prof[batch/$part]:-0}" -v bt="${prof[batch/total]:-1}" -v bm="${wcpu[batch/4]}" 'BEGIN {
+        name["http"]="HTTP server (net/http)"; name["route"]="routing (gorilla/mux)"; name["json"]="JSON decode and encode"
+        name["handler"]="handler: auth, validation, tokens, encryption, reads"; name["writer"]="single writer: batch transaction, audit entries"
+        name["wal"]="Badger: write-ahead log and memtable"; name["sync"]="group commit: msync"; name["lsm"]="Badger: flushes and compactions"
+        name["gc"]="Go garbage collector"; name["sched"]="Go scheduler"; name["other"]="the rest"
+        printf "| %s | %.1f (%.0f%%) | %.1f (%.0f%%) | %.2f (%.0f%%) |\n", name[part], cm*c/ct, 100*c/ct, dm*d/dt, 100*d/dt, bm/1000*b/bt, 100*b/bt }'
+  done
   echo
   echo "### PostgreSQL: one node, two nodes, and the audit chain"
   echo

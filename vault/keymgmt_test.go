@@ -143,7 +143,10 @@ func (e *env) dataKeys(coll string) (primary uint32, ks map[uint32]DataKeyStatus
 
 func (e *env) waitJob(id string) *Job {
 	e.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	// Generous: on PostgreSQL under the race detector, with the suite's
+	// other tests beside it, a commit has been seen waiting 30 to 50 s on
+	// the cluster's WAL sync; a job that never ends still fails.
+	deadline := time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) {
 		j, err := e.svc.GetJob(context.Background(), id)
 		if err != nil {
