@@ -248,25 +248,38 @@ echo "== CPU profiles of the server under wrk: where the time goes" >&2
 # into the parts of a request by the cumulative time of the functions
 # that start them; the parts' shares, applied to the measured CPU per
 # request of the rows above, give µs per request.
-# shares PROFILE: "name seconds" lines for each part, and the total.
+# shares PROFILE: "name seconds" lines for each part, and the total. A
+# part is the samples with a frame matching its functions and none of
+# the parts before it (pprof's -focus and -ignore), so no sample counts
+# twice; the rest is what no part claims.
 shares() {
-  go tool pprof -top -cum -nodecount 100000 "$work/agentvault" "$1" 2>/dev/null | awk '
-    /Total samples = / { for (i=1;i<=NF;i++) if ($i=="=") { t=$(i+1); sub(/s$/,"",t); if (t ~ /ms$/) { sub(/ms$/,"",t); t/=1000 } } }
-    NF>=6 && $4 ~ /s$/ { v=$4; if (v ~ /ms$/) { sub(/ms$/,"",v); v/=1000 } else sub(/s$/,"",v); c[$6]=v+0 }
-    END {
-      http = c["net/http.(*conn).serve"] - c["github.com/agentvault/agentvault/httpapi.(*Server).ServeHTTP"]
-      route = c["github.com/gorilla/mux.(*Router).Match"]
-      js = c["github.com/agentvault/agentvault/httpapi.(*Server).decode"] + c["github.com/agentvault/agentvault/httpapi.writeJSON"]
-      handler = c["github.com/agentvault/agentvault/httpapi.(*Server).ServeHTTP"] - route - js
-      writer = c["github.com/agentvault/agentvault/vault.(*writer).run"]
-      wal = c["github.com/dgraph-io/badger/v4.(*DB).doWrites.func1"]
-      sync = c["github.com/agentvault/agentvault/storage/badgerstore.(*Store).syncLoop"]
-      lsm = c["github.com/dgraph-io/badger/v4.(*DB).flushMemtable"] + c["github.com/dgraph-io/badger/v4.(*levelsController).runCompactor"]
-      gc = c["runtime.gcBgMarkWorker"] + c["runtime.bgsweep"] + c["runtime.bgscavenge"]
-      sched = c["runtime.mcall"] + c["runtime.morestack"]
-      other = t - http - route - js - handler - writer - wal - sync - lsm - gc - sched
-      printf "http %f\nroute %f\njson %f\nhandler %f\nwriter %f\nwal %f\nsync %f\nlsm %f\ngc %f\nsched %f\nother %f\ntotal %f\n", http, route, js, handler, writer, wal, sync, lsm, gc, sched, other, t
-    }'
+  local parts=(
+    "sync badgerstore\.\(\*Store\)\.syncLoop"
+    "lsm badger/v4\.\(\*DB\)\.flushMemtable|badger/v4\.\(\*levelsController\)\.(runCompactor|subcompact|compactBuildTables)"
+    "wal badger/v4\.\(\*DB\)\.doWrites"
+    "writer vault\.\(\*writer\)\.run"
+    "json httpapi\.\(\*Server\)\.decode|httpapi\.writeJSON"
+    "route mux\.\(\*Router\)\.Match"
+    "handler httpapi\.\(\*Server\)\.ServeHTTP"
+    "http net/http\.\(\*conn\)\.serve"
+    "gc runtime\.gcBgMarkWorker|runtime\.bgsweep|runtime\.bgscavenge"
+    "sched runtime\.mcall|runtime\.morestack|runtime\.schedule|runtime\.findRunnable"
+  )
+  local seen="" name re out sum=0 total=0
+  for p in "${parts[@]}"; do
+    name=${p%% *} re=${p#* }
+    out=$(go tool pprof -top -nodecount 100000 -nodefraction 0 -edgefraction 0 -focus "$re" ${seen:+-ignore "$seen"} "$work/agentvault" "$1" 2>/dev/null |
+      awk '/^Showing nodes accounting for/ { v=$5; t=$8; sub(/,$/,"",v)
+        for (i=1;i<=2;i++) { x=(i==1?v:t); m=1; if (x ~ /ms$/) { sub(/ms$/,"",x); m=0.001 } else if (x ~ /mins$/) { sub(/mins$/,"",x); m=60 } else sub(/s$/,"",x); if (i==1) v=x*m; else t=x*m }
+        print v, t }')
+    read -r v t <<<"${out:-0 0}"
+    echo "$name $v"
+    sum=$(awk -v a="$sum" -v b="$v" 'BEGIN { print a+b }')
+    [ "$t" != 0 ] && total=$t
+    seen="${seen:+$seen|}$re"
+  done
+  echo "other $(awk -v t="$total" -v s="$sum" 'BEGIN { print (t>s ? t-s : 0) }')"
+  echo "total $total"
 }
 declare -A prof
 for sc in "create 64" "detokenize 64 -batch 1" "batch 4 -batch 1000"; do

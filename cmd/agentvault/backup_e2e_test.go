@@ -163,7 +163,7 @@ func TestBackupCLIRefusesABrokenTransfer(t *testing.T) {
 	}))
 	defer ts.Close()
 	out := filepath.Join(t.TempDir(), "b.avbackup")
-	cmd := exec.Command(avBinary, "backup", "--out", out, "--server", ts.URL)
+	cmd := command(2*time.Minute, avBinary, "backup", "--out", out, "--server", ts.URL)
 	cmd.Env = append(os.Environ(), "AGENTVAULT_TOKEN=x")
 	msg, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(msg), "does not check") {
@@ -182,7 +182,7 @@ func TestBackupCLIRefusesABrokenTransfer(t *testing.T) {
 	if err := os.Symlink(victim, out+".partial"); err != nil {
 		t.Fatal(err)
 	}
-	cmd = exec.Command(avBinary, "backup", "--out", out, "--server", ts.URL)
+	cmd = command(2*time.Minute, avBinary, "backup", "--out", out, "--server", ts.URL)
 	cmd.Env = append(os.Environ(), "AGENTVAULT_TOKEN=x")
 	msg, err = cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(msg), "already exists") {

@@ -574,7 +574,7 @@ func runCLI(t *testing.T, args ...string) (int, string) {
 // runCLIEnv runs the binary with extra environment variables.
 func runCLIEnv(t *testing.T, env []string, args ...string) (int, string) {
 	t.Helper()
-	cmd := exec.Command(avBinary, args...)
+	cmd := command(2*time.Minute, avBinary, args...)
 	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError

@@ -22,6 +22,7 @@ func (s *server) cli(token string, args ...string) (string, string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, avBinary, args...)
+	cmd.WaitDelay = 10 * time.Second
 	cmd.Env = append(cmd.Environ(), "AGENTVAULT_URL="+s.url, "AGENTVAULT_TOKEN="+token)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -41,7 +42,7 @@ func mcpSessions(t *testing.T, s *server, token string) map[string]*mcp.ClientSe
 	t.Cleanup(func() { stdio.Close() })
 	out["stdio"] = stdio
 	remote, err := mcp.NewClient(&mcp.Implementation{Name: "e2e-http-host", Version: "1.0"}, nil).Connect(ctx, &mcp.StreamableClientTransport{
-		Endpoint: s.url + "/mcp", HTTPClient: &http.Client{Transport: bearerRT{token, http.DefaultTransport}}, MaxRetries: -1, DisableStandaloneSSE: true,
+		Endpoint: s.url + "/mcp", HTTPClient: &http.Client{Timeout: 2 * time.Minute, Transport: bearerRT{token, http.DefaultTransport}}, MaxRetries: -1, DisableStandaloneSSE: true,
 	}, nil)
 	if err != nil {
 		t.Fatalf("streamable HTTP: %v", err)
@@ -54,7 +55,9 @@ func mcpSessions(t *testing.T, s *server, token string) map[string]*mcp.ClientSe
 // tool calls a tool; a tool error comes back as {"error": {code, message}}.
 func tool(t *testing.T, cs *mcp.ClientSession, name string, args map[string]any) map[string]any {
 	t.Helper()
-	res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: name, Arguments: args})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: args})
 	if err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
@@ -90,7 +93,7 @@ func TestMCPThroughTheBinary(t *testing.T) {
 		{"fields": map[string]any{"dept": "eng", "name": secrets[0], "ssn": "123-45-6789"}},
 	}}))
 
-	bad := exec.Command(avBinary, "mcp")
+	bad := command(2*time.Minute, avBinary, "mcp")
 	bad.Env = append(os.Environ(), "AGENTVAULT_URL="+s.url, "AGENTVAULT_TOKEN=wrong-token-0123456789")
 	if out, err := bad.CombinedOutput(); err == nil || !strings.Contains(string(out), "AGENTVAULT_TOKEN does not work") {
 		t.Fatalf("agentvault mcp with a wrong token: %v %s", err, out)
@@ -205,7 +208,7 @@ func TestMCPWithTheTypeScriptClient(t *testing.T) {
 	}
 	s := start(t, t.TempDir(), adminEnv)
 	_, id, tokens, agent := seedRevealable(s, "name")
-	cmd := exec.Command("node", "check.mjs")
+	cmd := command(3*time.Minute, "node", "check.mjs")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "AV_URL="+s.url, "AV_TOKEN="+agent, "AV_BIN="+avBinary,
 		"AV_COLLECTION=hr", "AV_RECORD="+id, "AV_PURPOSE=e2e", "AV_REVEAL="+tokens["name"].(string))

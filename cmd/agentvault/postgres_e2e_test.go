@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -256,7 +255,7 @@ func TestMigrateBadgerToPostgres(t *testing.T) {
 	s.stop()
 
 	migrate := func() (string, error) {
-		cmd := exec.Command(avBinary, "migrate", "--from-data-dir", dir, "--to-postgres", db)
+		cmd := command(2*time.Minute, avBinary, "migrate", "--from-data-dir", dir, "--to-postgres", db)
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
@@ -311,13 +310,13 @@ func TestBackupRestoreOnPostgres(t *testing.T) {
 	writer, id, tokens, agent := seedRevealable(s, "name", "card")
 	operator := s.must(201, "POST", "/v1/principals", admin, map[string]any{"name": "ops", "roles": []string{"operator", "auditor"}})["token"].(string)
 	file := filepath.Join(t.TempDir(), "vault.backup")
-	cmd := exec.Command(avBinary, "backup", "--out", file)
+	cmd := command(2*time.Minute, avBinary, "backup", "--out", file)
 	cmd.Env = append(os.Environ(), "AGENTVAULT_URL="+s.url, "AGENTVAULT_TOKEN="+operator)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("backup: %v\n%s", err, out)
 	}
 	s.stop()
-	cmd = exec.Command(avBinary, "restore", "--to-postgres", db2, "--kms", "vault", "--vault-key", "av-pgbackup", file)
+	cmd = command(2*time.Minute, avBinary, "restore", "--to-postgres", db2, "--kms", "vault", "--vault-key", "av-pgbackup", file)
 	cmd.Env = append(os.Environ(), env...)
 	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "the audit chain verifies") {
 		t.Fatalf("restore --to-postgres: %v\n%s", err, out)
@@ -352,14 +351,14 @@ func TestPostgresOutage(t *testing.T) {
 	}
 	cluster := filepath.Join(os.TempDir(), fmt.Sprintf("agentvault-pg-outage-%d", time.Now().UnixNano()))
 	pg := func(args ...string) string {
-		out, err := exec.Command(pgsh, append(args, cluster)...).Output()
+		out, err := command(5*time.Minute, pgsh, append(args, cluster)...).Output()
 		if err != nil {
 			t.Fatalf("scripts/pg.sh %v: %v", args, err)
 		}
 		return strings.TrimSpace(string(out))
 	}
 	url := pg("start")
-	t.Cleanup(func() { exec.Command(pgsh, "stop", cluster).Run() })
+	t.Cleanup(func() { command(2*time.Minute, pgsh, "stop", cluster).Run() })
 	dir := t.TempDir() // the development KEK, shared by both nodes
 	s := start(t, dir, append([]string{"AGENTVAULT_POSTGRES_URL=" + url}, adminEnv...), "--store", "postgres")
 	s2 := start(t, dir, append([]string{"AGENTVAULT_POSTGRES_URL=" + url}, adminEnv...), "--store", "postgres")
@@ -452,7 +451,7 @@ func TestPostgresOutage(t *testing.T) {
 	pg("pause")
 	go func() {
 		time.Sleep(3 * time.Second)
-		exec.Command(pgsh, "resume", cluster).Run()
+		command(2*time.Minute, pgsh, "resume", cluster).Run()
 	}()
 	s = start(t, dir, append([]string{"AGENTVAULT_POSTGRES_URL=" + url}, adminEnv...), "--store", "postgres")
 	if !strings.Contains(s.logs(), "database unreachable at start; retrying") {

@@ -2,9 +2,9 @@ package main
 
 import (
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestRedactRestoreCLI: the pipeline commands through the real binary.
@@ -14,7 +14,7 @@ func TestRedactRestoreCLI(t *testing.T) {
 	writer := s.must(201, "POST", "/v1/principals", admin, map[string]any{"name": "app", "roles": []string{"writer"}})["token"].(string)
 	agent, agentID := newAgent(s)
 	run := func(token, stdin string, args ...string) (string, string) {
-		cmd := exec.Command(avBinary, args...)
+		cmd := command(2*time.Minute, avBinary, args...)
 		cmd.Env = append(os.Environ(), "AGENTVAULT_URL="+s.url, "AGENTVAULT_TOKEN="+token)
 		cmd.Stdin = strings.NewReader(stdin)
 		var errb strings.Builder

@@ -2,10 +2,12 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"flag"
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,6 +18,17 @@ import (
 // fails its test after two minutes, with the server's stuck goroutines,
 // instead of hanging the package until go test's timeout.
 var testHTTP = &http.Client{Timeout: 2 * time.Minute}
+
+// command is exec.Command for a process the test waits on: it is killed
+// after limit, and once it has exited, waiting for its output ends 10 s
+// later even if a process it started still holds the output's pipes.
+func command(limit time.Duration, name string, args ...string) *exec.Cmd {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.WaitDelay = 10 * time.Second
+	go func() { <-ctx.Done(); cancel() }()
+	return cmd
+}
 
 // live is every agentvault server the tests have running.
 var live sync.Map // *server -> struct{}
