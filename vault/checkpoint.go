@@ -27,14 +27,16 @@ func (s *Service) signer() (*keys.SigningKey, error) {
 	if k := s.signKey.Load(); k != nil {
 		return k, nil
 	}
+	// Read before taking loadMu: no one waits for the store holding it
+	// (see collectionIn).
+	wrapped, err := s.storedKeyset(signingScope)
+	if err != nil {
+		return nil, err
+	}
 	s.loadMu.Lock()
 	defer s.loadMu.Unlock()
 	if k := s.signKey.Load(); k != nil {
 		return k, nil
-	}
-	wrapped, err := s.storedKeyset(signingScope)
-	if err != nil {
-		return nil, err
 	}
 	var k *keys.SigningKey
 	if wrapped != nil {

@@ -414,12 +414,50 @@ func readSchema(txn storage.Txn, name string) (Collection, error) {
 
 // collection returns a loaded collection, unwrapping its keysets through
 // the KEK on first use. After that the hot path never calls the KMS.
-func (s *Service) collection(name string) (*collection, error) {
+func (s *Service) collection(name string) (*collection, error) { return s.collectionIn(nil, name) }
+
+// collectionIn is collection for a caller inside a transaction, txn (nil:
+// none): a collection not yet in memory is read through txn. It never
+// waits for the store while holding loadMu, and inside a transaction it
+// never opens a second one: on PostgreSQL each holds a pooled
+// connection, and requests each holding one while waiting for another
+// (or for loadMu, held by one that waits for a connection) once took
+// every connection of a node's pool and never gave them back.
+func (s *Service) collectionIn(txn storage.Txn, name string) (*collection, error) {
 	s.cmu.RLock()
 	c, ok := s.collections[name]
 	s.cmu.RUnlock()
 	if ok {
 		return c, nil
+	}
+	var schema Collection
+	var wrappedDEK, wrappedIdx, wrappedDetect []byte
+	read := func(txn storage.Txn) (err error) {
+		if schema, err = readSchema(txn, name); err != nil {
+			return err
+		}
+		if wrappedDEK, err = getValue(txn, dekKey(name)); err != nil {
+			return err
+		}
+		if wrappedIdx, err = getValue(txn, indexKeyKey(name)); err != nil {
+			return err
+		}
+		if schema.detects() && s.knownPRF.Load() == nil {
+			wrappedDetect, err = getValue(txn, keysetKey(knownScope))
+			if errors.Is(err, storage.ErrNotFound) {
+				err = nil
+			}
+		}
+		return err
+	}
+	var err error
+	if txn != nil {
+		err = read(txn)
+	} else {
+		err = s.store.View(read)
+	}
+	if err != nil {
+		return nil, err
 	}
 	s.loadMu.Lock()
 	defer s.loadMu.Unlock()
@@ -428,21 +466,6 @@ func (s *Service) collection(name string) (*collection, error) {
 	s.cmu.RUnlock()
 	if ok {
 		return c, nil
-	}
-	var schema Collection
-	var wrappedDEK, wrappedIdx []byte
-	err := s.store.View(func(txn storage.Txn) (err error) {
-		if schema, err = readSchema(txn, name); err != nil {
-			return err
-		}
-		if wrappedDEK, err = getValue(txn, dekKey(name)); err != nil {
-			return err
-		}
-		wrappedIdx, err = getValue(txn, indexKeyKey(name))
-		return err
-	})
-	if err != nil {
-		return nil, err
 	}
 	dek, err := s.keys.OpenDataKey(wrappedDEK, dekScope(name))
 	if err != nil {
@@ -454,8 +477,20 @@ func (s *Service) collection(name string) (*collection, error) {
 	}
 	var detectKey *keys.IndexKey
 	if schema.detects() {
-		if detectKey, err = s.vaultPRFLocked(knownScope, &s.knownPRF, s.keys.NewDetectKey); err != nil {
-			return nil, err
+		switch detectKey = s.knownPRF.Load(); {
+		case detectKey != nil:
+		case wrappedDetect != nil:
+			if detectKey, err = s.keys.OpenIndexKey(wrappedDetect, knownScope); err != nil {
+				return nil, kmsErr(err)
+			}
+			s.knownPRF.Store(detectKey)
+		case txn == nil:
+			// Not stored yet: made now, outside any transaction.
+			if detectKey, err = s.vaultPRFLocked(knownScope, &s.knownPRF, s.keys.NewDetectKey); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, fmt.Errorf("%w: collection %s: the known-values keyset is not made yet", ErrUnavailable, name)
 		}
 	}
 	c = newCollection(schema, dek, wrappedDEK, idx, detectKey)

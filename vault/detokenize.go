@@ -239,7 +239,7 @@ func (s *Service) resolveItems(txn storage.Txn, plan *detokPlan, mine []*Grant, 
 			item.dec.Decision, item.dec.Reason = StatusDenied, reason
 			continue
 		}
-		if err := s.openItem(item, g); err != nil {
+		if err := s.openItem(txn, item, g); err != nil {
 			return err
 		}
 	}
@@ -248,8 +248,8 @@ func (s *Service) resolveItems(txn storage.Txn, plan *detokPlan, mine []*Grant, 
 
 // openItem decrypts a covered item's value and notes the approval rule a
 // fresh reveal of it trips.
-func (s *Service) openItem(item *detokItem, g *Grant) error {
-	v, err := s.decryptField(item.ref)
+func (s *Service) openItem(txn storage.Txn, item *detokItem, g *Grant) error {
+	v, err := s.decryptFieldIn(txn, item.ref)
 	if errors.Is(err, keys.ErrDecrypt) {
 		s.log.Error("stored ciphertext failed its integrity check", "collection", item.ref.Collection, "record_id", item.ref.RecordID, "field", item.ref.Field)
 		item.approved = false
@@ -259,7 +259,7 @@ func (s *Service) openItem(item *detokItem, g *Grant) error {
 	if err != nil {
 		return err
 	}
-	c, err := s.collection(item.ref.Collection)
+	c, err := s.collectionIn(txn, item.ref.Collection)
 	if err != nil {
 		return err
 	}
@@ -693,9 +693,26 @@ func (s *Service) vaultPRF(scope string, slot *atomic.Pointer[keys.IndexKey], fr
 	if k := slot.Load(); k != nil {
 		return k, nil
 	}
+	// Read before taking loadMu: no one waits for the store holding it
+	// (see collectionIn).
+	wrapped, err := s.storedKeyset(scope)
+	if err != nil {
+		return nil, err
+	}
 	s.loadMu.Lock()
 	defer s.loadMu.Unlock()
-	return s.vaultPRFLocked(scope, slot, fresh)
+	if k := slot.Load(); k != nil {
+		return k, nil
+	}
+	if wrapped != nil {
+		k, err := s.keys.OpenIndexKey(wrapped, scope)
+		if err != nil {
+			return nil, kmsErr(err)
+		}
+		slot.Store(k)
+		return k, nil
+	}
+	return s.vaultPRFLocked(scope, slot, fresh) // none stored yet: made now
 }
 
 // vaultPRFLocked is vaultPRF for a caller holding loadMu.

@@ -353,6 +353,47 @@ func TestUsesCountedInBatches(t *testing.T) {
 	}
 }
 
+// TestRevealsLoadingACollectionAtOnce: many reveals that all find their
+// collection not yet in memory (after a start, or after another node
+// changed it) load it without waiting on one another for ever. On
+// PostgreSQL each reveal's read holds a pooled connection; loading the
+// collection through a transaction of its own, under the load lock, once
+// left every connection of the pool held by reveals waiting for that
+// lock, and its holder waiting for a connection (seen in CI).
+func TestRevealsLoadingACollectionAtOnce(t *testing.T) {
+	t.Parallel()
+	sc := newScene(t)
+	nameA := tokenOf(t, sc.recA, "name")
+	sc.grant(GrantRequest{Fields: []string{"name"}, Reveal: RevealPlain})
+	for round := range 5 {
+		sc.svc.cmu.Lock()
+		clear(sc.svc.collections)
+		sc.svc.cmu.Unlock()
+		const n = 32
+		errs := make(chan error, n)
+		for range n {
+			go func() {
+				res, err := sc.svc.Detokenize(context.Background(), RequestMeta{Actor: sc.agent}, DetokenizeRequest{Tokens: []string{nameA}, Purpose: "payroll"})
+				if err == nil && res[0].Status != StatusOK {
+					err = fmt.Errorf("%+v", res[0])
+				}
+				errs <- err
+			}()
+		}
+		deadline := time.After(time.Minute)
+		for range n {
+			select {
+			case err := <-errs:
+				if err != nil {
+					t.Fatalf("round %d: reveal: %v", round, err)
+				}
+			case <-deadline:
+				t.Fatalf("round %d: reveals loading their collection at once did not finish in a minute", round)
+			}
+		}
+	}
+}
+
 // TestFailClosed makes the audit write fail: the reveal fails, reveals
 // nothing, spends no use, and the chain stays whole.
 func TestFailClosed(t *testing.T) {

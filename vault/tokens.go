@@ -19,7 +19,13 @@ type TokenRef struct {
 // decryptField opens a token's ciphertext with its collection's DEK, bound
 // to the collection, record and field it was stored for.
 func (s *Service) decryptField(ref TokenRef) (json.RawMessage, error) {
-	c, err := s.collection(ref.Collection)
+	return s.decryptFieldIn(nil, ref)
+}
+
+// decryptFieldIn is decryptField for a caller inside txn (see
+// collectionIn).
+func (s *Service) decryptFieldIn(txn storage.Txn, ref TokenRef) (json.RawMessage, error) {
+	c, err := s.collectionIn(txn, ref.Collection)
 	if err != nil {
 		return nil, err
 	}

@@ -143,7 +143,9 @@ func (s *Store) migrate(ctx context.Context) error {
 // it takes.
 func (s *Store) View(fn func(txn storage.Txn) error) error {
 	ctx := context.Background()
-	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	bctx, cancel := context.WithTimeout(ctx, beginTimeout)
+	tx, err := s.pool.BeginTx(bctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	cancel()
 	if err != nil {
 		return unavailable(err)
 	}
@@ -189,9 +191,17 @@ const writeLock = 0x61677277 // "agrw"
 // trip (the simple protocol runs both statements).
 var beginWrite = fmt.Sprintf("BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(%d)", writeLock)
 
+// beginTimeout bounds the wait for a pooled connection and the BEGIN
+// (with the write lock): a transaction that cannot start in that time
+// fails as unavailable rather than waiting for ever (as requests once
+// did when each held a connection and waited for a second one).
+const beginTimeout = 30 * time.Second
+
 // begin starts a read-write transaction holding the write lock.
 func (s *Store) begin(ctx context.Context) (*txn, error) {
-	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{BeginQuery: beginWrite})
+	bctx, cancel := context.WithTimeout(ctx, beginTimeout)
+	tx, err := s.pool.BeginTx(bctx, pgx.TxOptions{BeginQuery: beginWrite})
+	cancel()
 	if err != nil {
 		return nil, unavailable(err)
 	}
