@@ -477,20 +477,12 @@ func (s *Service) collectionIn(txn storage.Txn, name string) (*collection, error
 	}
 	var detectKey *keys.IndexKey
 	if schema.detects() {
-		switch detectKey = s.knownPRF.Load(); {
-		case detectKey != nil:
-		case wrappedDetect != nil:
-			if detectKey, err = s.keys.OpenIndexKey(wrappedDetect, knownScope); err != nil {
-				return nil, kmsErr(err)
-			}
-			s.knownPRF.Store(detectKey)
-		case txn == nil:
-			// Not stored yet: made now, outside any transaction.
-			if detectKey, err = s.vaultPRFLocked(knownScope, &s.knownPRF, s.keys.NewDetectKey); err != nil {
-				return nil, err
-			}
-		default:
+		if wrappedDetect == nil && txn != nil && s.knownPRF.Load() == nil {
+			// Making it writes, which is for no caller inside a transaction.
 			return nil, fmt.Errorf("%w: collection %s: the known-values keyset is not made yet", ErrUnavailable, name)
+		}
+		if detectKey, err = s.vaultPRFLocked(knownScope, &s.knownPRF, s.keys.NewDetectKey, wrappedDetect); err != nil {
+			return nil, err
 		}
 	}
 	c = newCollection(schema, dek, wrappedDEK, idx, detectKey)

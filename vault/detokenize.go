@@ -701,30 +701,17 @@ func (s *Service) vaultPRF(scope string, slot *atomic.Pointer[keys.IndexKey], fr
 	}
 	s.loadMu.Lock()
 	defer s.loadMu.Unlock()
-	if k := slot.Load(); k != nil {
-		return k, nil
-	}
-	if wrapped != nil {
-		k, err := s.keys.OpenIndexKey(wrapped, scope)
-		if err != nil {
-			return nil, kmsErr(err)
-		}
-		slot.Store(k)
-		return k, nil
-	}
-	return s.vaultPRFLocked(scope, slot, fresh) // none stored yet: made now
+	return s.vaultPRFLocked(scope, slot, fresh, wrapped)
 }
 
-// vaultPRFLocked is vaultPRF for a caller holding loadMu.
-func (s *Service) vaultPRFLocked(scope string, slot *atomic.Pointer[keys.IndexKey], fresh func() (*keys.IndexKey, error)) (*keys.IndexKey, error) {
+// vaultPRFLocked is vaultPRF for a caller holding loadMu that has read
+// the stored keyset, wrapped (nil: none is stored yet, so it is made).
+func (s *Service) vaultPRFLocked(scope string, slot *atomic.Pointer[keys.IndexKey], fresh func() (*keys.IndexKey, error), wrapped []byte) (*keys.IndexKey, error) {
 	if k := slot.Load(); k != nil {
 		return k, nil
 	}
-	wrapped, err := s.storedKeyset(scope)
-	if err != nil {
-		return nil, err
-	}
 	var k *keys.IndexKey
+	var err error
 	if wrapped != nil {
 		if k, err = s.keys.OpenIndexKey(wrapped, scope); err != nil {
 			return nil, kmsErr(err)

@@ -271,35 +271,32 @@ func setGrant(txn storage.Txn, g *Grant) error {
 // writer goes through readGrant and setGrant.
 type batchTxn struct {
 	storage.WriteTxn
-	grants map[string]*Grant // as the batch has them
-	dirty  []*Grant          // changed, to write at flush
+	grants map[string]*Grant // by id, as the batch has them
+	dirty  map[string]bool   // ids of those changed, to write at flush
 }
 
 func (bt *batchTxn) cacheGrant(g *Grant, changed bool) {
 	if bt.grants == nil {
-		bt.grants = map[string]*Grant{}
-	}
-	if old := bt.grants[g.ID]; old != nil && old != g {
-		bt.dirty = slices.DeleteFunc(bt.dirty, func(d *Grant) bool { return d == old })
+		bt.grants, bt.dirty = map[string]*Grant{}, map[string]bool{}
 	}
 	bt.grants[g.ID] = g
-	if changed && !slices.Contains(bt.dirty, g) {
-		bt.dirty = append(bt.dirty, g)
+	if changed {
+		bt.dirty[g.ID] = true
 	}
 }
 
 // flush writes the grants the batch changed.
 func (bt *batchTxn) flush() error {
-	for _, g := range bt.dirty {
-		b, err := json.Marshal(g)
+	for id := range bt.dirty {
+		b, err := json.Marshal(bt.grants[id])
 		if err != nil {
 			return err
 		}
-		if err := bt.Set(grantKey(g.ID), b); err != nil {
+		if err := bt.Set(grantKey(id), b); err != nil {
 			return err
 		}
 	}
-	bt.dirty = bt.dirty[:0]
+	clear(bt.dirty)
 	return nil
 }
 
