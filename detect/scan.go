@@ -145,13 +145,7 @@ func isPhoneSep(c byte) bool { return c == ' ' || c == '.' || c == '-' }
 func phoneAt(s string, i int) int {
 	if s[i] == '+' {
 		for k := digitRun(s, i+1, 3); k >= 1; k-- {
-			q := i + 1 + k
-			if q < len(s) && isPhoneSep(s[q]) {
-				if r := phoneArea(s, q+1); r >= 0 {
-					return r
-				}
-			}
-			if r := phoneArea(s, q); r >= 0 {
+			if r := thenSep(s, i+1+k, phoneArea); r >= 0 {
 				return r
 			}
 		}
@@ -165,13 +159,7 @@ func phoneArea(s string, p int) int {
 		// \d{1,4} can end only where the digits do: ')' is no digit.
 		if k := digitRun(s, p+1, 4); k >= 1 {
 			if q := p + 1 + k; q < len(s) && s[q] == ')' {
-				q++
-				if q < len(s) && isPhoneSep(s[q]) {
-					if r := phoneNumber(s, q+1); r >= 0 {
-						return r
-					}
-				}
-				if r := phoneNumber(s, q); r >= 0 {
+				if r := thenSep(s, q+1, phoneNumber); r >= 0 {
 					return r
 				}
 			}
@@ -180,8 +168,18 @@ func phoneArea(s string, p int) int {
 	return phoneNumber(s, p)
 }
 
+// thenSep matches [ .-]? at q and then next, the separator taken first.
+func thenSep(s string, q int, next func(s string, p int) int) int {
+	if q < len(s) && isPhoneSep(s[q]) {
+		if r := next(s, q+1); r >= 0 {
+			return r
+		}
+	}
+	return next(s, q)
+}
+
 // phoneNumber matches \d{1,5}(?:[ .-]?\d{1,5}){1,5} at p (the phone
-// pattern without its prefixes, also its plain form).
+// pattern without its prefixes).
 func phoneNumber(s string, p int) int {
 	for k := digitRun(s, p, 5); k >= 1; k-- {
 		if r := phoneGroups(s, p+k, 0); r >= 0 {
