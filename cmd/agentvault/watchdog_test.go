@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -26,7 +25,7 @@ func command(limit time.Duration, name string, args ...string) *exec.Cmd {
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.WaitDelay = 10 * time.Second
-	go func() { <-ctx.Done(); cancel() }()
+	go func() { <-ctx.Done(); cancel() }() // releases the context at its deadline (the process outlives this call)
 	return cmd
 }
 
@@ -56,9 +55,9 @@ func startWatchdog() {
 }
 
 // stuck stops the server with SIGQUIT, which makes a Go program print
-// every goroutine's stack, and returns those blocked for a minute or
-// more (all of them, to 400 lines, if none is), and the last lines it
-// logged before.
+// every goroutine's stack, and returns those in agentvault's own code
+// (all of them, to 400 lines, if none is), and the last lines it logged
+// before.
 func (s *server) stuck() string {
 	before := s.logs()
 	s.cmd.Process.Signal(syscall.SIGQUIT)
@@ -67,24 +66,17 @@ func (s *server) stuck() string {
 	case <-time.After(10 * time.Second):
 	}
 	dump := strings.TrimPrefix(s.logs(), before)
-	var b strings.Builder
-	keep := false
-	sc := bufio.NewScanner(strings.NewReader(dump))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "goroutine ") {
-			keep = strings.Contains(line, "minutes]")
-		}
-		if keep {
-			b.WriteString(line + "\n")
+	var ours []string
+	for _, g := range strings.Split(dump, "\n\n") {
+		if strings.HasPrefix(g, "goroutine ") && strings.Contains(g, "github.com/agentvault/agentvault/") {
+			ours = append(ours, g)
 		}
 	}
-	stacks := b.String()
+	stacks := strings.Join(ours, "\n\n")
 	if stacks == "" {
 		all := strings.Split(dump, "\n")
-		stacks = strings.Join(all[:min(len(all), 400)], "\n") + "\n"
+		stacks = strings.Join(all[:min(len(all), 400)], "\n")
 	}
 	lines := strings.Split(strings.TrimSpace(before), "\n")
-	return stacks + "last lines logged before:\n" + strings.Join(lines[max(len(lines)-20, 0):], "\n")
+	return stacks + "\nlast lines logged before:\n" + strings.Join(lines[max(len(lines)-20, 0):], "\n")
 }

@@ -238,11 +238,8 @@ func run(c config) (Result, error) {
 		values = len(ticketValues)
 		req = restore(c.url, agent, answer)
 	case "transit":
-		if c.vaultAddr == "" || c.vaultToken == "" {
-			return Result{}, fmt.Errorf("-scenario transit needs -vault-addr and -vault-token")
-		}
-		if err := post(client, c.vaultAddr+"/v1/transit/keys/avload", "X-Vault-Token", c.vaultToken, []byte(`{}`), nil); err != nil {
-			return Result{}, fmt.Errorf("create transit key: %w", err)
+		if err := transitKey(client, c); err != nil {
+			return Result{}, err
 		}
 		req = transitEncrypt(c.vaultAddr, c.vaultToken)
 	default:
@@ -282,16 +279,22 @@ type wrkPlan struct {
 // credentials as the load tool's own clients), so that the server can be
 // measured under an independent load generator.
 func writeWrkScript(c config) error {
+	p, err := wrkPlanFor(c)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(c.wrkScript, []byte(p.lua()), 0o600)
+}
+
+// wrkPlanFor sets the scenario up and returns its requests.
+func wrkPlanFor(c config) (wrkPlan, error) {
 	client := &http.Client{Timeout: 30 * time.Second}
 	bearer := func(token string) (string, string) { return "Authorization", "Bearer " + token }
 	var p wrkPlan
 	switch c.scenario {
 	case "transit":
-		if c.vaultAddr == "" || c.vaultToken == "" {
-			return fmt.Errorf("-scenario transit needs -vault-addr and -vault-token")
-		}
-		if err := post(client, c.vaultAddr+"/v1/transit/keys/avload", "X-Vault-Token", c.vaultToken, []byte(`{}`), nil); err != nil {
-			return fmt.Errorf("create transit key: %w", err)
+		if err := transitKey(client, c); err != nil {
+			return p, err
 		}
 		p = wrkPlan{method: "POST", paths: []string{"/v1/transit/encrypt/avload"}, bodies: [][]byte{transitBody()}, header: "X-Vault-Token", auth: c.vaultToken}
 	case "create", "batch":
@@ -301,14 +304,14 @@ func writeWrkScript(c config) error {
 		}
 		coll, writer, err := setup(client, c)
 		if err != nil {
-			return err
+			return p, err
 		}
 		p = wrkPlan{method: "POST", paths: []string{"/v1/collections/" + coll + "/records"}, bodies: [][]byte{recordsBody(n)}}
 		p.header, p.auth = bearer(writer)
 	case "schema":
 		coll, writer, err := setup(client, c)
 		if err != nil {
-			return err
+			return p, err
 		}
 		p = wrkPlan{method: "GET", paths: []string{"/v1/collections/" + coll}}
 		p.header, p.auth = bearer(writer)
@@ -325,7 +328,7 @@ func writeWrkScript(c config) error {
 			query = "?purpose=load"
 		}
 		if err != nil {
-			return err
+			return p, err
 		}
 		p = wrkPlan{method: "GET"}
 		for _, id := range ids {
@@ -335,7 +338,7 @@ func writeWrkScript(c config) error {
 	case "detokenize":
 		agent, tokens, err := setupDetokenize(client, c)
 		if err != nil {
-			return err
+			return p, err
 		}
 		p = wrkPlan{method: "POST", paths: []string{"/v1/detokenize"}}
 		for start := 0; start < len(tokens) && len(p.bodies) < 1000; start += c.batch {
@@ -343,9 +346,9 @@ func writeWrkScript(c config) error {
 		}
 		p.header, p.auth = bearer(agent)
 	default:
-		return fmt.Errorf("no wrk script for scenario %q", c.scenario)
+		return p, fmt.Errorf("no wrk script for scenario %q", c.scenario)
 	}
-	return os.WriteFile(c.wrkScript, []byte(p.lua()), 0o600)
+	return p, nil
 }
 
 // lua is the plan as a wrk script. Strings are Lua long strings, which
@@ -504,6 +507,17 @@ func createRecords(base, coll, token string, n int) request {
 	return func(ctx context.Context, client *http.Client) error {
 		return post(client, url, "Authorization", token, payload, nil)
 	}
+}
+
+// transitKey makes the Transit key the transit scenario encrypts with.
+func transitKey(client *http.Client, c config) error {
+	if c.vaultAddr == "" || c.vaultToken == "" {
+		return fmt.Errorf("-scenario transit needs -vault-addr and -vault-token")
+	}
+	if err := post(client, c.vaultAddr+"/v1/transit/keys/avload", "X-Vault-Token", c.vaultToken, []byte(`{}`), nil); err != nil {
+		return fmt.Errorf("create transit key: %w", err)
+	}
+	return nil
 }
 
 // transitBody is a Transit encrypt request of a 16-byte value.

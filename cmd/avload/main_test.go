@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -104,5 +107,55 @@ func TestTLS(t *testing.T) {
 	c.caFile = filepath.Join(t.TempDir(), "missing.pem")
 	if _, err := run(c); err == nil || !strings.Contains(err.Error(), "-ca-file") {
 		t.Fatalf("missing -ca-file: %v", err)
+	}
+}
+
+// TestWrkPlans sets each wrk scenario up against the real handler (and
+// the dev Vault for transit) and sends every request of its plan, as its
+// Lua script has wrk send them: each must succeed. The script names each
+// header in a Lua long string spaced from the index brackets ("[[" would
+// open a long string: wrk once refused such a script).
+func TestWrkPlans(t *testing.T) {
+	url := apitest.Start(t, apitest.Options{})
+	dv := vaulttest.Start(t)
+	client := &http.Client{Timeout: 30 * time.Second}
+	for _, tc := range []struct {
+		scenario string
+		batch    int
+	}{{"transit", 0}, {"create", 0}, {"batch", 20}, {"schema", 0}, {"read", 0}, {"agent-read", 0}, {"detokenize", 1}} {
+		t.Run(tc.scenario, func(t *testing.T) {
+			c := config{url: url, token: apitest.AdminToken, scenario: tc.scenario, batch: tc.batch, vaultAddr: dv.Addr, vaultToken: dv.Token}
+			p, err := wrkPlanFor(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			base := url
+			if tc.scenario == "transit" {
+				base = dv.Addr
+			}
+			for i := range max(len(p.paths), len(p.bodies)) {
+				var body io.Reader
+				if len(p.bodies) > 0 {
+					body = bytes.NewReader(p.bodies[i%len(p.bodies)])
+				}
+				req, _ := http.NewRequest(p.method, base+p.paths[i%len(p.paths)], body)
+				req.Header.Set(p.header, p.auth)
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode/100 != 2 {
+					t.Fatalf("%s %s: %d", p.method, p.paths[i%len(p.paths)], resp.StatusCode)
+				}
+			}
+			lua := p.lua()
+			if !strings.Contains(lua, "wrk.headers[ [==["+p.header+"]==] ]") || strings.Contains(lua, "[[") {
+				t.Fatalf("script's header line:\n%s", lua)
+			}
+		})
+	}
+	if _, err := wrkPlanFor(config{url: url, token: apitest.AdminToken, scenario: "page"}); err == nil {
+		t.Fatal("a wrk plan for a scenario without one")
 	}
 }
