@@ -1,10 +1,11 @@
 // Package badgerstore is the vault's embedded store: Badger on local disk,
-// with group commit and a free-space reserve, behind the storage
-// interfaces.
+// made durable by a write-ahead log of its own with group commit (see
+// wal.go), with a free-space reserve, behind the storage interfaces.
 package badgerstore
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -22,18 +23,40 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agentvault/agentvault/storage"
-	"golang.org/x/sys/unix"
 )
 
 // Store is agentvault's Badger database with group commit: a transaction
-// is acknowledged only after an fsync that started after it committed, and
-// transactions that commit while one fsync runs share the next one. Badger's
-// own SyncWrites would fsync once per transaction.
+// is acknowledged only after its record in the write-ahead log is synced
+// by an fdatasync that started after it committed, and transactions that
+// commit while one runs share the next one. Badger's own SyncWrites would
+// sync once per transaction.
 type Store struct {
 	db      *badger.DB
 	syncReq chan chan error
 	done    chan struct{}
 	wg      sync.WaitGroup
+
+	walDir string
+	wal    *walWriter // flushed by the sync loop alone
+	// walErr, once set, fails every write: a log that failed to write or
+	// sync cannot say what is durable (PostgreSQL stops for the same
+	// reason). A restart replays what is.
+	walErr atomic.Pointer[error]
+	// body is the open write transaction's log record (under wmu).
+	body []byte
+
+	// A checkpoint (one at a time, in its own goroutine) makes Badger's
+	// files hold every transaction in the segments before ckBefore, then
+	// deletes those segments. ckWake asks for one.
+	ckMu        sync.Mutex
+	ckBefore    atomic.Uint64
+	ckWake      chan struct{}
+	ckDone      chan struct{}
+	checkpoints prometheus.Counter
+	ckFailures  prometheus.Counter
+	// beforeCheckpoint, when set by a test, runs after a checkpoint is
+	// decided and before Badger is synced.
+	beforeCheckpoint atomic.Pointer[func()]
 
 	closeMu sync.RWMutex
 	closed  bool
@@ -48,20 +71,13 @@ type Store struct {
 
 	// beforeSync and afterSync, when set by a test, run around each group
 	// fsync, before its waiters are answered: fault injection (a slow
-	// disk, a memtable switch at the worst moment) and inspection, never
-	// set in production.
+	// disk) and inspection, never set in production.
 	beforeSync atomic.Pointer[func()]
 	afterSync  atomic.Pointer[func()]
 
 	dir          string
 	reserve      atomic.Int64
 	fullRefusals prometheus.Counter
-	// created watches the database directory for new files (inotify), so
-	// syncRetiredLogs lists it only after a memtable or value log was
-	// added; -1 when unavailable (then it lists every round).
-	// retiredPending (sync loop only) keeps listing after a failed round.
-	created        int
-	retiredPending bool
 }
 
 // Options tune the store; the zero value is fine.
@@ -77,12 +93,40 @@ type Options struct {
 	// filesystem (see CheckSpace); 0 checks nothing. It must cover
 	// Badger's own work: at least three memtables.
 	Reserve int64
+	// SegmentSize is the write-ahead log's segment size; 0 chooses (see
+	// segmentSize). Tests make it small to switch segments.
+	SegmentSize int64
 }
 
-// Open opens (or creates) the Badger database in dir.
+// walDirName is the write-ahead log's directory, inside the database's.
+const walDirName = "wal"
+
+// Open opens (or creates) the Badger database in dir and replays its
+// write-ahead log. A read-only open of a database whose log holds
+// transactions (the server stopped without closing it) first opens it
+// for writing to replay them: what it then reads is everything that was
+// acknowledged.
 func Open(dir string, o Options) (*Store, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.ReadOnly {
+		pending, err := walHasRecords(filepath.Join(dir, walDirName))
+		if err != nil {
+			return nil, fmt.Errorf("open badger in %s: %w", dir, err)
+		}
+		if pending {
+			o.Logger.Info("the database was not closed cleanly; replaying its write-ahead log before opening it read-only", "dir", dir)
+			rw := o
+			rw.ReadOnly, rw.Registry = false, nil
+			s, err := Open(dir, rw)
+			if err != nil {
+				return nil, fmt.Errorf("replay the write-ahead log of %s (a read-only open needs it replayed): %w", dir, err)
+			}
+			if err := s.Close(); err != nil {
+				return nil, err
+			}
+		}
 	}
 	opts := badger.DefaultOptions(dir).
 		WithSyncWrites(false).
@@ -106,8 +150,19 @@ func Open(dir string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("open badger in %s: %w", dir, err)
 	}
 	s := &Store{
-		db:  db,
-		dir: dir,
+		db:     db,
+		dir:    dir,
+		walDir: filepath.Join(dir, walDirName),
+		ckWake: make(chan struct{}, 1),
+		ckDone: make(chan struct{}),
+		checkpoints: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "agentvault_store_checkpoints_total",
+			Help: "Checkpoints: Badger's files synced and the write-ahead log segments they cover deleted.",
+		}),
+		ckFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "agentvault_store_checkpoint_failures_total",
+			Help: "Checkpoints that failed; the log keeps its segments until one succeeds.",
+		}),
 		fullRefusals: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "agentvault_storage_full_refusals_total",
 			Help: "Writes refused because the data directory's filesystem was down to its reserve.",
@@ -116,19 +171,24 @@ func Open(dir string, o Options) (*Store, error) {
 		done:    make(chan struct{}),
 		syncBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "agentvault_store_sync_batch_transactions",
-			Help:    "Transactions made durable by one fsync (group commit).",
+			Help:    "Transactions made durable by one write-ahead log fdatasync (group commit).",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
 		}),
 		syncTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "agentvault_store_sync_seconds",
-			Help:    "Time one group-commit fsync took.",
+			Help:    "Time one group-commit write and fdatasync of the write-ahead log took.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
 	}
 	s.reserve.Store(o.Reserve)
-	s.created = watchCreates(dir, o.ReadOnly)
+	if !o.ReadOnly {
+		if err := s.recover(o.Logger, cmp.Or(o.SegmentSize, segmentSize(opts.MemTableSize))); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("open badger in %s: %w", dir, err)
+		}
+	}
 	if o.Registry != nil {
-		o.Registry.MustRegister(s.syncBatch, s.syncTime, s.fullRefusals, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		o.Registry.MustRegister(s.syncBatch, s.syncTime, s.fullRefusals, s.checkpoints, s.ckFailures, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "agentvault_storage_free_bytes",
 			Help: "Free space on the data directory's filesystem; writes stop at agentvault_storage_reserve_bytes.",
 		}, func() float64 {
@@ -139,9 +199,55 @@ func Open(dir string, o Options) (*Store, error) {
 			Help: "Free space writes leave on the data directory's filesystem (0: not checked).",
 		}, func() float64 { return float64(s.reserve.Load()) }))
 	}
+	if o.ReadOnly {
+		close(s.ckDone)
+		return s, nil
+	}
 	s.wg.Add(1)
 	go s.syncLoop()
+	go s.checkpointLoop(o.Logger)
 	return s, nil
+}
+
+// recover replays the write-ahead log into Badger, makes Badger's files
+// hold it (a checkpoint), deletes its segments and starts a new one.
+func (s *Store) recover(log *slog.Logger, segSize int64) error {
+	if err := os.MkdirAll(s.walDir, 0o700); err != nil {
+		return err
+	}
+	ids, err := listSegments(s.walDir)
+	if err != nil {
+		return err
+	}
+	var last uint64
+	if len(ids) > 0 {
+		last = ids[len(ids)-1]
+		wb := s.db.NewWriteBatch()
+		defer wb.Cancel()
+		records, torn, err := readSegments(s.walDir, func(body []byte) error {
+			return eachOp(body, func(kind byte, key, value []byte) error {
+				if kind == opDelete {
+					return wb.Delete(key)
+				}
+				return wb.Set(key, value)
+			})
+		})
+		if err == nil {
+			err = wb.Flush()
+		}
+		if err != nil {
+			return fmt.Errorf("replay the write-ahead log: %w", err)
+		}
+		if torn != "" {
+			log.Warn("the write-ahead log ends in a torn record, where a crash stopped a write that was never acknowledged; replayed what came before", "at", torn)
+		}
+		if err := s.checkpoint(last + 1); err != nil {
+			return fmt.Errorf("after replaying the write-ahead log: %w", err)
+		}
+		log.Info("replayed the write-ahead log", "transactions", records, "segments", len(ids))
+	}
+	s.wal, err = openWAL(s.walDir, segSize, last)
+	return err
 }
 
 // syncLoop is the single fsync worker. Each round takes every waiter that
@@ -168,18 +274,12 @@ func (s *Store) syncLoop() {
 				(*hook)()
 			}
 			start := time.Now()
-			err := s.db.Sync()
-			if err == nil {
-				err = s.syncRetiredLogs()
-			}
+			err := s.flushWAL()
 			s.syncTime.Observe(time.Since(start).Seconds())
 			if hook := s.afterSync.Load(); hook != nil {
 				(*hook)()
 			}
 			s.syncBatch.Observe(float64(len(batch)))
-			if err != nil {
-				err = fmt.Errorf("%w: fsync: %v", storage.ErrUnavailable, err)
-			}
 			for _, ch := range batch {
 				ch <- err
 			}
@@ -187,27 +287,87 @@ func (s *Store) syncLoop() {
 	}
 }
 
+// flushWAL writes and syncs the log's new records (the sync loop's), and
+// asks for a checkpoint when a segment filled. A failure sticks.
+func (s *Store) flushWAL() error {
+	if err := s.failed(); err != nil {
+		return err
+	}
+	switched, err := s.wal.flush()
+	if err != nil {
+		err = fmt.Errorf("%w: %v", storage.ErrUnavailable, err)
+		s.walErr.Store(&err)
+		return err
+	}
+	if switched {
+		s.ckBefore.Store(s.wal.segID)
+		select {
+		case s.ckWake <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// failed is the log's sticky failure, or nil.
+func (s *Store) failed() error {
+	if p := s.walErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// checkpointLoop runs the checkpoints the sync loop asks for, until
+// Close.
+func (s *Store) checkpointLoop(log *slog.Logger) {
+	defer close(s.ckDone)
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-s.ckWake:
+			if err := s.checkpoint(s.ckBefore.Load()); err != nil {
+				s.ckFailures.Inc()
+				log.Error("write-ahead log checkpoint failed; its segments are kept", "err", err)
+			}
+		}
+	}
+}
+
+// checkpoint makes Badger's files hold every transaction logged in the
+// segments before the segment id before, then deletes those segments.
+// Each of them was committed to Badger before the segment before was
+// begun, and so before this call: DB.Sync writes the current memtable's
+// log and value log, syncRetiredLogs the set-aside ones.
+func (s *Store) checkpoint(before uint64) error {
+	s.ckMu.Lock()
+	defer s.ckMu.Unlock()
+	if hook := s.beforeCheckpoint.Load(); hook != nil {
+		(*hook)()
+	}
+	if err := s.db.Sync(); err != nil {
+		return err
+	}
+	if err := s.syncRetiredLogs(); err != nil {
+		return err
+	}
+	if err := removeSegments(s.walDir, before); err != nil {
+		return err
+	}
+	s.checkpoints.Inc()
+	return nil
+}
+
 // syncRetiredLogs makes up for what Badger's DB.Sync leaves out. DB.Sync
 // syncs the current memtable's write-ahead log and the current value log;
 // a transaction that committed into a memtable that filled up (and was
-// set aside for flushing) before the sync lives only in that older log
-// until the flush writes it to a table, and without this it would be
-// acknowledged unsynced (TestAcknowledgedWritesSurviveMemtableSwitch
-// shows it). It runs after DB.Sync: a memtable set aside before the sync
-// began has its log here; one set aside after was the current one when
-// DB.Sync synced it. A set-aside log takes no more writes, so one fsync
-// after it is set aside is enough: the directory is listed only when a
-// file was created since the last round (a new memtable or value log
-// comes with one), otherwise this costs one non-blocking read. Logs
-// already clean cost a cheap fsync; one flushed meanwhile is gone, its
-// data in a synced table. The value log rotates at 1 GiB, so the one
-// before the newest is synced too.
+// set aside for flushing) lives only in that older log until the flush
+// writes it to a table (TestCheckpointSyncsSetAsideMemtables). It runs
+// after DB.Sync: a memtable set aside before the sync began has its log
+// here; one set aside after was the current one when DB.Sync synced it.
+// A log flushed meanwhile is gone, its data in a synced table. The value
+// log rotates at 1 GiB, so the one before the newest is synced too.
 func (s *Store) syncRetiredLogs() error {
-	if s.created >= 0 && !drainCreates(s.created) && !s.retiredPending {
-		return nil
-	}
-	// Until a listing and its fsyncs succeed, every round tries again.
-	s.retiredPending = true
 	ents, err := os.ReadDir(s.dir)
 	if err != nil {
 		return err
@@ -234,44 +394,7 @@ func (s *Store) syncRetiredLogs() error {
 			return fmt.Errorf("sync %s: %w", name, err)
 		}
 	}
-	s.retiredPending = false
 	return nil
-}
-
-// watchCreates starts an inotify watch for files created in dir, or
-// returns -1 (read-only stores write nothing; a kernel without inotify
-// falls back to listing every round).
-func watchCreates(dir string, readOnly bool) int {
-	if readOnly {
-		return -1
-	}
-	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
-	if err != nil {
-		return -1
-	}
-	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_CREATE|unix.IN_MOVED_TO); err != nil {
-		unix.Close(fd)
-		return -1
-	}
-	return fd
-}
-
-// drainCreates reads every queued event and reports whether there was
-// any (or the queue overflowed, or reading failed: then list anyway).
-func drainCreates(fd int) bool {
-	var buf [4096]byte
-	seen := false
-	for {
-		n, err := unix.Read(fd, buf[:])
-		if n > 0 {
-			seen = true
-			continue
-		}
-		if errors.Is(err, unix.EAGAIN) {
-			return seen
-		}
-		return true
-	}
 }
 
 func fsyncFile(path string) error {
@@ -285,6 +408,9 @@ func fsyncFile(path string) error {
 
 // WaitDurable returns once everything committed before the call is on disk.
 func (s *Store) WaitDurable() error {
+	if s.wal == nil {
+		return nil // read-only: nothing was committed
+	}
 	ch := make(chan error, 1)
 	s.closeMu.RLock()
 	if s.closed {
@@ -320,12 +446,12 @@ func (s *Store) update(ctx context.Context, small bool, fn func(txn storage.Txn)
 			return err
 		}
 		s.wmu.Lock()
-		txn := s.db.NewTransaction(true)
-		err := fn(badgerTxn{txn})
+		txn := s.newLoggedTxn()
+		err := fn(txn)
 		if err == nil {
-			err = txn.Commit()
+			err = s.commitLogged(txn)
 		}
-		txn.Discard()
+		txn.t.Discard()
 		s.wmu.Unlock()
 		switch {
 		case err == nil:
@@ -362,6 +488,9 @@ func (s *Store) Check() error {
 	if s.db.IsClosed() {
 		return fmt.Errorf("%w: closed", storage.ErrUnavailable)
 	}
+	if err := s.failed(); err != nil {
+		return err
+	}
 	if err := s.CheckSpace(false); err != nil {
 		return err
 	}
@@ -374,7 +503,9 @@ func (s *Store) Check() error {
 	})
 }
 
-// Close stops the fsync worker after a final sync and closes Badger.
+// Close stops the sync worker after a final flush of the log, makes
+// Badger's files hold everything (a checkpoint that deletes every
+// segment), and closes Badger.
 func (s *Store) Close() error {
 	s.closeMu.Lock()
 	if s.closed {
@@ -385,9 +516,12 @@ func (s *Store) Close() error {
 	s.closeMu.Unlock()
 	close(s.done)
 	s.wg.Wait()
-	// Answer anyone still queued; their commits are covered by the final
-	// Sync inside Close.
-	syncErr := s.db.Sync()
+	<-s.ckDone
+	if s.wal == nil { // read-only
+		return s.db.Close()
+	}
+	// Answer anyone still queued: the final flush covers their commits.
+	syncErr := s.flushWAL()
 	for {
 		select {
 		case ch := <-s.syncReq:
@@ -397,10 +531,16 @@ func (s *Store) Close() error {
 		}
 		break
 	}
-	if s.created >= 0 {
-		unix.Close(s.created)
+	// Nothing writes now (a commit racing Close is flushed by Badger's
+	// Close, its caller answered with an error).
+	s.wmu.Lock()
+	err := s.checkpoint(s.wal.segID + 1)
+	s.wmu.Unlock()
+	s.wal.close()
+	if cerr := s.db.Close(); err == nil {
+		err = cerr
 	}
-	return s.db.Close()
+	return err
 }
 
 // NewWriteTxn starts a read-write transaction for the single writer,
@@ -408,30 +548,75 @@ func (s *Store) Close() error {
 // It holds the store's write lock until it is committed or discarded.
 func (s *Store) NewWriteTxn() storage.WriteTxn {
 	s.wmu.Lock()
-	return &writeTxn{badgerTxn: badgerTxn{s.db.NewTransaction(true)}, unlock: &s.wmu}
+	return &writeTxn{loggedTxn: s.newLoggedTxn(), s: s}
 }
 
 // writeTxn is a read-write transaction holding the store's write lock.
 type writeTxn struct {
-	badgerTxn
-	unlock *sync.Mutex
+	loggedTxn
+	s *Store
 }
 
 func (w *writeTxn) release() {
-	if w.unlock != nil {
-		w.unlock.Unlock()
-		w.unlock = nil
+	if w.s != nil {
+		w.s.wmu.Unlock()
+		w.s = nil
 	}
 }
 
 func (w *writeTxn) Commit() error {
 	defer w.release()
-	return w.badgerTxn.Commit()
+	return w.s.commitLogged(w.loggedTxn)
 }
 
 func (w *writeTxn) Discard() {
-	w.badgerTxn.Discard()
+	w.t.Discard()
 	w.release()
+}
+
+// loggedTxn is a read-write transaction that writes what it sets and
+// deletes into its log record too (the store's body, under wmu).
+type loggedTxn struct {
+	badgerTxn
+	body *[]byte
+}
+
+func (s *Store) newLoggedTxn() loggedTxn {
+	s.body = s.body[:0]
+	return loggedTxn{badgerTxn: badgerTxn{s.db.NewTransaction(true)}, body: &s.body}
+}
+
+func (t loggedTxn) Set(key, value []byte) error {
+	if err := badgerErr(t.t.Set(key, value)); err != nil {
+		return err
+	}
+	*t.body = appendOp(*t.body, opSet, key, value)
+	return nil
+}
+
+func (t loggedTxn) Delete(key []byte) error {
+	if err := badgerErr(t.t.Delete(key)); err != nil {
+		return err
+	}
+	*t.body = appendOp(*t.body, opDelete, key, nil)
+	return nil
+}
+
+// commitLogged commits a logged transaction and queues its record for
+// the log's next flush (under wmu: records are in commit order). After
+// the log has failed, it commits nothing.
+func (s *Store) commitLogged(t loggedTxn) error {
+	if err := s.failed(); err != nil {
+		t.t.Discard()
+		return err
+	}
+	if err := badgerErr(t.t.Commit()); err != nil {
+		return err
+	}
+	if len(*t.body) > 0 {
+		s.wal.add(*t.body)
+	}
+	return nil
 }
 
 // badgerTxn, badgerItem and badgerIter are Badger behind the storage
@@ -537,7 +722,8 @@ func (s *Store) StreamBackup(w io.Writer, maxSize uint64) error {
 }
 
 // NewLoader returns a bulk loader into the store (a new, empty one, for a
-// restore), with at most maxPending writes in flight.
+// restore), with at most maxPending writes in flight. What it loads goes
+// past the write-ahead log: it is durable once the store is closed.
 func (s *Store) NewLoader(maxPending int) *badger.KVLoader { return s.db.NewKVLoader(maxPending) }
 
 // Hooks for tests and offline tools.
@@ -559,10 +745,18 @@ func (s *Store) SetSyncHooks(before, after func()) {
 	set(&s.afterSync, after)
 }
 
-// UpdateRaw commits fn straight to Badger, past group commit and the
-// vault's audit log: tests that plant or corrupt data.
+// UpdateRaw commits fn past the vault's audit log and without waiting
+// for durability (its log record goes with the next flush): tests that
+// plant or corrupt data.
 func (s *Store) UpdateRaw(fn func(txn storage.Txn) error) error {
-	return s.db.Update(func(t *badger.Txn) error { return fn(badgerTxn{t}) })
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	txn := s.newLoggedTxn()
+	defer txn.t.Discard()
+	if err := fn(txn); err != nil {
+		return err
+	}
+	return s.commitLogged(txn)
 }
 
 // DB is the Badger database itself (tests that read what only Badger
