@@ -25,19 +25,19 @@ import (
 	"github.com/agentvault/agentvault/storage"
 )
 
-// Store is agentvault's Badger database with group commit: a transaction
-// is acknowledged only after its record in the write-ahead log is synced
-// by an fdatasync that started after it committed, and transactions that
-// commit while one runs share the next one. Badger's own SyncWrites would
-// sync once per transaction.
+// Store is agentvault's Badger database made durable by its own
+// write-ahead log: a read-write transaction's record is written and
+// synced before the transaction commits to Badger, so what a reader sees
+// is durable, and Badger never holds a transaction the log does not
+// (which replay relies on). Read-write transactions run one at a time
+// (wmu), each with its own fdatasync; the vault's single writer puts
+// many requests into one transaction (group commit).
 type Store struct {
-	db      *badger.DB
-	syncReq chan chan error
-	done    chan struct{}
-	wg      sync.WaitGroup
+	db   *badger.DB
+	done chan struct{}
 
 	walDir string
-	wal    *walWriter // flushed by the sync loop alone
+	wal    *walWriter // under wmu
 	// walErr, once set, fails every write: a log that failed to write or
 	// sync cannot say what is durable (PostgreSQL stops for the same
 	// reason). A restart replays what is.
@@ -66,11 +66,10 @@ type Store struct {
 	// a read-modify-write safe without conflict detection.
 	wmu sync.Mutex
 
-	syncBatch prometheus.Histogram
-	syncTime  prometheus.Histogram
+	syncTime prometheus.Histogram
 
-	// beforeSync and afterSync, when set by a test, run around each group
-	// fsync, before its waiters are answered: fault injection (a slow
+	// beforeSync and afterSync, when set by a test, run around each log
+	// fdatasync, before the transaction commits: fault injection (a slow
 	// disk) and inspection, never set in production.
 	beforeSync atomic.Pointer[func()]
 	afterSync  atomic.Pointer[func()]
@@ -167,13 +166,7 @@ func Open(dir string, o Options) (*Store, error) {
 			Name: "agentvault_storage_full_refusals_total",
 			Help: "Writes refused because the data directory's filesystem was down to its reserve.",
 		}),
-		syncReq: make(chan chan error, 4096),
-		done:    make(chan struct{}),
-		syncBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "agentvault_store_sync_batch_transactions",
-			Help:    "Transactions made durable by one write-ahead log fdatasync (group commit).",
-			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
-		}),
+		done: make(chan struct{}),
 		syncTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "agentvault_store_sync_seconds",
 			Help:    "Time one group-commit write and fdatasync of the write-ahead log took.",
@@ -188,7 +181,7 @@ func Open(dir string, o Options) (*Store, error) {
 		}
 	}
 	if o.Registry != nil {
-		o.Registry.MustRegister(s.syncBatch, s.syncTime, s.fullRefusals, s.checkpoints, s.ckFailures, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		o.Registry.MustRegister(s.syncTime, s.fullRefusals, s.checkpoints, s.ckFailures, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "agentvault_storage_free_bytes",
 			Help: "Free space on the data directory's filesystem; writes stop at agentvault_storage_reserve_bytes.",
 		}, func() float64 {
@@ -203,8 +196,6 @@ func Open(dir string, o Options) (*Store, error) {
 		close(s.ckDone)
 		return s, nil
 	}
-	s.wg.Add(1)
-	go s.syncLoop()
 	go s.checkpointLoop(o.Logger)
 	return s, nil
 }
@@ -250,54 +241,25 @@ func (s *Store) recover(log *slog.Logger, segSize int64) error {
 	return err
 }
 
-// syncLoop is the single fsync worker. Each round takes every waiter that
-// has arrived, syncs once, and answers them all.
-func (s *Store) syncLoop() {
-	defer s.wg.Done()
-	batch := make([]chan error, 0, 256)
-	for {
-		select {
-		case <-s.done:
-			return
-		case first := <-s.syncReq:
-			batch = append(batch[:0], first)
-		drain:
-			for {
-				select {
-				case ch := <-s.syncReq:
-					batch = append(batch, ch)
-				default:
-					break drain
-				}
-			}
-			if hook := s.beforeSync.Load(); hook != nil {
-				(*hook)()
-			}
-			start := time.Now()
-			err := s.flushWAL()
-			s.syncTime.Observe(time.Since(start).Seconds())
-			if hook := s.afterSync.Load(); hook != nil {
-				(*hook)()
-			}
-			s.syncBatch.Observe(float64(len(batch)))
-			for _, ch := range batch {
-				ch <- err
-			}
-		}
-	}
-}
-
-// flushWAL writes and syncs the log's new records (the sync loop's), and
-// asks for a checkpoint when a segment filled. A failure sticks.
-func (s *Store) flushWAL() error {
+// logDurably writes a transaction's record to the log and syncs it
+// (under wmu), and asks for a checkpoint when a segment filled. A
+// failure sticks.
+func (s *Store) logDurably(body []byte) error {
 	if err := s.failed(); err != nil {
 		return err
 	}
-	switched, err := s.wal.flush()
+	if hook := s.beforeSync.Load(); hook != nil {
+		(*hook)()
+	}
+	start := time.Now()
+	switched, err := s.wal.append(body)
+	s.syncTime.Observe(time.Since(start).Seconds())
+	if hook := s.afterSync.Load(); hook != nil {
+		(*hook)()
+	}
 	if err != nil {
-		err = fmt.Errorf("%w: %v", storage.ErrUnavailable, err)
-		s.walErr.Store(&err)
-		return err
+		s.fail(err)
+		return s.failed()
 	}
 	if switched {
 		s.ckBefore.Store(s.wal.segID)
@@ -307,6 +269,12 @@ func (s *Store) flushWAL() error {
 		}
 	}
 	return nil
+}
+
+// fail makes err the store's sticky failure.
+func (s *Store) fail(err error) {
+	err = fmt.Errorf("%w: %v", storage.ErrUnavailable, err)
+	s.walErr.CompareAndSwap(nil, &err)
 }
 
 // failed is the log's sticky failure, or nil.
@@ -406,22 +374,11 @@ func fsyncFile(path string) error {
 	return f.Sync()
 }
 
-// WaitDurable returns once everything committed before the call is on disk.
+// WaitDurable returns once everything committed before the call is on
+// disk: at once, since a transaction commits only after its log record
+// is synced. It reports the log's failure, if any.
 func (s *Store) WaitDurable() error {
-	if s.wal == nil {
-		return nil // read-only: nothing was committed
-	}
-	ch := make(chan error, 1)
-	s.closeMu.RLock()
-	if s.closed {
-		s.closeMu.RUnlock()
-		return fmt.Errorf("%w: store closed", storage.ErrUnavailable)
-	}
-	s.syncReq <- ch
-	s.closeMu.RUnlock()
-	// The commit already happened; wait for durability even if the client
-	// went away, so an acknowledged write is never reported as lost.
-	return <-ch
+	return s.failed()
 }
 
 // maxConflictRetries bounds how often Update reruns a transaction that lost
@@ -455,7 +412,7 @@ func (s *Store) update(ctx context.Context, small bool, fn func(txn storage.Txn)
 		s.wmu.Unlock()
 		switch {
 		case err == nil:
-			return s.WaitDurable()
+			return nil
 		case errors.Is(err, badger.ErrConflict) && attempt < maxConflictRetries:
 			continue
 		case errors.Is(err, badger.ErrTxnTooBig), errors.Is(err, storage.ErrTooBig):
@@ -503,9 +460,8 @@ func (s *Store) Check() error {
 	})
 }
 
-// Close stops the sync worker after a final flush of the log, makes
-// Badger's files hold everything (a checkpoint that deletes every
-// segment), and closes Badger.
+// Close makes Badger's files hold everything (a checkpoint that deletes
+// every log segment) and closes Badger.
 func (s *Store) Close() error {
 	s.closeMu.Lock()
 	if s.closed {
@@ -515,36 +471,22 @@ func (s *Store) Close() error {
 	s.closed = true
 	s.closeMu.Unlock()
 	close(s.done)
-	s.wg.Wait()
 	<-s.ckDone
 	if s.wal == nil { // read-only
 		return s.db.Close()
 	}
-	// Answer anyone still queued: the final flush covers their commits.
-	syncErr := s.flushWAL()
-	for {
-		select {
-		case ch := <-s.syncReq:
-			ch <- syncErr
-			continue
-		default:
-		}
-		break
-	}
-	// Nothing writes now (a commit racing Close is flushed by Badger's
-	// Close, its caller answered with an error).
 	s.wmu.Lock()
 	err := s.checkpoint(s.wal.segID + 1)
-	s.wmu.Unlock()
 	s.wal.close()
+	s.wmu.Unlock()
 	if cerr := s.db.Close(); err == nil {
 		err = cerr
 	}
 	return err
 }
 
-// NewWriteTxn starts a read-write transaction for the single writer,
-// which commits it and then waits for durability itself (WaitDurable).
+// NewWriteTxn starts a read-write transaction for the single writer;
+// Commit returns once it is durable.
 // It holds the store's write lock until it is committed or discarded.
 func (s *Store) NewWriteTxn() storage.WriteTxn {
 	s.wmu.Lock()
@@ -602,19 +544,27 @@ func (t loggedTxn) Delete(key []byte) error {
 	return nil
 }
 
-// commitLogged commits a logged transaction and queues its record for
-// the log's next flush (under wmu: records are in commit order). After
-// the log has failed, it commits nothing.
+// commitLogged writes a logged transaction's record to the log, syncs
+// it, and then commits the transaction to Badger (under wmu: records are
+// in commit order). After the log has failed, it commits nothing. A
+// transaction logged that Badger then refuses fails the store too: a
+// restart would replay it.
 func (s *Store) commitLogged(t loggedTxn) error {
-	if err := s.failed(); err != nil {
+	if s.wal.seg == nil { // closed
 		t.t.Discard()
-		return err
-	}
-	if err := badgerErr(t.t.Commit()); err != nil {
-		return err
+		return fmt.Errorf("%w: store closed", storage.ErrUnavailable)
 	}
 	if len(*t.body) > 0 {
-		s.wal.add(*t.body)
+		if err := s.logDurably(*t.body); err != nil {
+			t.t.Discard()
+			return err
+		}
+	}
+	if err := badgerErr(t.t.Commit()); err != nil {
+		if len(*t.body) > 0 {
+			s.fail(fmt.Errorf("commit after the write-ahead log took the transaction: %w", err))
+		}
+		return err
 	}
 	return nil
 }
@@ -745,9 +695,8 @@ func (s *Store) SetSyncHooks(before, after func()) {
 	set(&s.afterSync, after)
 }
 
-// UpdateRaw commits fn past the vault's audit log and without waiting
-// for durability (its log record goes with the next flush): tests that
-// plant or corrupt data.
+// UpdateRaw commits fn past the vault's audit log: tests that plant or
+// corrupt data.
 func (s *Store) UpdateRaw(fn func(txn storage.Txn) error) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()

@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -215,16 +214,13 @@ func readSegments(dir string, fn func(body []byte) error) (records int, torn str
 	return records, torn, nil
 }
 
-// walWriter appends records to the newest segment. add is safe for
-// concurrent use; flush and the segment fields are the sync loop's alone.
+// walWriter appends records to the newest segment (one caller at a
+// time).
 type walWriter struct {
 	dir     string
 	segSize int64
 
-	mu      sync.Mutex
-	pending []byte // records added since the last flush
-
-	spare    []byte // the other pending buffer, swapped in at each flush
+	buf      []byte // the record being written
 	seg      *os.File
 	segID    uint64
 	off      int64 // where the next record goes
@@ -240,68 +236,32 @@ func openWAL(dir string, segSize int64, lastID uint64) (*walWriter, error) {
 	return w, nil
 }
 
-// add queues a record for the next flush. Records are flushed in the
-// order they were added.
-func (w *walWriter) add(body []byte) {
-	w.mu.Lock()
-	w.pending = appendRecord(w.pending, body)
-	w.mu.Unlock()
-}
-
-// flush writes every record added so far and makes it durable. switched
-// reports that it began a new segment: every record in the older ones
-// is then durable and was committed to Badger before this flush.
-func (w *walWriter) flush() (switched bool, err error) {
-	w.mu.Lock()
-	buf := w.pending
-	w.pending = w.spare[:0]
-	w.mu.Unlock()
-	defer func() { w.spare = buf[:0] }()
-	if len(buf) == 0 {
-		return false, nil
+// append writes a record and makes it durable. switched reports that it
+// began a new segment: every record in the older ones is then durable
+// and was committed to Badger before this call.
+func (w *walWriter) append(body []byte) (switched bool, err error) {
+	w.buf = appendRecord(w.buf[:0], body)
+	if int64(len(w.buf)) > w.segSize {
+		return false, fmt.Errorf("write-ahead log: a %d-byte transaction does not fit a %d-byte segment", len(w.buf), w.segSize)
 	}
-	for len(buf) > 0 {
-		n := fitting(buf, w.segSize-w.off)
-		if n == 0 && w.off == 0 {
-			return switched, fmt.Errorf("write-ahead log: a %d-byte transaction does not fit a %d-byte segment", len(buf), w.segSize)
-		}
-		if n > 0 {
-			if err := w.write(buf[:n]); err != nil {
-				return switched, err
-			}
-			buf = buf[n:]
-		}
-		if len(buf) == 0 {
-			break
-		}
-		// The rest starts a new segment, once this one's records are on
-		// disk: a torn record can only be the newest one.
-		if err := unix.Fdatasync(int(w.seg.Fd())); err != nil {
-			return switched, fmt.Errorf("write-ahead log fdatasync: %w", err)
-		}
+	if w.off+int64(len(w.buf)) > w.segSize {
+		// The record starts a new segment; the records before it are
+		// synced already, so a torn record can only be the newest one.
 		if err := w.startSegment(w.segID + 1); err != nil {
-			return switched, err
+			return false, err
 		}
 		switched = true
+	}
+	if err := w.write(w.buf); err != nil {
+		return switched, err
 	}
 	if err := unix.Fdatasync(int(w.seg.Fd())); err != nil {
 		return switched, fmt.Errorf("write-ahead log fdatasync: %w", err)
 	}
-	return switched, nil
-}
-
-// fitting is how many bytes of whole records at the start of buf fit in
-// room.
-func fitting(buf []byte, room int64) int {
-	n := 0
-	for n < len(buf) {
-		size := recordHeader + int(binary.LittleEndian.Uint32(buf[n:]))
-		if int64(n+size) > room {
-			break
-		}
-		n += size
+	if cap(w.buf) > 4<<20 {
+		w.buf = nil // a large batch's buffer is not kept
 	}
-	return n
+	return switched, nil
 }
 
 // write puts b at the write position, zeroing ahead first when needed.
