@@ -3,7 +3,6 @@ package vault
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -54,11 +53,11 @@ func auditKey(seq uint64) []byte {
 func decodeEntry(item storage.Item) (AuditEntry, error) {
 	var e AuditEntry
 	err := item.Value(func(v []byte) error {
-		raw, err := auditlog.Decode(v)
-		if err != nil {
-			return err
+		d, err := auditlog.DecodeEntry(v)
+		if err == nil {
+			e = *d
 		}
-		return json.Unmarshal(raw, &e)
+		return err
 	})
 	return e, err
 }
@@ -278,7 +277,7 @@ func (w *writer) commit(batch []*mutation) {
 		head.Seq++
 		m.entry.Seq = head.Seq
 		m.entry.PrevHash = head.Hash
-		if err := txn.Set(auditKey(head.Seq), auditlog.Encode(auditlog.Seal(m.entry))); err != nil {
+		if err := txn.Set(auditKey(head.Seq), auditlog.Stored(m.entry)); err != nil {
 			fatal = err
 			break
 		}

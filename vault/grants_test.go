@@ -502,12 +502,20 @@ func stringIn(h, n string) bool {
 func TestAuditTamper(t *testing.T) {
 	t.Parallel()
 	type tamper func(t *testing.T, txn storage.Txn, n uint64)
-	get := func(t *testing.T, txn storage.Txn, seq uint64) []byte {
+	stored := func(t *testing.T, txn storage.Txn, seq uint64) []byte {
 		item, err := txn.Get(auditKey(seq))
 		if err != nil {
 			t.Fatal(err)
 		}
 		v, _ := item.ValueCopy(nil)
+		return v
+	}
+	// get is an entry's JSON (its stored form may be binary).
+	get := func(t *testing.T, txn storage.Txn, seq uint64) []byte {
+		v, err := auditlog.Decode(stored(t, txn, seq))
+		if err != nil {
+			t.Fatal(err)
+		}
 		return v
 	}
 	edit := func(t *testing.T, txn storage.Txn, seq uint64, f func(e *AuditEntry)) {
@@ -531,6 +539,14 @@ func TestAuditTamper(t *testing.T) {
 		{"extra byte in stored entry", func(t *testing.T, txn storage.Txn, n uint64) {
 			b := get(t, txn, 4)
 			txn.Set(auditKey(4), append(b[:len(b)-1], []byte(`,"x":1}`)...))
+		}, 4},
+		{"changed byte in a binary entry", func(t *testing.T, txn storage.Txn, n uint64) {
+			b := stored(t, txn, 4)
+			if b[0] != 0x02 {
+				t.Fatalf("entry 4 is not stored binary: %q", b)
+			}
+			b[len(b)-40] ^= 0x01 // inside the previous hash
+			txn.Set(auditKey(4), b)
 		}, 4},
 		{"deleted entry", func(t *testing.T, txn storage.Txn, n uint64) { txn.Delete(auditKey(3)) }, 3},
 		{"reordered entries", func(t *testing.T, txn storage.Txn, n uint64) {

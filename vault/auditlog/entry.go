@@ -220,8 +220,48 @@ func Encode(canon []byte) []byte {
 	return out[:1+len(s2.Encode(out[1:], canon))]
 }
 
-// Decode returns a stored entry's JSON.
+// Stored seals e (sets e.Hash) and returns how it is stored: the binary
+// form when it carries e exactly, checked by decoding it again (an audit
+// entry stored wrong would fail verification for ever), otherwise its
+// JSON through Encode.
+func Stored(e *Entry) []byte {
+	sealed := Seal(e)
+	if len(sealed) < compressEntriesOver {
+		if b, ok := encodeBinary(e); ok {
+			if back, err := decodeBinary(b[1:]); err == nil && bytes.Equal(sealedJSON(back), sealed) {
+				return b
+			}
+		}
+	}
+	return Encode(sealed)
+}
+
+// DecodeEntry reads a stored entry.
+func DecodeEntry(v []byte) (*Entry, error) {
+	if len(v) > 0 && v[0] == binaryEntry {
+		return decodeBinary(v[1:])
+	}
+	raw, err := Decode(v)
+	if err != nil {
+		return nil, err
+	}
+	var e Entry
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
+// Decode returns a stored entry's JSON: as stored, or rebuilt from its
+// binary form or decompressed.
 func Decode(v []byte) ([]byte, error) {
+	if len(v) > 0 && v[0] == binaryEntry {
+		e, err := decodeBinary(v[1:])
+		if err != nil {
+			return nil, err
+		}
+		return sealedJSON(e), nil
+	}
 	if len(v) == 0 || v[0] != compressedEntry {
 		return v, nil
 	}
