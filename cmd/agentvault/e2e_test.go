@@ -24,6 +24,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/agentvault/agentvault/vault/auditlog"
 	"github.com/agentvault/agentvault/internal/vaulttest"
 )
 
@@ -604,6 +605,9 @@ func tamperAuditEntry(dbDir string, seq uint64) error {
 		}
 		v, err := item.ValueCopy(nil)
 		if err != nil {
+			return err
+		}
+		if v, err = auditlog.Decode(v); err != nil { // binary or compressed: its JSON
 			return err
 		}
 		var e map[string]any

@@ -257,16 +257,25 @@ func (s *Store) logDurably(body []byte) error {
 	if hook := s.afterSync.Load(); hook != nil {
 		(*hook)()
 	}
-	if err != nil {
-		s.fail(err)
-		return s.failed()
-	}
 	if switched {
 		s.ckBefore.Store(s.wal.segID)
 		select {
 		case s.ckWake <- struct{}{}:
 		default:
 		}
+	}
+	// Nothing of the record was written (a full disk while zeroing or
+	// starting a segment, a record too big): this write fails, the log
+	// takes the next.
+	if nw := (notWritten{}); errors.As(err, &nw) {
+		if errors.Is(err, storage.ErrTooBig) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", storage.ErrUnavailable, err)
+	}
+	if err != nil {
+		s.fail(err)
+		return s.failed()
 	}
 	return nil
 }

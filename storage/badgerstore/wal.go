@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/agentvault/agentvault/storage"
 )
 
 // The store's write-ahead log: what makes a commit durable before it is
@@ -236,25 +238,39 @@ func openWAL(dir string, segSize int64, lastID uint64) (*walWriter, error) {
 	return w, nil
 }
 
+// notWritten marks an append's failure before any byte of its record
+// was written (a new segment or its zeroing, on a full disk): the log is
+// as it was, and the next append may succeed.
+type notWritten struct{ error }
+
+func (e notWritten) Unwrap() error { return e.error }
+
 // append writes a record and makes it durable. switched reports that it
 // began a new segment: every record in the older ones is then durable
-// and was committed to Badger before this call.
+// and was committed to Badger before this call. An error other than
+// notWritten leaves the log unknown.
 func (w *walWriter) append(body []byte) (switched bool, err error) {
 	w.buf = appendRecord(w.buf[:0], body)
 	if int64(len(w.buf)) > w.segSize {
-		return false, fmt.Errorf("write-ahead log: a %d-byte transaction does not fit a %d-byte segment", len(w.buf), w.segSize)
+		return false, notWritten{fmt.Errorf("%w: a %d-byte transaction does not fit a %d-byte write-ahead log segment", storage.ErrTooBig, len(w.buf), w.segSize)}
 	}
 	if w.off+int64(len(w.buf)) > w.segSize {
 		// The record starts a new segment; the records before it are
 		// synced already, so a torn record can only be the newest one.
 		if err := w.startSegment(w.segID + 1); err != nil {
-			return false, err
+			return false, notWritten{err}
 		}
 		switched = true
 	}
-	if err := w.write(w.buf); err != nil {
-		return switched, err
+	if end := w.off + int64(len(w.buf)); end > w.zeroedTo {
+		if err := w.zeroAhead(end); err != nil {
+			return switched, notWritten{err}
+		}
 	}
+	if _, err := w.seg.WriteAt(w.buf, w.off); err != nil {
+		return switched, fmt.Errorf("write-ahead log write: %w", err)
+	}
+	w.off += int64(len(w.buf))
 	if err := unix.Fdatasync(int(w.seg.Fd())); err != nil {
 		return switched, fmt.Errorf("write-ahead log fdatasync: %w", err)
 	}
@@ -262,21 +278,6 @@ func (w *walWriter) append(body []byte) (switched bool, err error) {
 		w.buf = nil // a large batch's buffer is not kept
 	}
 	return switched, nil
-}
-
-// write puts b at the write position, zeroing ahead first when needed.
-func (w *walWriter) write(b []byte) error {
-	end := w.off + int64(len(b))
-	if end > w.zeroedTo {
-		if err := w.zeroAhead(end); err != nil {
-			return err
-		}
-	}
-	if _, err := w.seg.WriteAt(b, w.off); err != nil {
-		return fmt.Errorf("write-ahead log write: %w", err)
-	}
-	w.off = end
-	return nil
 }
 
 // zeroAhead writes zeros from zeroedTo past end (in zeroStep steps, at
