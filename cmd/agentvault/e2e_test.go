@@ -24,8 +24,8 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
-	"github.com/agentvault/agentvault/vault/auditlog"
 	"github.com/agentvault/agentvault/internal/vaulttest"
+	"github.com/agentvault/agentvault/vault/auditlog"
 )
 
 // avBinary is the agentvault binary under test, built once by TestMain.
