@@ -86,14 +86,19 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		writeError(w, http.StatusInternalServerError, "internal", "internal error")
 		return
 	}
+	writeBody(w, status, buf.Bytes())
+}
+
+// writeBody answers with a JSON body already encoded.
+func writeBody(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
 	// The whole body is known: one write with a Content-Length, rather than
 	// a chunked body written in 4 KiB pieces.
-	h.Set("Content-Length", strconv.Itoa(buf.Len()))
+	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
-	_, _ = w.Write(buf.Bytes())
+	_, _ = w.Write(body)
 }
 
 // jsonBufs holds response buffers between requests.
@@ -113,7 +118,27 @@ func putJSONBuf(buf *bytes.Buffer) {
 // no cross-site form to guard against, and curl users need not set it. It answers the client itself
 // and returns false on any problem.
 func (s *Server) decode(w http.ResponseWriter, r *http.Request, dst any) bool {
-	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+	return s.decodeFrom(w, http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes), dst)
+}
+
+// readBody reads the whole request body, up to the limit; over it, it
+// answers 413 itself and returns false.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("request body exceeds %d bytes", mbe.Limit))
+		} else {
+			writeError(w, http.StatusBadRequest, "malformed_json", "could not read the request body")
+		}
+		return nil, false
+	}
+	return body, true
+}
+
+// decodeFrom is decode on a body already limited (or read).
+func (s *Server) decodeFrom(w http.ResponseWriter, body io.Reader, dst any) bool {
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	err := dec.Decode(dst)

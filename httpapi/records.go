@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -16,24 +17,33 @@ type recordInput struct {
 }
 
 func (s *Server) createRecords(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Records []recordInput `json:"records"`
-	}
-	if !s.decode(w, r, &req) {
+	body, ok := s.readBody(w, r)
+	if !ok {
 		return
 	}
-	in := make([]map[string]json.RawMessage, len(req.Records))
-	for i, rec := range req.Records {
-		in[i] = rec.Fields
+	in, fast := parseCreateBody(body)
+	if !fast {
+		var req struct {
+			Records []recordInput `json:"records"`
+		}
+		if !s.decodeFrom(w, bytes.NewReader(body), &req) {
+			return
+		}
+		in = make([]map[string]json.RawMessage, len(req.Records))
+		for i, rec := range req.Records {
+			in[i] = rec.Fields
+		}
 	}
 	recs, err := s.svc.CreateRecords(r.Context(), meta(r), mux.Vars(r)["collection"], in)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, struct {
-		Records []vault.Record `json:"records"`
-	}{recs})
+	buf := jsonBufs.Get().(*bytes.Buffer)
+	defer putJSONBuf(buf)
+	buf.Reset()
+	buf.Write(appendRecordsAnswer(buf.AvailableBuffer(), recs))
+	writeBody(w, http.StatusCreated, buf.Bytes())
 }
 
 func (s *Server) getRecord(w http.ResponseWriter, r *http.Request) {

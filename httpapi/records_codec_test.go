@@ -1,0 +1,173 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/agentvault/agentvault/vault"
+)
+
+// byEncodingJSON is how createRecords read a body before the hand-written
+// reader, and still does for what that reader declines.
+func byEncodingJSON(b []byte) ([]map[string]json.RawMessage, error) {
+	var req struct {
+		Records []recordInput `json:"records"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); err == nil {
+		return nil, errTrailing
+	}
+	out := make([]map[string]json.RawMessage, len(req.Records))
+	for i, r := range req.Records {
+		out[i] = r.Fields
+	}
+	return out, nil
+}
+
+var errTrailing = &json.SyntaxError{}
+
+// TestCreateBodyShapes: the hand-written reader takes the plain shape
+// and declines the rest, which encoding/json then reads or refuses.
+func TestCreateBodyShapes(t *testing.T) {
+	for _, c := range []struct {
+		body string
+		fast bool
+	}{
+		{`{"records":[{"fields":{"name":"Ann","salary":50000,"card":"4111111111111111"}}]}`, true},
+		{" \n{ \"records\" : [ { \"fields\" : { \"a\" : [1, 2.5e-3, {\"x\": null}], \"b\": true } } , {\"fields\":{}} ] } \t", true},
+		{`{"records":[]}`, true},
+		{`{"records":[{"fields":{"note":"é \u00e9 \"quoted\" \\ <b>"}}]}`, true},
+		{`{"records":[{"fields":{"a":-0.0E+1}}]}`, true},
+		{`{"Records":[{"fields":{"a":1}}]}`, false},               // case-folded key: encoding/json's rule
+		{`{"records":[{"fields":{"a":1,"a":2}}]}`, false},         // a repeated name
+		{`{"records":[{"fields":{"caf\u00e9":1}}]}`, false},       // an escaped name
+		{`{"records":[{"fields":{"a":1}}],"extra":1}`, false},     // unknown field
+		{`{"records":[{"fields":{"a":1}}]} {}`, false},            // trailing data
+		{`{"records":[{"fields":{"a":01}}]}`, false},              // bad number
+		{`{"records":[{"fields":{"a":"tab	in string"}}]}`, false}, // control character
+		{`{"records":null}`, false},
+		{`{"records":[{"fields":null}]}`, false},
+		{`{"records":[{"fields":{"a":1}},]}`, false},
+		{``, false},
+	} {
+		got, fast := parseCreateBody([]byte(c.body))
+		if fast != c.fast {
+			t.Errorf("%s: fast %v, want %v", c.body, fast, c.fast)
+			continue
+		}
+		if fast {
+			want, err := byEncodingJSON([]byte(c.body))
+			if err != nil || !reflect.DeepEqual(got, want) {
+				t.Errorf("%s: got %q, encoding/json %q (%v)", c.body, got, want, err)
+			}
+		}
+	}
+}
+
+// FuzzCreateBody: whatever the hand-written reader takes, encoding/json
+// takes too, with the same result.
+func FuzzCreateBody(f *testing.F) {
+	f.Add([]byte(`{"records":[{"fields":{"name":"Ann","salary":50000}}]}`))
+	f.Add([]byte(`{"records":[{"fields":{"a":[1,{"b":"\u2028\n"}],"c":null}},{"fields":{}}]}`))
+	f.Add([]byte(`{"records":[]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, fast := parseCreateBody(b)
+		if !fast {
+			return
+		}
+		want, err := byEncodingJSON(b)
+		if err != nil {
+			t.Fatalf("taken by hand, refused by encoding/json (%v): %q", err, b)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("by hand %q\nencoding/json %q", got, want)
+		}
+	})
+}
+
+// writtenByEncodingJSON is what writeJSON writes for {"records": recs}.
+func writtenByEncodingJSON(t testing.TB, recs []vault.Record) []byte {
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(struct {
+		Records []vault.Record `json:"records"`
+	}{recs}); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestRecordsAnswer: the hand-written answer is encoding/json's byte for
+// byte: sorted names, escapes, raw values compacted and HTML-escaped,
+// nil maps, times in and out of UTC.
+func TestRecordsAnswer(t *testing.T) {
+	at := time.Date(2026, 11, 26, 6, 30, 0, 123456789, time.UTC)
+	for _, recs := range [][]vault.Record{
+		nil,
+		{},
+		{{ID: "0193e0c4-7b1a-7c3e-9a1b-2f3c4d5e6f70", Fields: map[string]json.RawMessage{"ssn": json.RawMessage(`"tok_abc"`), "name": json.RawMessage(`"Ann"`), "n": json.RawMessage(`5e3`)}, CreatedAt: at}},
+		{{ID: "a", Fields: map[string]json.RawMessage{"x y": json.RawMessage(` { "a" : [ 1 , 2 ] } `), "<b>&": json.RawMessage(`"<script>&amp;"`), "é": json.RawMessage("\"\u2028 line\"")}, CreatedAt: at.In(time.FixedZone("x", -5*3600))}},
+		{{ID: "quote\"id", Fields: nil, CreatedAt: time.Time{}}, {ID: "", Fields: map[string]json.RawMessage{}, CreatedAt: at}},
+	} {
+		got := appendRecordsAnswer(nil, recs)
+		if want := writtenByEncodingJSON(t, recs); !bytes.Equal(got, want) {
+			t.Errorf("by hand %s\nencoding/json %s", got, want)
+		}
+	}
+}
+
+// FuzzRecordsAnswer: any names, ids and JSON values are written as
+// encoding/json writes them.
+func FuzzRecordsAnswer(f *testing.F) {
+	f.Add("id-1", "name", []byte(`"Ann"`), "ssn", []byte(` {"a": [1, "<&>"]} `), int64(1795664209237719922))
+	f.Add("\xff", "\u2028", []byte("\"\u2029\""), "", []byte(`null`), int64(-1))
+	f.Fuzz(func(t *testing.T, id, k1 string, v1 []byte, k2 string, v2 []byte, nanos int64) {
+		if !json.Valid(v1) || !json.Valid(v2) {
+			return
+		}
+		recs := []vault.Record{{ID: id, Fields: map[string]json.RawMessage{k1: v1, k2: v2}, CreatedAt: time.Unix(0, nanos).UTC()}}
+		if got, want := appendRecordsAnswer(nil, recs), writtenByEncodingJSON(t, recs); !bytes.Equal(got, want) {
+			t.Fatalf("by hand %s\nencoding/json %s", got, want)
+		}
+	})
+}
+
+// BenchmarkCreateBody reads a 1,000-record batch and writes its answer,
+// by hand and by encoding/json, in the same run.
+func BenchmarkCreateBody(b *testing.B) {
+	var body bytes.Buffer
+	body.WriteString(`{"records":[`)
+	recs := make([]vault.Record, 1000)
+	for i := range 1000 {
+		if i > 0 {
+			body.WriteByte(',')
+		}
+		body.WriteString(`{"fields":{"ref":"r0","secret":"0123456789abcdef"}}`)
+		recs[i] = vault.Record{ID: "0193e0c4-7b1a-7c3e-9a1b-2f3c4d5e6f70", Fields: map[string]json.RawMessage{"ref": json.RawMessage(`"r0"`), "secret": json.RawMessage(`"tok_0123456789abcdef"`)}, CreatedAt: time.Now().UTC()}
+	}
+	body.WriteString(`]}`)
+	b.Run("by-hand", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, ok := parseCreateBody(body.Bytes()); !ok {
+				b.Fatal("declined")
+			}
+			appendRecordsAnswer(nil, recs)
+		}
+	})
+	b.Run("encoding-json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := byEncodingJSON(body.Bytes()); err != nil {
+				b.Fatal(err)
+			}
+			writtenByEncodingJSON(b, recs)
+		}
+	})
+}
