@@ -38,6 +38,46 @@ type PRF interface {
 // Random returns a fresh opaque token with 128 bits of randomness.
 func Random() string { return RandomPrefix + rand.Text() }
 
+// textAlphabet is rand.Text's: RFC 4648 base32.
+const textAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+
+// textLen is rand.Text's length: 26 base32 characters, 130 bits.
+const textLen = 26
+
+// Tokens draws opaque tokens the way Random does (rand.Text's encoding of
+// 26 random bytes each), reading crypto/rand once for a block of them
+// rather than once a token: a batch's tokens cost one read. A Tokens is
+// for one batch, then dropped; each token's bytes are cleared as it is
+// made, and Clear clears the rest.
+type Tokens struct {
+	want  int
+	block []byte // drawn from crypto/rand; block[:off] is used and cleared
+	off   int
+}
+
+// NewTokens is a source for about n tokens (more are drawn if asked).
+func NewTokens(n int) *Tokens { return &Tokens{want: min(max(n, 1), 1024)} }
+
+// Random returns the next token.
+func (t *Tokens) Random() string {
+	if len(t.block)-t.off < textLen {
+		t.block, t.off = make([]byte, t.want*textLen), 0
+		rand.Read(t.block) // never fails (crypto/rand)
+	}
+	var out [len(RandomPrefix) + textLen]byte
+	copy(out[:], RandomPrefix)
+	drawn := t.block[t.off : t.off+textLen]
+	for i, c := range drawn {
+		out[len(RandomPrefix)+i] = textAlphabet[c%32]
+	}
+	clear(drawn)
+	t.off += textLen
+	return string(out[:])
+}
+
+// Clear clears the random bytes not yet used.
+func (t *Tokens) Clear() { clear(t.block); t.block, t.off = nil, 0 }
+
 var b32 = base32.StdEncoding.WithPadding(base32.NoPadding)
 
 // Deterministic returns the token for value in field under key: the same

@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -344,4 +345,37 @@ func FuzzMask(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestTokensSource: a batch's tokens look like Random's (prefix, 26
+// characters of rand.Text's alphabet) and never repeat; the random bytes
+// a source drew are cleared as each token is made, and by Clear.
+func TestTokensSource(t *testing.T) {
+	src := NewTokens(100)
+	seen := map[string]bool{}
+	for i := range 1000 {
+		tok := src.Random()
+		if len(tok) != len(Random()) || !strings.HasPrefix(tok, RandomPrefix) {
+			t.Fatalf("token %d: %q", i, tok)
+		}
+		for _, c := range tok[len(RandomPrefix):] {
+			if !strings.ContainsRune(textAlphabet, c) {
+				t.Fatalf("token %q: %q is not in the alphabet", tok, c)
+			}
+		}
+		if seen[tok] {
+			t.Fatalf("token %q drawn twice", tok)
+		}
+		seen[tok] = true
+		if slices.ContainsFunc(src.block[:src.off], func(b byte) bool { return b != 0 }) {
+			t.Fatalf("after token %d, used random bytes are still in the source", i)
+		}
+		if i == 10 {
+			block := src.block
+			src.Clear()
+			if slices.ContainsFunc(block, func(b byte) bool { return b != 0 }) {
+				t.Fatal("Clear left random bytes in the source")
+			}
+		}
+	}
 }

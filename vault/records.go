@@ -230,6 +230,8 @@ func prepareBatch(c *collection, inputs []map[string]json.RawMessage) ([]prepare
 		nfields += len(in)
 	}
 	all := make([]preparedField, 0, nfields) // one allocation for the batch's fields
+	toks := tokenizer.NewTokens(nfields)     // one random read for the batch's tokens
+	defer toks.Clear()
 	for i, in := range inputs {
 		if len(in) == 0 {
 			return nil, invalid("empty_record", "record %d has no fields", i)
@@ -250,7 +252,7 @@ func prepareBatch(c *collection, inputs []map[string]json.RawMessage) ([]prepare
 				return nil, badValue(err, fmt.Sprintf("record %d: field %q", i, name))
 			}
 			all = append(all, preparedField{})
-			if err := prepareField(&all[len(all)-1], c, f, pr.id, v); err != nil {
+			if err := prepareField(&all[len(all)-1], c, f, pr.id, v, toks); err != nil {
 				return nil, err
 			}
 		}

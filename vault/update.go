@@ -40,6 +40,8 @@ func (s *Service) updateRecord(ctx context.Context, meta RequestMeta, collection
 	}
 	prepared := map[string]*preparedField{}
 	removed := map[string]bool{}
+	toks := tokenizer.NewTokens(len(changes))
+	defer toks.Clear()
 	for name, raw := range changes {
 		f, ok := c.Field(name)
 		if !ok {
@@ -54,7 +56,7 @@ func (s *Service) updateRecord(ctx context.Context, meta RequestMeta, collection
 			return nil, badValue(err, fmt.Sprintf("field %q", name))
 		}
 		prepared[name] = new(preparedField)
-		if err := prepareField(prepared[name], c, f, id, v); err != nil {
+		if err := prepareField(prepared[name], c, f, id, v, toks); err != nil {
 			return nil, err
 		}
 	}
@@ -142,7 +144,7 @@ func (s *Service) updateRecord(ctx context.Context, meta RequestMeta, collection
 // into pf, outside the writer. Format-preserving tokens are drawn in the
 // writer, where the reservation is checked. Batches fill their fields in
 // place, one allocation for all of them.
-func prepareField(pf *preparedField, c *collection, f *Field, id string, v json.RawMessage) error {
+func prepareField(pf *preparedField, c *collection, f *Field, id string, v json.RawMessage, toks *tokenizer.Tokens) error {
 	var err error
 	*pf = preparedField{field: f}
 	if !f.Sensitive {
@@ -154,7 +156,7 @@ func prepareField(pf *preparedField, c *collection, f *Field, id string, v json.
 	}
 	switch f.Token {
 	case tokenizer.KindRandom:
-		pf.token = tokenizer.Random()
+		pf.token = toks.Random()
 	case tokenizer.KindDeterministic:
 		if pf.token, err = tokenizer.Deterministic(c.index, f.Name, canonical(f, v)); err != nil {
 			return err
