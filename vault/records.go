@@ -384,7 +384,7 @@ func (s *Service) createRecords(ctx context.Context, meta RequestMeta, collectio
 		rec := Record{ID: r.id, Fields: make(map[string]json.RawMessage, len(r.fields)), CreatedAt: now}
 		for _, pf := range r.fields {
 			if pf.field.Sensitive {
-				rec.Fields[pf.field.Name], _ = json.Marshal(pf.token)
+				rec.Fields[pf.field.Name] = quoteToken(pf.token)
 			} else {
 				rec.Fields[pf.field.Name] = pf.value
 			}
@@ -392,6 +392,17 @@ func (s *Service) createRecords(ctx context.Context, meta RequestMeta, collectio
 		out[i] = rec
 	}
 	return out, nil
+}
+
+// quoteToken is json.Marshal of a token: as is between quotes when that
+// is already what Marshal writes (random and deterministic tokens always).
+func quoteToken(tok string) json.RawMessage {
+	b := make([]byte, 0, len(tok)+2)
+	b = append(append(append(b, '"'), tok...), '"')
+	if !isPlainJSONString(b) {
+		b, _ = json.Marshal(tok)
+	}
+	return b
 }
 
 // invalidf wraps a token-space error as a conflict naming record and field.

@@ -286,7 +286,7 @@ func (w *walWriter) append(body []byte) (switched bool, err error) {
 // record.
 func (w *walWriter) zeroAhead(end int64) error {
 	to := min(w.segSize, max(end, w.zeroedTo+zeroStep))
-	zeros := make([]byte, min(to-w.zeroedTo, 1<<20))
+	zeros := zeroBlock[:]
 	for off := w.zeroedTo; off < to; off += int64(len(zeros)) {
 		chunk := zeros[:min(int64(len(zeros)), to-off)]
 		if _, err := w.seg.WriteAt(chunk, off); err != nil {
@@ -299,6 +299,9 @@ func (w *walWriter) zeroAhead(end int64) error {
 	w.zeroedTo = to
 	return nil
 }
+
+// zeroBlock is what zeroAhead writes from (never written to).
+var zeroBlock [256 << 10]byte
 
 // startSegment creates segment id (empty; zeroed as it is written) and
 // makes it the one written to, with its name on disk.

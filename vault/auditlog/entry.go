@@ -70,7 +70,7 @@ var GenesisHash = hex.EncodeToString(make([]byte, sha256.Size))
 // because it runs for every audited request; TestCanonicalIsEncodingJSON
 // and FuzzCanonical hold it to encoding/json.
 func Canonical(e *Entry) []byte {
-	b := make([]byte, 0, 512+128*len(e.Tokens))
+	b := make([]byte, 0, 512+128*len(e.Tokens)+40*(len(e.RecordIDs)+len(e.Fields)))
 	b = append(b, `{"seq":`...)
 	b = strconv.AppendUint(b, e.Seq, 10)
 	b = append(b, `,"time":`...)
