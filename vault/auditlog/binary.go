@@ -78,9 +78,9 @@ func appendBinString(b []byte, s string) []byte {
 	}
 	if len(s) == 64 && isLowerHex(s) {
 		b = append(b, strHex32)
-		n := len(b)
-		b = append(b, make([]byte, 32)...)
-		hex.Decode(b[n:], []byte(s))
+		for i := 0; i < 64; i += 2 {
+			b = append(b, byte(hexVal[s[i]])<<4|byte(hexVal[s[i+1]]))
+		}
 		return b
 	}
 	b = append(b, strRaw)
@@ -121,38 +121,54 @@ func appendBinList(b []byte, vs []string) []byte {
 	return b
 }
 
+// hexVal is a lower-case hex digit's value, -1 for any other byte.
+var hexVal = func() (t [256]int8) {
+	for i := range t {
+		t[i] = -1
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = int8(c - '0')
+	}
+	for c := 'a'; c <= 'f'; c++ {
+		t[c] = int8(c - 'a' + 10)
+	}
+	return t
+}()
+
 func isLowerHex(s string) bool {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+		if hexVal[s[i]] < 0 {
 			return false
 		}
 	}
 	return true
 }
 
+// uuidDigits are where a UUID's hex digit pairs start in its text form.
+var uuidDigits = [16]int{0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34}
+
 // parseUUID reads a UUID written as 8-4-4-4-12 lower-case hex digits.
 func parseUUID(s string) (id [16]byte, ok bool) {
-	if s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
 		return id, false
 	}
-	var h [32]byte
-	n := 0
-	for i := 0; i < 36; i++ {
-		if i == 8 || i == 13 || i == 18 || i == 23 {
-			continue
+	for i, p := range uuidDigits {
+		hi, lo := hexVal[s[p]], hexVal[s[p+1]]
+		if hi < 0 || lo < 0 {
+			return id, false
 		}
-		h[n] = s[i]
-		n++
+		id[i] = byte(hi)<<4 | byte(lo)
 	}
-	if !isLowerHex(string(h[:])) {
-		return id, false
-	}
-	hex.Decode(id[:], h[:])
 	return id, true
 }
 
 func formatUUID(id []byte) string {
 	var s [36]byte
+	formatUUIDInto(&s, id)
+	return string(s[:])
+}
+
+func formatUUIDInto(s *[36]byte, id []byte) {
 	hex.Encode(s[0:8], id[0:4])
 	s[8] = '-'
 	hex.Encode(s[9:13], id[4:6])
@@ -162,7 +178,6 @@ func formatUUID(id []byte) string {
 	hex.Encode(s[19:23], id[8:10])
 	s[23] = '-'
 	hex.Encode(s[24:], id[10:])
-	return string(s[:])
 }
 
 var errBinary = errors.New("audit entry: bad binary encoding")
@@ -238,6 +253,52 @@ func (r *binReader) str() string {
 	return ""
 }
 
+// strIs reads a string and reports whether it is want, without making
+// it.
+func (r *binReader) strIs(want string) bool {
+	if len(r.b) == 0 {
+		r.fail()
+		return false
+	}
+	tag := r.b[0]
+	r.b = r.b[1:]
+	switch tag {
+	case strRaw:
+		v := r.take(r.uvarint())
+		return r.err == nil && string(v) == want
+	case strUUID:
+		if v := r.take(16); v != nil {
+			var s [36]byte
+			formatUUIDInto(&s, v)
+			return string(s[:]) == want
+		}
+	case strHex32:
+		if v := r.take(32); v != nil {
+			var s [64]byte
+			hex.Encode(s[:], v)
+			return string(s[:]) == want
+		}
+	default:
+		r.fail()
+	}
+	return false
+}
+
+// listIs reads a list and reports whether it is want (nil and empty
+// apart).
+func (r *binReader) listIs(want []string) bool {
+	n := r.uvarint()
+	if r.err != nil || (n == 0) != (want == nil) || (n > 0 && n-1 != uint64(len(want))) {
+		return false
+	}
+	for _, w := range want {
+		if !r.strIs(w) {
+			return false
+		}
+	}
+	return true
+}
+
 func (r *binReader) list() []string {
 	n := r.uvarint()
 	if n == 0 || r.err != nil {
@@ -288,6 +349,51 @@ func decodeBinary(b []byte) (*Entry, error) {
 		return nil, errBinary
 	}
 	return e, nil
+}
+
+// matchesBinary reports whether b, a binary form without its marker,
+// decodes to e exactly (so its JSON is e's): the check Stored makes
+// before it keeps a binary form, without building the entry or its JSON.
+// FuzzBinaryEntry holds it to decodeBinary.
+func matchesBinary(b []byte, e *Entry) bool {
+	r := &binReader{b: b}
+	if r.uvarint() != e.Seq {
+		return false
+	}
+	sec, nsec := r.varint(), r.uvarint()
+	if r.err != nil || nsec >= 1e9 || e.Time.Location() != time.UTC || !time.Unix(sec, int64(nsec)).Equal(e.Time) || e.Time.Year() > 9999 {
+		return false
+	}
+	for _, s := range [...]string{e.Actor, e.Action, e.Decision, e.Collection} {
+		if !r.strIs(s) {
+			return false
+		}
+	}
+	if !r.listIs(e.Fields) || !r.listIs(e.RecordIDs) {
+		return false
+	}
+	for _, s := range [...]string{e.Purpose, e.GrantID, e.ApprovalID, e.RequestID, e.RemoteAddr, e.Target, e.Reason} {
+		if !r.strIs(s) {
+			return false
+		}
+	}
+	if n := r.uvarint(); r.err != nil || n != uint64(len(e.Tokens)) {
+		return false
+	}
+	for i := range e.Tokens {
+		d := &e.Tokens[i]
+		for _, s := range [...]string{d.TokenHash, d.Collection, d.Field, d.RecordID, d.Decision, d.Reason, d.GrantID} {
+			if !r.strIs(s) {
+				return false
+			}
+		}
+	}
+	for _, s := range [...]string{e.Via, e.Client, e.PrevHash, e.Hash} {
+		if !r.strIs(s) {
+			return false
+		}
+	}
+	return r.err == nil && len(r.b) == 0
 }
 
 // sealedJSON is e's stored JSON: its canonical encoding with its Hash.

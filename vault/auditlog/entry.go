@@ -221,16 +221,14 @@ func Encode(canon []byte) []byte {
 }
 
 // Stored seals e (sets e.Hash) and returns how it is stored: the binary
-// form when it carries e exactly, checked by decoding it again (an audit
-// entry stored wrong would fail verification for ever), otherwise its
-// JSON through Encode.
+// form when it carries e exactly, checked by reading it back against e
+// (an audit entry stored wrong would fail verification for ever),
+// otherwise its JSON through Encode.
 func Stored(e *Entry) []byte {
 	sealed := Seal(e)
 	if len(sealed) < compressEntriesOver {
-		if b, ok := encodeBinary(e); ok {
-			if back, err := decodeBinary(b[1:]); err == nil && bytes.Equal(sealedJSON(back), sealed) {
-				return b
-			}
+		if b, ok := encodeBinary(e); ok && matchesBinary(b[1:], e) {
+			return b
 		}
 	}
 	return Encode(sealed)
