@@ -39,11 +39,7 @@ func (s *Server) createRecords(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	buf := jsonBufs.Get().(*bytes.Buffer)
-	defer putJSONBuf(buf)
-	buf.Reset()
-	buf.Write(appendRecordsAnswer(buf.AvailableBuffer(), recs))
-	writeBody(w, http.StatusCreated, buf.Bytes())
+	writeAnswer(w, http.StatusCreated, func(b []byte) []byte { return appendRecordsAnswer(b, recs) })
 }
 
 func (s *Server) getRecord(w http.ResponseWriter, r *http.Request) {

@@ -262,7 +262,7 @@ shares() {
     "lsm badger/v4\.\(\*DB\)\.flushMemtable|badger/v4\.\(\*levelsController\)\.(runCompactor|subcompact|compactBuildTables)"
     "wal badger/v4\.\(\*DB\)\.doWrites"
     "writer vault\.\(\*writer\)\.run"
-    "json httpapi\.\(\*Server\)\.(decode|decodeFrom|readBody)|httpapi\.(writeJSON|writeBody|parseCreateBody|appendRecordsAnswer)"
+    "json httpapi\.\(\*Server\)\.(decode|decodeFrom|readBody)|httpapi\.(writeJSON|writeBody|writeAnswer|parseCreateBody|appendRecordsAnswer|parseDetokenizeBody|appendDetokenizeAnswer)"
     "route mux\.\(\*Router\)\.Match"
     "handler httpapi\.\(\*Server\)\.ServeHTTP"
     "http net/http\.\(\*conn\)\.serve"
