@@ -367,14 +367,15 @@ func (s *Store) syncRetiredLogs() error {
 		retired = append(retired, vlogs[len(vlogs)-2])
 	}
 	for _, name := range retired {
-		if err := fsyncFile(filepath.Join(s.dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := fsync(filepath.Join(s.dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("sync %s: %w", name, err)
 		}
 	}
 	return nil
 }
 
-func fsyncFile(path string) error {
+// fsync syncs a file or a directory (its entries).
+func fsync(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -390,48 +391,41 @@ func (s *Store) WaitDurable() error {
 	return s.failed()
 }
 
-// maxConflictRetries bounds how often Update reruns a transaction that lost
-// a write-write race.
-const maxConflictRetries = 8
-
 // Update runs fn in a read-write transaction, commits it, and returns once
-// it is durable. fn may run more than once if another transaction
-// conflicts, so it must not have side effects outside txn. small marks a
-// write the audit log needs (a checkpoint): it goes on into the storage
-// reserve, as reveals do.
+// it is durable. fn runs once: transactions take the write lock in turn,
+// so none can conflict. small marks a write the audit log needs (a
+// checkpoint): it goes on into the storage reserve, as reveals do.
 func (s *Store) Update(ctx context.Context, small bool, fn func(txn storage.Txn) error) error {
-	return s.update(ctx, small, fn)
-}
-
-func (s *Store) update(ctx context.Context, small bool, fn func(txn storage.Txn) error) error {
 	if err := s.CheckSpace(small); err != nil {
 		return err
 	}
-	for attempt := 0; ; attempt++ {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		s.wmu.Lock()
-		txn := s.newLoggedTxn()
-		err := fn(txn)
-		if err == nil {
-			err = s.commitLogged(txn)
-		}
-		txn.t.Discard()
-		s.wmu.Unlock()
-		switch {
-		case err == nil:
-			return nil
-		case errors.Is(err, badger.ErrConflict) && attempt < maxConflictRetries:
-			continue
-		case errors.Is(err, badger.ErrTxnTooBig), errors.Is(err, storage.ErrTooBig):
-			return fmt.Errorf("%w: %v", storage.ErrTooBig, err)
-		case isStorageErr(err):
-			return fmt.Errorf("%w: %v", storage.ErrUnavailable, err)
-		default:
-			return err
-		}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
+	err := s.run(fn)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, badger.ErrTxnTooBig), errors.Is(err, storage.ErrTooBig):
+		return fmt.Errorf("%w: %v", storage.ErrTooBig, err)
+	case isStorageErr(err):
+		return fmt.Errorf("%w: %v", storage.ErrUnavailable, err)
+	default:
+		return err
+	}
+}
+
+// run runs fn in a logged transaction under the write lock and commits
+// it (Update, UpdateRaw).
+func (s *Store) run(fn func(txn storage.Txn) error) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	txn := s.newLoggedTxn()
+	defer txn.t.Discard()
+	if err := fn(txn); err != nil {
+		return err
+	}
+	return s.commitLogged(txn)
 }
 
 // View runs fn in a read-only transaction.
@@ -559,9 +553,9 @@ func (t loggedTxn) Delete(key []byte) error {
 // transaction logged that Badger then refuses fails the store too: a
 // restart would replay it.
 func (s *Store) commitLogged(t loggedTxn) error {
-	if s.wal.seg == nil { // closed
+	if s.wal == nil || s.wal.seg == nil { // read-only, or closed
 		t.t.Discard()
-		return fmt.Errorf("%w: store closed", storage.ErrUnavailable)
+		return fmt.Errorf("%w: store closed or read-only", storage.ErrUnavailable)
 	}
 	if len(*t.body) > 0 {
 		if err := s.logDurably(*t.body); err != nil {
@@ -706,16 +700,7 @@ func (s *Store) SetSyncHooks(before, after func()) {
 
 // UpdateRaw commits fn past the vault's audit log: tests that plant or
 // corrupt data.
-func (s *Store) UpdateRaw(fn func(txn storage.Txn) error) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	txn := s.newLoggedTxn()
-	defer txn.t.Discard()
-	if err := fn(txn); err != nil {
-		return err
-	}
-	return s.commitLogged(txn)
-}
+func (s *Store) UpdateRaw(fn func(txn storage.Txn) error) error { return s.run(fn) }
 
 // DB is the Badger database itself (tests that read what only Badger
 // keeps, such as older versions of a key).

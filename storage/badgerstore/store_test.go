@@ -490,3 +490,27 @@ func TestCrashBetweenLogAndCommit(t *testing.T) {
 		}
 	}
 }
+
+// TestReadOnlyRefusesWrites: a read-only store answers a write with an
+// error, whether the write sets a key or commits nothing.
+func TestReadOnlyRefusesWrites(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "db")
+	store, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.Close()
+	ro, err := Open(dir, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	for name, fn := range map[string]func(storage.Txn) error{
+		"set":     func(txn storage.Txn) error { return txn.Set([]byte("k"), []byte("v")) },
+		"nothing": func(storage.Txn) error { return nil },
+	} {
+		if err := ro.Update(context.Background(), false, fn); err == nil {
+			t.Errorf("%s: a read-only store took a write", name)
+		}
+	}
+}

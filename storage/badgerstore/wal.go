@@ -310,7 +310,7 @@ func (w *walWriter) startSegment(id uint64) error {
 	if err != nil {
 		return fmt.Errorf("write-ahead log: %w", err)
 	}
-	if err := syncDir(w.dir); err != nil {
+	if err := fsync(w.dir); err != nil {
 		f.Close()
 		return fmt.Errorf("write-ahead log: %w", err)
 	}
@@ -347,18 +347,9 @@ func removeSegments(dir string, before uint64) error {
 		removed = true
 	}
 	if removed {
-		return syncDir(dir)
+		return fsync(dir)
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // walHasRecords reports whether dir holds a segment with a record: what
