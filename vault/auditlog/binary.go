@@ -395,13 +395,3 @@ func matchesBinary(b []byte, e *Entry) bool {
 	}
 	return r.err == nil && len(r.b) == 0
 }
-
-// sealedJSON is e's stored JSON: its canonical encoding with its Hash.
-func sealedJSON(e *Entry) []byte {
-	canon := Canonical(e)
-	const tail = `"hash":""}`
-	out := make([]byte, 0, len(canon)+len(e.Hash))
-	out = append(out, canon[:len(canon)-len(tail)]...)
-	out = appendField(out[:len(out)-1], "hash", e.Hash)
-	return append(out, '}')
-}

@@ -184,17 +184,25 @@ func Hash(e *Entry) string {
 // Seal sets e.Hash and returns e's stored encoding, marshalling once:
 // Hash is the last field, so the canonical encoding ends in "hash":""}
 // and the stored one differs only there.
-func Seal(e *Entry) []byte {
+func Seal(e *Entry) []byte { return withHash(seal(e), e.Hash) }
+
+// seal sets e.Hash and returns e's canonical encoding.
+func seal(e *Entry) []byte {
 	e.Hash = ""
 	canon := Canonical(e)
 	sum := sha256.Sum256(canon)
 	e.Hash = hex.EncodeToString(sum[:])
-	const tail = `"hash":""}`
-	out := make([]byte, 0, len(canon)+len(e.Hash))
+	return canon
+}
+
+// withHash is a canonical encoding (ending in "hash":""}) with hash in
+// its place: an entry's stored JSON.
+func withHash(canon []byte, hash string) []byte {
+	const tail = `,"hash":""}`
+	out := make([]byte, 0, len(canon)+len(hash))
 	out = append(out, canon[:len(canon)-len(tail)]...)
-	out = append(out, `"hash":"`...)
-	out = append(out, e.Hash...)
-	return append(out, `"}`...)
+	out = appendField(out, "hash", hash)
+	return append(out, '}')
 }
 
 // Large audit entries (a 1,000-token detokenize request's per-token
@@ -225,13 +233,13 @@ func Encode(canon []byte) []byte {
 // (an audit entry stored wrong would fail verification for ever),
 // otherwise its JSON through Encode.
 func Stored(e *Entry) []byte {
-	sealed := Seal(e)
-	if len(sealed) < compressEntriesOver {
+	canon := seal(e)
+	if len(canon)+len(e.Hash) < compressEntriesOver {
 		if b, ok := encodeBinary(e); ok && matchesBinary(b[1:], e) {
 			return b
 		}
 	}
-	return Encode(sealed)
+	return Encode(withHash(canon, e.Hash))
 }
 
 // DecodeEntry reads a stored entry.
@@ -258,7 +266,7 @@ func Decode(v []byte) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		return sealedJSON(e), nil
+		return withHash(Canonical(e), e.Hash), nil
 	}
 	if len(v) == 0 || v[0] != compressedEntry {
 		return v, nil
