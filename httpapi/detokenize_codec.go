@@ -26,7 +26,7 @@ func parseDetokenizeBody(b []byte) (vault.DetokenizeRequest, bool) {
 		return req, false // encoding/json's answer: no tokens
 	}
 	for {
-		k, ok := p.name()
+		k, ok := p.plain()
 		if !ok || !p.lit(':') {
 			return req, false
 		}
@@ -39,7 +39,7 @@ func parseDetokenizeBody(b []byte) (vault.DetokenizeRequest, bool) {
 			req.Tokens = []string{}
 			if !p.lit(']') {
 				for {
-					s, ok := p.name()
+					s, ok := p.plain()
 					if !ok {
 						return req, false
 					}
@@ -55,12 +55,12 @@ func parseDetokenizeBody(b []byte) (vault.DetokenizeRequest, bool) {
 			}
 		case k == "purpose" && !seenPurpose:
 			seenPurpose = true
-			if req.Purpose, ok = p.name(); !ok {
+			if req.Purpose, ok = p.plain(); !ok {
 				return req, false
 			}
 		case k == "approval_id" && !seenApproval:
 			seenApproval = true
-			if req.ApprovalID, ok = p.name(); !ok {
+			if req.ApprovalID, ok = p.plain(); !ok {
 				return req, false
 			}
 		default:

@@ -124,28 +124,16 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, dst any) bool {
 // readBody reads the whole request body, up to the limit; over it, it
 // answers 413 itself and returns false.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	rd := http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
 	var body []byte
 	var err error
 	if n := r.ContentLength; n > 0 && n <= s.cfg.MaxBodyBytes {
-		// Sized from the header (one allocation), read to EOF all the same.
-		body = make([]byte, 0, n+1)
-		rd := http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
-		for {
-			if len(body) == cap(body) {
-				body = append(body, 0)[:len(body)]
-			}
-			m, rerr := rd.Read(body[len(body):cap(body)])
-			body = body[:len(body)+m]
-			if rerr == io.EOF {
-				break
-			}
-			if rerr != nil {
-				err = rerr
-				break
-			}
-		}
+		// net/http's body ends at its Content-Length: one allocation of
+		// that size (io.ReadAll would grow a buffer by doubling).
+		body = make([]byte, n)
+		_, err = io.ReadFull(rd, body)
 	} else {
-		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+		body, err = io.ReadAll(rd)
 	}
 	if err != nil {
 		var mbe *http.MaxBytesError

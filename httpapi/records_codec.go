@@ -89,8 +89,9 @@ func (p *scanner) lit(c byte) bool {
 	return true
 }
 
-// name reads a plain string (printable ASCII, no escapes): an object key.
-func (p *scanner) name() (string, bool) {
+// plain reads a plain string (printable ASCII, no escapes): an object
+// key, or a value the fast path takes only in that form.
+func (p *scanner) plain() (string, bool) {
 	if !p.lit('"') {
 		return "", false
 	}
@@ -109,7 +110,7 @@ func (p *scanner) name() (string, bool) {
 }
 
 func (p *scanner) key(want string) bool {
-	k, ok := p.name()
+	k, ok := p.plain()
 	return ok && k == want
 }
 
@@ -123,7 +124,7 @@ func (p *scanner) record() (map[string]json.RawMessage, bool) {
 		p.i++
 	} else {
 		for {
-			k, ok := p.name()
+			k, ok := p.plain()
 			if !ok || !p.lit(':') {
 				return nil, false
 			}
