@@ -35,8 +35,9 @@ type PRF interface {
 	Compute(input []byte, n uint32) ([]byte, error)
 }
 
-// Random returns a fresh opaque token with 128 bits of randomness.
-func Random() string { return RandomPrefix + rand.Text() }
+// Random returns a fresh opaque token with 130 bits of randomness (a
+// batch draws many through one Tokens).
+func Random() string { return NewTokens(1).Random() }
 
 // textAlphabet is rand.Text's: RFC 4648 base32.
 const textAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
@@ -44,9 +45,9 @@ const textAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 // textLen is rand.Text's length: 26 base32 characters, 130 bits.
 const textLen = 26
 
-// Tokens draws opaque tokens the way Random does (rand.Text's encoding of
-// 26 random bytes each), reading crypto/rand once for a block of them
-// rather than once a token: a batch's tokens cost one read. A Tokens is
+// Tokens draws opaque tokens, each rand.Text's encoding of 26 random
+// bytes, reading crypto/rand once for a block of them rather than once a
+// token: a batch's tokens cost one read. A Tokens is
 // for one batch, then dropped; each token's bytes are cleared as it is
 // made, and Clear clears the rest.
 type Tokens struct {
