@@ -81,37 +81,27 @@ func parseDetokenizeBody(b []byte) (vault.DetokenizeRequest, bool) {
 // appendDetokenizeAnswer appends what writeJSON writes for
 // {"results": res}.
 func appendDetokenizeAnswer(dst []byte, res []vault.DetokenizeResult) []byte {
-	dst = append(dst, `{"results":`...)
-	if res == nil {
-		dst = append(dst, "null"...)
-	} else {
-		dst = append(dst, '[')
-		for i := range res {
-			r := &res[i]
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = append(dst, `{"token":`...)
-			dst = appendJSONString(dst, r.Token)
-			dst = append(dst, `,"status":`...)
-			dst = appendJSONString(dst, r.Status)
-			if len(r.Value) > 0 {
-				dst = append(dst, `,"value":`...)
-				dst = appendRaw(dst, r.Value)
-			}
-			if r.Reason != "" {
-				dst = append(dst, `,"reason":`...)
-				dst = appendJSONString(dst, r.Reason)
-			}
-			if r.ApprovalID != "" {
-				dst = append(dst, `,"approval_id":`...)
-				dst = appendJSONString(dst, r.ApprovalID)
-			}
-			dst = append(dst, '}')
-		}
-		dst = append(dst, ']')
+	return appendAnswer(dst, `{"results":`, res, appendResult)
+}
+
+func appendResult(dst []byte, r *vault.DetokenizeResult) []byte {
+	dst = append(dst, `{"token":`...)
+	dst = appendJSONString(dst, r.Token)
+	dst = append(dst, `,"status":`...)
+	dst = appendJSONString(dst, r.Status)
+	if len(r.Value) > 0 {
+		dst = append(dst, `,"value":`...)
+		dst = appendRaw(dst, r.Value)
 	}
-	return append(dst, "}\n"...)
+	if r.Reason != "" {
+		dst = append(dst, `,"reason":`...)
+		dst = appendJSONString(dst, r.Reason)
+	}
+	if r.ApprovalID != "" {
+		dst = append(dst, `,"approval_id":`...)
+		dst = appendJSONString(dst, r.ApprovalID)
+	}
+	return append(dst, '}')
 }
 
 // writeAnswer writes an answer a hand-written encoder appends.

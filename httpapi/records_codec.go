@@ -291,16 +291,23 @@ func (p *scanner) number() bool {
 // {"records": recs}: encoding/json's output with its HTML escaping, and
 // its newline.
 func appendRecordsAnswer(dst []byte, recs []vault.Record) []byte {
-	dst = append(dst, `{"records":`...)
-	if recs == nil {
+	return appendAnswer(dst, `{"records":`, recs, appendRecord)
+}
+
+// appendAnswer appends an answer that is one list of items under the
+// name opened by head: {"name":[...]} and encoding/json's newline, null
+// for a nil list.
+func appendAnswer[T any](dst []byte, head string, items []T, item func([]byte, *T) []byte) []byte {
+	dst = append(dst, head...)
+	if items == nil {
 		dst = append(dst, "null"...)
 	} else {
 		dst = append(dst, '[')
-		for i := range recs {
+		for i := range items {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = appendRecord(dst, &recs[i])
+			dst = item(dst, &items[i])
 		}
 		dst = append(dst, ']')
 	}
