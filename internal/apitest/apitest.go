@@ -46,6 +46,13 @@ func Start(t testing.TB, o Options) string {
 	return srv.URL
 }
 
+// Handler is the real API handler over a fresh store, for benchmarks that
+// call it without a network between.
+func Handler(t testing.TB, o Options) http.Handler {
+	t.Helper()
+	return handler(t, o)
+}
+
 // StartTLS is Start over HTTPS; it also returns the server's certificate
 // as PEM, for clients to trust.
 func StartTLS(t testing.TB, o Options) (url string, certPEM []byte) {
