@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/gorilla/mux"
 
@@ -29,17 +31,30 @@ func (s *Server) createRecords(w http.ResponseWriter, r *http.Request) {
 		if !s.decodeFrom(w, bytes.NewReader(body), &req) {
 			return
 		}
-		in = make([]map[string]json.RawMessage, len(req.Records))
+		in = make([]vault.NewRecord, len(req.Records))
 		for i, rec := range req.Records {
-			in[i] = rec.Fields
+			in[i] = newRecord(rec.Fields)
 		}
 	}
-	recs, err := s.svc.CreateRecords(r.Context(), meta(r), mux.Vars(r)["collection"], in)
+	recs, err := s.svc.CreateRecordsInOrder(r.Context(), meta(r), mux.Vars(r)["collection"], in)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	writeAnswer(w, http.StatusCreated, func(b []byte) []byte { return appendRecordsAnswer(b, recs) })
+	writeAnswer(w, http.StatusCreated, func(b []byte) []byte { return appendCreatedAnswer(b, recs) })
+}
+
+// newRecord is a record's fields as encoding/json read them, by name.
+func newRecord(fields map[string]json.RawMessage) vault.NewRecord {
+	if fields == nil {
+		return nil
+	}
+	rec := make(vault.NewRecord, 0, len(fields))
+	for name, v := range fields {
+		rec = append(rec, vault.FieldValue{Name: name, Value: v})
+	}
+	slices.SortFunc(rec, func(a, b vault.FieldValue) int { return strings.Compare(a.Name, b.Name) })
+	return rec
 }
 
 func (s *Server) getRecord(w http.ResponseWriter, r *http.Request) {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"slices"
+	"strings"
+	"time"
 
 	"github.com/agentvault/agentvault/vault"
 )
@@ -23,22 +25,24 @@ import (
 const maxFastDepth = 64
 
 // parseCreateBody reads a create's body, or reports false for anything
-// but the plain shape.
-func parseCreateBody(b []byte) ([]map[string]json.RawMessage, bool) {
+// but the plain shape. The batch's fields share one allocation, and a
+// field name spelled as in the record before reuses its string.
+func parseCreateBody(b []byte) ([]vault.NewRecord, bool) {
 	p := scanner{b: b}
 	if !p.lit('{') || !p.key("records") || !p.lit(':') || !p.lit('[') {
 		return nil, false
 	}
-	recs := []map[string]json.RawMessage{}
+	var all []vault.FieldValue
+	var ends []int // where each record's fields end in all
 	if p.peek() == ']' {
 		p.i++
 	} else {
 		for {
-			fields, ok := p.record()
-			if !ok {
+			var ok bool
+			if all, ok = p.record(all, ends); !ok {
 				return nil, false
 			}
-			recs = append(recs, fields)
+			ends = append(ends, len(all))
 			if p.lit(',') {
 				continue
 			}
@@ -52,6 +56,12 @@ func parseCreateBody(b []byte) ([]map[string]json.RawMessage, bool) {
 		return nil, false
 	}
 	p.ws()
+	recs := make([]vault.NewRecord, len(ends))
+	start := 0
+	for i, end := range ends {
+		recs[i] = all[start:end:end]
+		start = end
+	}
 	return recs, p.i == len(p.b)
 }
 
@@ -92,51 +102,75 @@ func (p *scanner) lit(c byte) bool {
 // plain reads a plain string (printable ASCII, no escapes): an object
 // key, or a value the fast path takes only in that form.
 func (p *scanner) plain() (string, bool) {
+	b, ok := p.plainBytes()
+	return string(b), ok
+}
+
+// plainBytes is plain's string as the body's bytes.
+func (p *scanner) plainBytes() ([]byte, bool) {
 	if !p.lit('"') {
-		return "", false
+		return nil, false
 	}
 	start := p.i
 	for ; p.i < len(p.b); p.i++ {
 		switch c := p.b[p.i]; {
 		case c == '"':
-			s := string(p.b[start:p.i])
 			p.i++
-			return s, true
+			return p.b[start : p.i-1], true
 		case c < 0x20 || c >= 0x7f || c == '\\':
-			return "", false
+			return nil, false
 		}
 	}
-	return "", false
+	return nil, false
 }
 
 func (p *scanner) key(want string) bool {
-	k, ok := p.plain()
-	return ok && k == want
+	k, ok := p.plainBytes()
+	return ok && string(k) == want
 }
 
-// record reads {"fields":{...}}.
-func (p *scanner) record() (map[string]json.RawMessage, bool) {
+// record reads {"fields":{...}}, appending its fields to all; ends says
+// where the records before end in all. A record with more fields than a
+// collection holds, or a repeated name, is declined.
+func (p *scanner) record(all []vault.FieldValue, ends []int) ([]vault.FieldValue, bool) {
 	if !p.lit('{') || !p.key("fields") || !p.lit(':') || !p.lit('{') {
 		return nil, false
 	}
-	fields := map[string]json.RawMessage{}
+	first := len(all)
+	var prev []vault.FieldValue // the record before, whose names are likely these
+	if n := len(ends); n > 0 {
+		start := 0
+		if n > 1 {
+			start = ends[n-2]
+		}
+		prev = all[start:ends[n-1]]
+	}
 	if p.peek() == '}' {
 		p.i++
 	} else {
 		for {
-			k, ok := p.plain()
-			if !ok || !p.lit(':') {
+			kb, ok := p.plainBytes()
+			if !ok || !p.lit(':') || len(all)-first >= vault.MaxFields {
 				return nil, false
 			}
-			if _, dup := fields[k]; dup {
-				return nil, false
+			j := len(all) - first
+			var k string
+			if j < len(prev) && prev[j].Name == string(kb) {
+				k = prev[j].Name
+			} else {
+				k = string(kb)
+			}
+			for _, f := range all[first:] {
+				if f.Name == k {
+					return nil, false
+				}
 			}
 			p.ws()
 			start := p.i
 			if !p.value(0) {
 				return nil, false
 			}
-			fields[k] = p.b[start:p.i:p.i]
+			all = append(all, vault.FieldValue{Name: k, Value: p.b[start:p.i:p.i]})
 			if p.lit(',') {
 				continue
 			}
@@ -146,7 +180,7 @@ func (p *scanner) record() (map[string]json.RawMessage, bool) {
 			break
 		}
 	}
-	return fields, p.lit('}')
+	return all, p.lit('}')
 }
 
 // value skips one JSON value (after white space), checking it as
@@ -287,11 +321,61 @@ func (p *scanner) number() bool {
 	return true
 }
 
-// appendRecordsAnswer appends what writeJSON writes for
-// {"records": recs}: encoding/json's output with its HTML escaping, and
-// its newline.
-func appendRecordsAnswer(dst []byte, recs []vault.Record) []byte {
-	return appendAnswer(dst, `{"records":`, recs, appendRecord)
+// appendCreatedAnswer appends what writeJSON writes for {"records":
+// recs} with each record as vault.Record (fields by name): encoding/json's
+// output with its HTML escaping, and its newline. A create's records
+// share one time, which is formatted once.
+func appendCreatedAnswer(dst []byte, recs []vault.CreatedRecord) []byte {
+	var at time.Time
+	var atJSON []byte
+	var order []int
+	return appendAnswer(dst, `{"records":`, recs, func(dst []byte, r *vault.CreatedRecord) []byte {
+		dst = append(dst, `{"id":`...)
+		dst = appendJSONString(dst, r.ID)
+		dst = append(dst, `,"fields":{`...)
+		order = byName(order[:0], r.Fields)
+		for i, j := range order {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendJSONString(dst, r.Fields[j].Name)
+			dst = append(dst, ':')
+			dst = appendRaw(dst, r.Fields[j].Value)
+		}
+		dst = append(dst, `},"created_at":`...)
+		if atJSON == nil || !r.CreatedAt.Equal(at) || r.CreatedAt.Location() != at.Location() {
+			at, atJSON = r.CreatedAt, appendTime(atJSON[:0], r.CreatedAt)
+		}
+		dst = append(dst, atJSON...)
+		return append(dst, '}')
+	})
+}
+
+// byName appends the indexes of fields in the order of their names, as
+// encoding/json writes a map's keys; fields given in that order already
+// (most) are not sorted.
+func byName(dst []int, fields []vault.FieldValue) []int {
+	sorted := true
+	for i := range fields {
+		dst = append(dst, i)
+		if i > 0 && fields[i-1].Name > fields[i].Name {
+			sorted = false
+		}
+	}
+	if !sorted {
+		slices.SortFunc(dst, func(a, b int) int { return strings.Compare(fields[a].Name, fields[b].Name) })
+	}
+	return dst
+}
+
+// appendTime appends t as encoding/json writes it.
+func appendTime(dst []byte, t time.Time) []byte {
+	b, err := t.MarshalJSON()
+	if err != nil {
+		// A year outside 0-9999: what encoding/json does with it.
+		b, _ = json.Marshal(t)
+	}
+	return append(dst, b...)
 }
 
 // appendAnswer appends an answer that is one list of items under the
@@ -312,40 +396,6 @@ func appendAnswer[T any](dst []byte, head string, items []T, item func([]byte, *
 		dst = append(dst, ']')
 	}
 	return append(dst, "}\n"...)
-}
-
-func appendRecord(dst []byte, r *vault.Record) []byte {
-	dst = append(dst, `{"id":`...)
-	dst = appendJSONString(dst, r.ID)
-	dst = append(dst, `,"fields":`...)
-	if r.Fields == nil {
-		dst = append(dst, "null"...)
-	} else {
-		names := make([]string, 0, len(r.Fields))
-		for k := range r.Fields {
-			names = append(names, k)
-		}
-		slices.Sort(names)
-		dst = append(dst, '{')
-		for i, k := range names {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = appendJSONString(dst, k)
-			dst = append(dst, ':')
-			dst = appendRaw(dst, r.Fields[k])
-		}
-		dst = append(dst, '}')
-	}
-	dst = append(dst, `,"created_at":`...)
-	t, err := r.CreatedAt.MarshalJSON()
-	if err != nil {
-		// A year outside 0-9999: what encoding/json does with it.
-		b, _ := json.Marshal(r.CreatedAt)
-		return append(append(dst, b...), '}')
-	}
-	dst = append(dst, t...)
-	return append(dst, '}')
 }
 
 // appendRaw appends a raw value as encoding/json does: compacted, HTML

@@ -11,7 +11,8 @@ import (
 )
 
 // byEncodingJSON is how createRecords read a body before the hand-written
-// reader, and still does for what that reader declines.
+// reader, and still does for what that reader declines; records as maps,
+// which is how the two readers' results are compared.
 func byEncodingJSON(b []byte) ([]map[string]json.RawMessage, error) {
 	var req struct {
 		Records []recordInput `json:"records"`
@@ -26,9 +27,35 @@ func byEncodingJSON(b []byte) ([]map[string]json.RawMessage, error) {
 	}
 	out := make([]map[string]json.RawMessage, len(req.Records))
 	for i, r := range req.Records {
-		out[i] = r.Fields
+		out[i] = asMap(newRecord(r.Fields))
 	}
 	return out, nil
+}
+
+// parsedByHand is parseCreateBody's result as maps; it fails the test if
+// a record names a field twice.
+func parsedByHand(t testing.TB, b []byte) ([]map[string]json.RawMessage, bool) {
+	recs, fast := parseCreateBody(b)
+	if !fast {
+		return nil, false
+	}
+	out := make([]map[string]json.RawMessage, len(recs))
+	for i, r := range recs {
+		if out[i] = asMap(r); len(out[i]) != len(r) {
+			t.Fatalf("record %d names a field twice: %q", i, b)
+		}
+	}
+	return out, true
+}
+
+func fv(name string, v json.RawMessage) vault.FieldValue { return vault.FieldValue{Name: name, Value: v} }
+
+func asMap(r vault.NewRecord) map[string]json.RawMessage {
+	m := make(map[string]json.RawMessage, len(r))
+	for _, f := range r {
+		m[f.Name] = f.Value
+	}
+	return m
 }
 
 var errTrailing = &json.SyntaxError{}
@@ -57,7 +84,7 @@ func TestCreateBodyShapes(t *testing.T) {
 		{`{"records":[{"fields":{"a":1}},]}`, false},
 		{``, false},
 	} {
-		got, fast := parseCreateBody([]byte(c.body))
+		got, fast := parsedByHand(t, []byte(c.body))
 		if fast != c.fast {
 			t.Errorf("%s: fast %v, want %v", c.body, fast, c.fast)
 			continue
@@ -78,7 +105,7 @@ func FuzzCreateBody(f *testing.F) {
 	f.Add([]byte(`{"records":[{"fields":{"a":[1,{"b":"\u2028\n"}],"c":null}},{"fields":{}}]}`))
 	f.Add([]byte(`{"records":[]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		got, fast := parseCreateBody(b)
+		got, fast := parsedByHand(t, b)
 		if !fast {
 			return
 		}
@@ -92,8 +119,16 @@ func FuzzCreateBody(f *testing.F) {
 	})
 }
 
-// writtenByEncodingJSON is what writeJSON writes for {"records": recs}.
-func writtenByEncodingJSON(t testing.TB, recs []vault.Record) []byte {
+// writtenByEncodingJSON is what writeJSON writes for {"records": recs},
+// each record as the other reads answer it.
+func writtenByEncodingJSON(t testing.TB, created []vault.CreatedRecord) []byte {
+	var recs []vault.Record
+	if created != nil {
+		recs = make([]vault.Record, len(created))
+		for i := range created {
+			recs[i] = created[i].Record()
+		}
+	}
 	var buf bytes.Buffer
 	if err := json.NewEncoder(&buf).Encode(struct {
 		Records []vault.Record `json:"records"`
@@ -104,18 +139,20 @@ func writtenByEncodingJSON(t testing.TB, recs []vault.Record) []byte {
 }
 
 // TestRecordsAnswer: the hand-written answer is encoding/json's byte for
-// byte: sorted names, escapes, raw values compacted and HTML-escaped,
-// nil maps, times in and out of UTC.
+// byte: names sorted, escapes, raw values compacted and HTML-escaped,
+// records without fields, times in and out of UTC and shared or not.
 func TestRecordsAnswer(t *testing.T) {
 	at := time.Date(2026, 11, 26, 6, 30, 0, 123456789, time.UTC)
-	for _, recs := range [][]vault.Record{
+	for _, recs := range [][]vault.CreatedRecord{
 		nil,
 		{},
-		{{ID: "0193e0c4-7b1a-7c3e-9a1b-2f3c4d5e6f70", Fields: map[string]json.RawMessage{"ssn": json.RawMessage(`"tok_abc"`), "name": json.RawMessage(`"Ann"`), "n": json.RawMessage(`5e3`)}, CreatedAt: at}},
-		{{ID: "a", Fields: map[string]json.RawMessage{"x y": json.RawMessage(` { "a" : [ 1 , 2 ] } `), "<b>&": json.RawMessage(`"<script>&amp;"`), "é": json.RawMessage("\"\u2028 line\"")}, CreatedAt: at.In(time.FixedZone("x", -5*3600))}},
-		{{ID: "quote\"id", Fields: nil, CreatedAt: time.Time{}}, {ID: "", Fields: map[string]json.RawMessage{}, CreatedAt: at}},
+		{{ID: "0193e0c4-7b1a-7c3e-9a1b-2f3c4d5e6f70", Fields: []vault.FieldValue{fv("ssn", json.RawMessage(`"tok_abc"`)), fv("name", json.RawMessage(`"Ann"`)), fv("n", json.RawMessage(`5e3`))}, CreatedAt: at}},
+		{{ID: "a", Fields: []vault.FieldValue{fv("x y", json.RawMessage(` { "a" : [ 1 , 2 ] } `)), fv("<b>&", json.RawMessage(`"<script>&amp;"`)), fv("é", json.RawMessage("\"\u2028 line\""))}, CreatedAt: at.In(time.FixedZone("x", -5*3600))}},
+		{{ID: "quote\"id", Fields: nil, CreatedAt: time.Time{}}, {ID: "", Fields: []vault.FieldValue{}, CreatedAt: at}},
+		{{ID: "1", Fields: []vault.FieldValue{fv("a", json.RawMessage(`1`)), fv("b", json.RawMessage(`2`))}, CreatedAt: at}, {ID: "2", Fields: []vault.FieldValue{fv("b", json.RawMessage(`3`)), fv("a", json.RawMessage(`4`))}, CreatedAt: at},
+			{ID: "3", Fields: []vault.FieldValue{fv("a", json.RawMessage(`5`))}, CreatedAt: at.In(time.FixedZone("y", 3600))}, {ID: "4", Fields: []vault.FieldValue{fv("a", json.RawMessage(`6`))}, CreatedAt: at.Add(time.Second)}},
 	} {
-		got := appendRecordsAnswer(nil, recs)
+		got := appendCreatedAnswer(nil, recs)
 		if want := writtenByEncodingJSON(t, recs); !bytes.Equal(got, want) {
 			t.Errorf("by hand %s\nencoding/json %s", got, want)
 		}
@@ -128,11 +165,12 @@ func FuzzRecordsAnswer(f *testing.F) {
 	f.Add("id-1", "name", []byte(`"Ann"`), "ssn", []byte(` {"a": [1, "<&>"]} `), int64(1795664209237719922))
 	f.Add("\xff", "\u2028", []byte("\"\u2029\""), "", []byte(`null`), int64(-1))
 	f.Fuzz(func(t *testing.T, id, k1 string, v1 []byte, k2 string, v2 []byte, nanos int64) {
-		if !json.Valid(v1) || !json.Valid(v2) {
+		if !json.Valid(v1) || !json.Valid(v2) || k1 == k2 { // a create never answers a name twice
 			return
 		}
-		recs := []vault.Record{{ID: id, Fields: map[string]json.RawMessage{k1: v1, k2: v2}, CreatedAt: time.Unix(0, nanos).UTC()}}
-		if got, want := appendRecordsAnswer(nil, recs), writtenByEncodingJSON(t, recs); !bytes.Equal(got, want) {
+		at := time.Unix(0, nanos).UTC()
+		recs := []vault.CreatedRecord{{ID: id, Fields: []vault.FieldValue{fv(k1, v1), fv(k2, v2)}, CreatedAt: at}, {ID: id, Fields: []vault.FieldValue{fv(k2, v2)}, CreatedAt: at}}
+		if got, want := appendCreatedAnswer(nil, recs), writtenByEncodingJSON(t, recs); !bytes.Equal(got, want) {
 			t.Fatalf("by hand %s\nencoding/json %s", got, want)
 		}
 	})
@@ -143,13 +181,14 @@ func FuzzRecordsAnswer(f *testing.F) {
 func BenchmarkCreateBody(b *testing.B) {
 	var body bytes.Buffer
 	body.WriteString(`{"records":[`)
-	recs := make([]vault.Record, 1000)
+	recs := make([]vault.CreatedRecord, 1000)
+	now := time.Now().UTC()
 	for i := range 1000 {
 		if i > 0 {
 			body.WriteByte(',')
 		}
 		body.WriteString(`{"fields":{"ref":"r0","secret":"0123456789abcdef"}}`)
-		recs[i] = vault.Record{ID: "0193e0c4-7b1a-7c3e-9a1b-2f3c4d5e6f70", Fields: map[string]json.RawMessage{"ref": json.RawMessage(`"r0"`), "secret": json.RawMessage(`"tok_0123456789abcdef"`)}, CreatedAt: time.Now().UTC()}
+		recs[i] = vault.CreatedRecord{ID: "0193e0c4-7b1a-7c3e-9a1b-2f3c4d5e6f70", Fields: []vault.FieldValue{fv("ref", json.RawMessage(`"r0"`)), fv("secret", json.RawMessage(`"tok_0123456789abcdef"`))}, CreatedAt: now}
 	}
 	body.WriteString(`]}`)
 	b.Run("by-hand", func(b *testing.B) {
@@ -158,7 +197,7 @@ func BenchmarkCreateBody(b *testing.B) {
 			if _, ok := parseCreateBody(body.Bytes()); !ok {
 				b.Fatal("declined")
 			}
-			appendRecordsAnswer(nil, recs)
+			appendCreatedAnswer(nil, recs)
 		}
 	})
 	b.Run("encoding-json", func(b *testing.B) {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -92,7 +93,15 @@ func decodePointRef(v []byte) (TokenRef, error) {
 // in: copied anywhere else it does not decrypt. Names and ids cannot hold
 // NUL, so the encoding is unambiguous.
 func fieldAD(collection, id, field string) []byte {
-	return []byte("agentvault/field/v1\x00" + collection + "\x00" + id + "\x00" + field)
+	return appendFieldAD(nil, collection, id, field)
+}
+
+// appendFieldAD appends fieldAD's bytes to dst.
+func appendFieldAD(dst []byte, collection, id, field string) []byte {
+	dst = append(dst, "agentvault/field/v1\x00"...)
+	dst = append(append(dst, collection...), 0)
+	dst = append(append(dst, id...), 0)
+	return append(dst, field...)
 }
 
 // parseValue checks raw against the field's type and returns its compact
@@ -219,11 +228,38 @@ type preparedRecord struct {
 	fields []preparedField
 }
 
+// FieldValue is one field of a record: its name and its JSON value.
+type FieldValue struct {
+	Name  string
+	Value json.RawMessage
+}
+
+// NewRecord is a record to create: its fields, each name once, in any
+// order.
+type NewRecord []FieldValue
+
+// CreatedRecord is a record as its create answers it: its fields in the
+// order they were given, sensitive ones as their tokens (JSON strings).
+type CreatedRecord struct {
+	ID        string
+	Fields    []FieldValue
+	CreatedAt time.Time
+}
+
+// Record is the record as the other reads answer it.
+func (c *CreatedRecord) Record() Record {
+	r := Record{ID: c.ID, Fields: make(map[string]json.RawMessage, len(c.Fields)), CreatedAt: c.CreatedAt}
+	for _, f := range c.Fields {
+		r.Fields[f.Name] = f.Value
+	}
+	return r
+}
+
 // prepareBatch validates a batch of records against the collection and
 // encrypts their sensitive fields, outside the writer: ids drawn, values
 // parsed, tokens computed (format-preserving ones are drawn in the
 // writer). The batch's fields share one allocation.
-func prepareBatch(c *collection, inputs []map[string]json.RawMessage) ([]preparedRecord, error) {
+func prepareBatch(c *collection, inputs []NewRecord) ([]preparedRecord, error) {
 	recs := make([]preparedRecord, len(inputs))
 	nfields := 0
 	for _, in := range inputs {
@@ -232,6 +268,7 @@ func prepareBatch(c *collection, inputs []map[string]json.RawMessage) ([]prepare
 	all := make([]preparedField, 0, nfields) // one allocation for the batch's fields
 	toks := tokenizer.NewTokens(nfields)     // one random read for the batch's tokens
 	defer toks.Clear()
+	var ad []byte // each field's associated data, built in one buffer
 	for i, in := range inputs {
 		if len(in) == 0 {
 			return nil, invalid("empty_record", "record %d has no fields", i)
@@ -242,17 +279,21 @@ func prepareBatch(c *collection, inputs []map[string]json.RawMessage) ([]prepare
 		}
 		pr := preparedRecord{id: id.String()}
 		first := len(all)
-		for name, raw := range in {
-			f, ok := c.Field(name)
+		for j, fv := range in {
+			f, ok := c.Field(fv.Name)
 			if !ok {
-				return nil, invalid("unknown_field", "record %d: collection %q has no field %q", i, c.Name, name)
+				return nil, invalid("unknown_field", "record %d: collection %q has no field %q", i, c.Name, fv.Name)
 			}
-			v, err := parseValue(f, raw)
+			if repeated(in[:j], fv.Name) {
+				return nil, invalid("duplicate_field", "record %d: field %q is given more than once", i, fv.Name)
+			}
+			v, err := parseValue(f, fv.Value)
 			if err != nil {
-				return nil, badValue(err, fmt.Sprintf("record %d: field %q", i, name))
+				return nil, badValue(err, fmt.Sprintf("record %d: field %q", i, fv.Name))
 			}
 			all = append(all, preparedField{})
-			if err := prepareField(&all[len(all)-1], c, f, pr.id, v, toks); err != nil {
+			ad = appendFieldAD(ad[:0], c.Name, pr.id, f.Name)
+			if err := prepareField(&all[len(all)-1], c, f, v, ad, toks); err != nil {
 				return nil, err
 			}
 		}
@@ -260,6 +301,12 @@ func prepareBatch(c *collection, inputs []map[string]json.RawMessage) ([]prepare
 		recs[i] = pr
 	}
 	return recs, nil
+}
+
+// repeated reports whether name is among fields' names. Records have few
+// fields: a scan costs less than a set.
+func repeated(fields []FieldValue, name string) bool {
+	return slices.ContainsFunc(fields, func(f FieldValue) bool { return f.Name == name })
 }
 
 // errKeyRotated refuses a write whose values were encrypted under a data
@@ -273,12 +320,34 @@ const keyRetries = 3
 // staleKey reports a key a value may no longer be written under.
 func staleKey(c *collection, id uint32) bool { return c.isRetired(id) || id != c.dek().PrimaryID() }
 
-// CreateRecords validates, encrypts and stores a batch of records
-// atomically: one bad record rejects the batch and nothing is stored. It
-// returns once the batch is durable. Values are always written under the
-// collection's primary data key as the writer sees it: a batch encrypted
-// under a key rotated since is encrypted again.
+// CreateRecords is CreateRecordsInOrder for records given as maps, answered
+// as the other reads answer records.
 func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collection string, inputs []map[string]json.RawMessage) ([]Record, error) {
+	in := make([]NewRecord, len(inputs))
+	for i, m := range inputs {
+		in[i] = make(NewRecord, 0, len(m))
+		for name, v := range m {
+			in[i] = append(in[i], FieldValue{name, v})
+		}
+	}
+	created, err := s.CreateRecordsInOrder(ctx, meta, collection, in)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Record, len(created))
+	for i := range created {
+		out[i] = created[i].Record()
+	}
+	return out, nil
+}
+
+// CreateRecordsInOrder validates, encrypts and stores a batch of records
+// atomically: one bad record rejects the batch and nothing is stored. It
+// returns once the batch is durable, each record's fields in the order
+// given. Values are always written under the collection's primary data
+// key as the writer sees it: a batch encrypted under a key rotated since
+// is encrypted again.
+func (s *Service) CreateRecordsInOrder(ctx context.Context, meta RequestMeta, collection string, inputs []NewRecord) ([]CreatedRecord, error) {
 	for attempt := 1; ; attempt++ {
 		recs, err := s.createRecords(ctx, meta, collection, inputs)
 		if errors.Is(err, errKeyRotated) && attempt < keyRetries {
@@ -288,7 +357,7 @@ func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collectio
 	}
 }
 
-func (s *Service) createRecords(ctx context.Context, meta RequestMeta, collection string, inputs []map[string]json.RawMessage) ([]Record, error) {
+func (s *Service) createRecords(ctx context.Context, meta RequestMeta, collection string, inputs []NewRecord) ([]CreatedRecord, error) {
 	if len(inputs) == 0 {
 		return nil, invalid("empty_batch", "records must hold at least one record")
 	}
@@ -379,30 +448,49 @@ func (s *Service) createRecords(ctx context.Context, meta RequestMeta, collectio
 	s.applyKnown(t.known)
 	s.metrics.recordsWritten.Add(float64(len(recs)))
 
-	out := make([]Record, len(recs))
-	for i, r := range recs {
-		rec := Record{ID: r.id, Fields: make(map[string]json.RawMessage, len(r.fields)), CreatedAt: now}
-		for _, pf := range r.fields {
-			if pf.field.Sensitive {
-				rec.Fields[pf.field.Name] = quoteToken(pf.token)
-			} else {
-				rec.Fields[pf.field.Name] = pf.value
-			}
-		}
-		out[i] = rec
-	}
-	return out, nil
+	return created(recs, now), nil
 }
 
-// quoteToken is json.Marshal of a token: as is between quotes when that
-// is already what Marshal writes (random and deterministic tokens always).
-func quoteToken(tok string) json.RawMessage {
-	b := make([]byte, 0, len(tok)+2)
-	b = append(append(append(b, '"'), tok...), '"')
-	if !isPlainJSONString(b) {
-		b, _ = json.Marshal(tok)
+// created is what a create answers for its prepared records: the
+// records' fields share one allocation, and their quoted tokens another.
+func created(recs []preparedRecord, now time.Time) []CreatedRecord {
+	out := make([]CreatedRecord, len(recs))
+	nfields, tokBytes := 0, 0
+	for i := range recs {
+		nfields += len(recs[i].fields)
+		for _, pf := range recs[i].fields {
+			tokBytes += len(pf.token) + 2
+		}
 	}
-	return b
+	fields := make([]FieldValue, 0, nfields)
+	quoted := make([]byte, 0, tokBytes)
+	for i, r := range recs {
+		first := len(fields)
+		for _, pf := range r.fields {
+			v := pf.value
+			if pf.field.Sensitive {
+				start := len(quoted)
+				quoted = appendQuotedToken(quoted, pf.token)
+				v = quoted[start:len(quoted):len(quoted)]
+			}
+			fields = append(fields, FieldValue{pf.field.Name, v})
+		}
+		out[i] = CreatedRecord{ID: r.id, Fields: fields[first:len(fields):len(fields)], CreatedAt: now}
+	}
+	return out
+}
+
+// appendQuotedToken appends json.Marshal of a token: as is between quotes
+// when that is already what Marshal writes (random and deterministic
+// tokens always).
+func appendQuotedToken(dst []byte, tok string) []byte {
+	start := len(dst)
+	dst = append(append(append(dst, '"'), tok...), '"')
+	if !isPlainJSONString(dst[start:]) {
+		b, _ := json.Marshal(tok)
+		dst = append(dst[:start], b...)
+	}
+	return dst
 }
 
 // invalidf wraps a token-space error as a conflict naming record and field.

@@ -56,7 +56,7 @@ func (s *Service) updateRecord(ctx context.Context, meta RequestMeta, collection
 			return nil, badValue(err, fmt.Sprintf("field %q", name))
 		}
 		prepared[name] = new(preparedField)
-		if err := prepareField(prepared[name], c, f, id, v, toks); err != nil {
+		if err := prepareField(prepared[name], c, f, v, fieldAD(c.Name, id, f.Name), toks); err != nil {
 			return nil, err
 		}
 	}
@@ -140,18 +140,18 @@ func (s *Service) updateRecord(ctx context.Context, meta RequestMeta, collection
 	return out, nil
 }
 
-// prepareField encrypts a parsed value for a record (a sensitive field)
-// into pf, outside the writer. Format-preserving tokens are drawn in the
+// prepareField encrypts a parsed value for a record (a sensitive field),
+// under ad (fieldAD's bytes), into pf, outside the writer. Format-preserving tokens are drawn in the
 // writer, where the reservation is checked. Batches fill their fields in
 // place, one allocation for all of them.
-func prepareField(pf *preparedField, c *collection, f *Field, id string, v json.RawMessage, toks *tokenizer.Tokens) error {
+func prepareField(pf *preparedField, c *collection, f *Field, v json.RawMessage, ad []byte, toks *tokenizer.Tokens) error {
 	var err error
 	*pf = preparedField{field: f}
 	if !f.Sensitive {
 		pf.value = v
 		return nil
 	}
-	if pf.cipher, err = c.dek().Encrypt(v, fieldAD(c.Name, id, f.Name)); err != nil {
+	if pf.cipher, err = c.dek().Encrypt(v, ad); err != nil {
 		return fmt.Errorf("encrypt field %q: %w", f.Name, err)
 	}
 	switch f.Token {

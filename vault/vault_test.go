@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -363,6 +364,55 @@ func TestBadBatchStoresNothing(t *testing.T) {
 	}
 	if n := e.count("r/"); n != 0 {
 		t.Fatalf("rejected batches stored %d records", n)
+	}
+}
+
+// TestCreateInOrder: a create answers each record's fields in the order
+// given, sensitive ones as their tokens, one time for the batch; a name
+// given twice rejects the batch and stores nothing; the stored record
+// reads back as the answer had it.
+func TestCreateInOrder(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.mustCollection(peopleSchema)
+	ctx := context.Background()
+	fv := func(name, raw string) FieldValue { return FieldValue{Name: name, Value: json.RawMessage(raw)} }
+	in := []NewRecord{
+		{fv("note", `"first"`), fv("name", `"Ann"`), fv("age", `41`)},
+		{fv("age", `7`), fv("vip", `true`), fv("salary", `1e3`)},
+	}
+	got, err := e.svc.CreateRecordsInOrder(ctx, RequestMeta{}, "people", in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range got {
+		if r.CreatedAt != got[0].CreatedAt || r.ID == "" {
+			t.Errorf("record %d: id %q, created %v (first %v)", i, r.ID, r.CreatedAt, got[0].CreatedAt)
+		}
+		for j, f := range r.Fields {
+			fd, _ := peopleSchema.Field(f.Name)
+			var tok string
+			switch {
+			case f.Name != in[i][j].Name:
+				t.Errorf("record %d field %d: %q, given %q", i, j, f.Name, in[i][j].Name)
+			case !fd.Sensitive && string(f.Value) != string(in[i][j].Value):
+				t.Errorf("record %d: %s = %s, given %s", i, f.Name, f.Value, in[i][j].Value)
+			case fd.Sensitive && (json.Unmarshal(f.Value, &tok) != nil || tok == "" || strings.Contains(string(in[i][j].Value), tok)):
+				t.Errorf("record %d: %s answered %s, not a token", i, f.Name, f.Value)
+			}
+		}
+		stored, err := e.svc.GetRecord(ctx, RequestMeta{}, "people", r.ID, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := r.Record(); !reflect.DeepEqual(stored.Fields, want.Fields) || !stored.CreatedAt.Equal(want.CreatedAt) {
+			t.Errorf("record %d reads back %v, created as %v", i, stored, want)
+		}
+	}
+	_, err = e.svc.CreateRecordsInOrder(ctx, RequestMeta{}, "people", []NewRecord{{fv("name", `"ok"`)}, {fv("name", `"a"`), fv("note", `"b"`), fv("name", `"c"`)}})
+	wantErr(t, err, ErrInvalid, "duplicate_field")
+	if n := e.count("r/"); n != len(got) {
+		t.Errorf("%d records stored, want the %d created before the rejected batch", n, len(got))
 	}
 }
 
