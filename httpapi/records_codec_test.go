@@ -48,7 +48,9 @@ func parsedByHand(t testing.TB, b []byte) ([]map[string]json.RawMessage, bool) {
 	return out, true
 }
 
-func fv(name string, v json.RawMessage) vault.FieldValue { return vault.FieldValue{Name: name, Value: v} }
+func fv(name string, v json.RawMessage) vault.FieldValue {
+	return vault.FieldValue{Name: name, Value: v}
+}
 
 func asMap(r vault.NewRecord) map[string]json.RawMessage {
 	m := make(map[string]json.RawMessage, len(r))
