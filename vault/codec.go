@@ -36,15 +36,19 @@ func encodeRecord(r *storedRecord) []byte {
 	for _, f := range r.Fields {
 		n += 3*binary.MaxVarintLen32 + 1 + len(f.Name) + len(f.Value) + len(f.Token)
 	}
-	b := make([]byte, 0, n)
+	return appendEncodedRecord(make([]byte, 0, n), r)
+}
+
+// appendEncodedRecord appends encodeRecord's bytes to b.
+func appendEncodedRecord(b []byte, r *storedRecord) []byte {
 	b = append(b, recordFormatV1)
 	b = binary.AppendUvarint(b, uint64(r.Created.UnixNano()))
 	b = binary.AppendUvarint(b, uint64(len(r.Fields)))
 	for _, f := range r.Fields {
-		b = appendBytes(b, []byte(f.Name))
+		b = appendString(b, f.Name)
 		if f.sensitive() {
 			b = append(b, 1)
-			b = appendBytes(b, []byte(f.Token))
+			b = appendString(b, f.Token)
 		} else {
 			b = append(b, 0)
 			b = appendBytes(b, f.Value)
@@ -54,6 +58,11 @@ func encodeRecord(r *storedRecord) []byte {
 }
 
 func appendBytes(b, v []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(v)))
+	return append(b, v...)
+}
+
+func appendString(b []byte, v string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(v)))
 	return append(b, v...)
 }

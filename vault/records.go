@@ -3,6 +3,7 @@ package vault
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,7 +33,12 @@ const MaxValueBytes = 16 << 10
 // maxTokenAttempts bounds the retries for a free format-preserving token.
 const maxTokenAttempts = 32
 
-func recordKey(collection, id string) []byte { return []byte("r/" + collection + "\x00" + id) }
+func recordKey(collection, id string) []byte { return appendRecordKey(nil, collection, id) }
+
+func appendRecordKey(dst []byte, collection, id string) []byte {
+	dst = append(append(dst, "r/"...), collection...)
+	return append(append(dst, 0), id...)
+}
 
 // The token index maps a token to where its value lives and holds the
 // value's ciphertext. A random or format-preserving token stands for
@@ -42,10 +48,17 @@ func recordKey(collection, id string) []byte { return []byte("r/" + collection +
 // value in many records, so it has one key per record,
 // "x/<token>\0<collection>\0<record>\0<field>", and lookups scan its prefix.
 func tokenIndexKey(token, collection, id, field string) []byte {
+	return appendTokenIndexKey(nil, token, collection, id, field)
+}
+
+func appendTokenIndexKey(dst []byte, token, collection, id, field string) []byte {
 	if !isShared(token) {
-		return pointTokenKey(token)
+		return append(append(dst, "t/"...), token...)
 	}
-	return []byte("x/" + token + "\x00" + collection + "\x00" + id + "\x00" + field)
+	dst = append(append(dst, "x/"...), token...)
+	dst = append(append(dst, 0), collection...)
+	dst = append(append(dst, 0), id...)
+	return append(append(dst, 0), field...)
 }
 
 func pointTokenKey(token string) []byte { return []byte("t/" + token) }
@@ -71,11 +84,45 @@ func tokenIndexValue(token, collection, id, field string, cipher []byte) []byte 
 	if isShared(token) {
 		return cipher
 	}
-	b := make([]byte, 0, len(collection)+len(id)+len(field)+len(cipher)+8)
-	for _, v := range [][]byte{[]byte(collection), []byte(id), []byte(field)} {
-		b = appendBytes(b, v)
+	return appendTokenIndexValue(make([]byte, 0, len(collection)+len(id)+len(field)+len(cipher)+8), token, collection, id, field, cipher)
+}
+
+func appendTokenIndexValue(dst []byte, token, collection, id, field string, cipher []byte) []byte {
+	if !isShared(token) {
+		dst = appendString(dst, collection)
+		dst = appendString(dst, id)
+		dst = appendString(dst, field)
 	}
-	return append(b, cipher...)
+	return append(dst, cipher...)
+}
+
+// entryBytes is about what a batch's record and token-index entries
+// take, to size its entryBuf.
+func entryBytes(collection string, recs []preparedRecord) int {
+	n := 0
+	for i := range recs {
+		n += 32 + 2*len(collection) + 2*len(recs[i].id)
+		for _, pf := range recs[i].fields {
+			n += 16 + 2*len(pf.field.Name) + len(pf.value) + 2*len(pf.token) + len(pf.cipher)
+		}
+	}
+	return n
+}
+
+// entryBuf holds the keys and values of a batch's entries in one growing
+// buffer rather than an allocation each. What put hands out stays valid:
+// a buffer that grows leaves the earlier slices on its old array. A nil
+// entryBuf allocates each.
+type entryBuf struct{ b []byte }
+
+// put appends with f and returns what f appended.
+func (e *entryBuf) put(f func([]byte) []byte) []byte {
+	if e == nil {
+		return f(nil)
+	}
+	start := len(e.b)
+	e.b = f(e.b)
+	return e.b[start:len(e.b):len(e.b)]
 }
 
 // decodePointRef reads a point-key token-index value.
@@ -268,12 +315,15 @@ func prepareBatch(c *collection, inputs []NewRecord) ([]preparedRecord, error) {
 	all := make([]preparedField, 0, nfields) // one allocation for the batch's fields
 	toks := tokenizer.NewTokens(nfields)     // one random read for the batch's tokens
 	defer toks.Clear()
+	idBits := make([]byte, 16*len(inputs)) // and one for its ids
+	rand.Read(idBits)
+	idSrc := bytes.NewReader(idBits)
 	var ad []byte // each field's associated data, built in one buffer
 	for i, in := range inputs {
 		if len(in) == 0 {
 			return nil, invalid("empty_record", "record %d has no fields", i)
 		}
-		id, err := uuid.NewV7()
+		id, err := uuid.NewV7FromReader(idSrc)
 		if err != nil {
 			return nil, err
 		}
@@ -422,9 +472,11 @@ func (s *Service) createRecords(ctx context.Context, meta RequestMeta, collectio
 				pf.token = tok
 			}
 		}
+		eb := &entryBuf{b: make([]byte, 0, entryBytes(c.Name, recs))}
+		var sr storedRecord // encoded into eb: its fields are reused
 		for i := range recs {
 			r := &recs[i]
-			sr := storedRecord{Created: now, Fields: make([]storedField, 0, len(r.fields))}
+			sr = storedRecord{Created: now, Fields: sr.Fields[:0]}
 			for j := range r.fields {
 				pf := &r.fields[j]
 				if pf.field.Sensitive {
@@ -432,11 +484,12 @@ func (s *Service) createRecords(ctx context.Context, meta RequestMeta, collectio
 				} else {
 					sr.Fields = append(sr.Fields, storedField{Name: pf.field.Name, Value: pf.value})
 				}
-				if err := setField(txn, c.Name, r.id, pf, t); err != nil {
+				if err := setField(txn, eb, c.Name, r.id, pf, t); err != nil {
 					return err
 				}
 			}
-			if err := txn.Set(recordKey(c.Name, r.id), encodeRecord(&sr)); err != nil {
+			key := eb.put(func(b []byte) []byte { return appendRecordKey(b, c.Name, r.id) })
+			if err := txn.Set(key, eb.put(func(b []byte) []byte { return appendEncodedRecord(b, &sr) })); err != nil {
 				return err
 			}
 		}

@@ -117,7 +117,7 @@ func (s *Service) updateRecord(ctx context.Context, meta RequestMeta, collection
 			if pf == nil {
 				continue
 			}
-			if err := setField(txn, c.Name, id, pf, t); err != nil {
+			if err := setField(txn, nil, c.Name, id, pf, t); err != nil {
 				return err
 			}
 			if pf.field.Sensitive {
@@ -226,7 +226,7 @@ func dropField(txn storage.Txn, c *Collection, id string, f storedField, t *tall
 
 // setField writes what a new field value keeps outside the record, and
 // tallies a known value it adds.
-func setField(txn storage.Txn, collection, id string, pf *preparedField, t *tally) error {
+func setField(txn storage.Txn, eb *entryBuf, collection, id string, pf *preparedField, t *tally) error {
 	if pf.field.Sensitive {
 		if pf.known != nil {
 			if err := setKnown(txn, collection, id, pf); err != nil {
@@ -234,7 +234,10 @@ func setField(txn storage.Txn, collection, id string, pf *preparedField, t *tall
 			}
 			t.known = append(t.known, knownChange{hash: pf.known, words: pf.knownWords, delta: 1})
 		}
-		return txn.Set(tokenIndexKey(pf.token, collection, id, pf.field.Name), tokenIndexValue(pf.token, collection, id, pf.field.Name, pf.cipher))
+		key := eb.put(func(b []byte) []byte { return appendTokenIndexKey(b, pf.token, collection, id, pf.field.Name) })
+		return txn.Set(key, eb.put(func(b []byte) []byte {
+			return appendTokenIndexValue(b, pf.token, collection, id, pf.field.Name, pf.cipher)
+		}))
 	}
 	if pf.field.Index {
 		return txn.Set(plainIndexKey(collection, pf.field.Name, indexedValue(pf.field, pf.value), id), nil)
