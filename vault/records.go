@@ -173,8 +173,11 @@ func parseValue(f *Field, raw json.RawMessage) (json.RawMessage, error) {
 			if f.Format != "" {
 				s = string(raw[1 : len(raw)-1])
 			}
-		} else if json.Unmarshal(raw, &s) != nil {
-			return nil, errors.New("must be a string")
+		} else {
+			var ok bool
+			if s, ok = jsonString(raw); !ok {
+				return nil, errors.New("must be a string")
+			}
 		}
 		if f.Format != "" {
 			if err := tokenizer.CheckValue(f.Format, s); err != nil {
@@ -186,8 +189,11 @@ func parseValue(f *Field, raw json.RawMessage) (json.RawMessage, error) {
 		}
 		return json.Marshal(s)
 	case TypeNumber:
-		var n json.Number
-		if (raw[0] != '-' && (raw[0] < '0' || raw[0] > '9')) || json.Unmarshal(raw, &n) != nil {
+		n, ok := json.Number(""), false
+		if raw[0] == '-' || (raw[0] >= '0' && raw[0] <= '9') {
+			n, ok = jsonNumber(raw)
+		}
+		if !ok {
 			return nil, errors.New("must be a number")
 		}
 		if _, exact := exactNumber(n.String()); !exact {
@@ -202,6 +208,21 @@ func parseValue(f *Field, raw json.RawMessage) (json.RawMessage, error) {
 		return nil, errors.New("must be true or false")
 	}
 	return nil, fmt.Errorf("unknown type %q", f.Type)
+}
+
+// jsonString decodes a JSON string; apart from parseValue, whose own
+// variables then stay off the heap.
+func jsonString(raw []byte) (string, bool) {
+	var s string
+	err := json.Unmarshal(raw, &s)
+	return s, err == nil
+}
+
+// jsonNumber decodes a JSON number, as jsonString does a string.
+func jsonNumber(raw []byte) (json.Number, bool) {
+	var n json.Number
+	err := json.Unmarshal(raw, &n)
+	return n, err == nil
 }
 
 // isPlainJSONString reports whether raw is a JSON string literal that
