@@ -3,7 +3,6 @@ package vault
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -336,15 +335,12 @@ func prepareBatch(c *collection, inputs []NewRecord) ([]preparedRecord, error) {
 	all := make([]preparedField, 0, nfields) // one allocation for the batch's fields
 	toks := tokenizer.NewTokens(nfields)     // one random read for the batch's tokens
 	defer toks.Clear()
-	idBits := make([]byte, 16*len(inputs)) // and one for its ids
-	rand.Read(idBits)
-	idSrc := bytes.NewReader(idBits)
 	var ad []byte // each field's associated data, built in one buffer
 	for i, in := range inputs {
 		if len(in) == 0 {
 			return nil, invalid("empty_record", "record %d has no fields", i)
 		}
-		id, err := uuid.NewV7FromReader(idSrc)
+		id, err := uuid.NewV7()
 		if err != nil {
 			return nil, err
 		}
