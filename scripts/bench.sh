@@ -445,7 +445,8 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
       if (hb > 0) {
         printf "\nThe same batches through the real handler in one process (`BenchmarkCreateBatchHandler`, no network and\n"
         printf "no load generator sharing the cores), over the same window: %.1f µs per value, %.2fx the floor. The\n", hb, hb/fb
-        printf "difference from the wrk row, %.1f µs, is what serving them over HTTP beside the load generator adds.\n", bv-hb
+        printf "wrk row differs by %+.1f µs: what serving them over HTTP beside the load generator adds, within how\n", bv-hb
+        printf "much compaction landing in one window or the other moves a figure between runs.\n"
       }
     }'
   echo
