@@ -440,7 +440,39 @@ func (s *Service) createRecords(ctx context.Context, meta RequestMeta, collectio
 	if err != nil {
 		return nil, err
 	}
+	e, size := s.createEntry(meta, c, recs)
+	// Count the values per data key, for key retirement.
+	t := newTally()
+	for i := range recs {
+		for _, pf := range recs[i].fields {
+			if id, ok := keys.KeyID(pf.cipher); ok {
+				t.perKey[id]++
+			}
+		}
+	}
+	err = s.writer.apply(&mutation{entry: e, size: size, prepare: func(txn storage.Txn) error {
+		for id := range t.perKey {
+			if staleKey(c, id) {
+				return reject(errKeyRotated)
+			}
+		}
+		if err := s.drawFormatTokens(txn, recs); err != nil {
+			return err
+		}
+		return writeCreated(txn, c.Name, recs, now, t)
+	}})
+	if err != nil {
+		return nil, err
+	}
+	s.applyKnown(t.known)
+	s.metrics.recordsWritten.Add(float64(len(recs)))
+	return created(recs, now), nil
+}
 
+// createEntry is a create's audit entry (its records, and the fields it
+// wrote in the collection's order) and about how many bytes the batch
+// takes in a transaction.
+func (s *Service) createEntry(meta RequestMeta, c *collection, recs []preparedRecord) (*AuditEntry, int) {
 	e := s.newEntry(meta, "records.create")
 	e.Collection = c.Name
 	size := 256
@@ -458,67 +490,56 @@ func (s *Service) createRecords(ctx context.Context, meta RequestMeta, collectio
 			e.Fields = append(e.Fields, f.Name)
 		}
 	}
-	// Count the values per data key, for key retirement.
-	t := newTally()
+	return e, size
+}
+
+// drawFormatTokens draws every format-preserving token of a batch in the
+// writer's transaction, before anything is written, so a token space that
+// runs out rejects this batch alone.
+func (s *Service) drawFormatTokens(txn storage.Txn, recs []preparedRecord) error {
+	taken := map[string]bool{}
 	for i := range recs {
-		for _, pf := range recs[i].fields {
-			if id, ok := keys.KeyID(pf.cipher); ok {
-				t.perKey[id]++
+		for j := range recs[i].fields {
+			pf := &recs[i].fields[j]
+			if pf.field.Token != tokenizer.KindFormatPreserving {
+				continue
 			}
+			tok, err := s.freeFormatToken(txn, pf.field.Format, pf.fpe, taken)
+			if err != nil {
+				return reject(invalidf(err, "record %d: field %q", i, pf.field.Name))
+			}
+			pf.token = tok
 		}
 	}
-	err = s.writer.apply(&mutation{entry: e, size: size, prepare: func(txn storage.Txn) error {
-		for id := range t.perKey {
-			if staleKey(c, id) {
-				return reject(errKeyRotated)
+	return nil
+}
+
+// writeCreated writes a batch's records, what their fields keep outside
+// them (token index, known values, plain index) and its counts per data
+// key. The entries' keys and values are carved from one buffer.
+func writeCreated(txn storage.Txn, collection string, recs []preparedRecord, now time.Time, t *tally) error {
+	eb := &entryBuf{b: make([]byte, 0, entryBytes(collection, recs))}
+	var sr storedRecord // encoded into eb: its fields are reused
+	for i := range recs {
+		r := &recs[i]
+		sr = storedRecord{Created: now, Fields: sr.Fields[:0]}
+		for j := range r.fields {
+			pf := &r.fields[j]
+			if pf.field.Sensitive {
+				sr.Fields = append(sr.Fields, storedField{Name: pf.field.Name, Token: pf.token})
+			} else {
+				sr.Fields = append(sr.Fields, storedField{Name: pf.field.Name, Value: pf.value})
 			}
-		}
-		taken := map[string]bool{}
-		// Draw every format-preserving token before writing anything, so a
-		// token space that runs out rejects this batch alone.
-		for i := range recs {
-			for j := range recs[i].fields {
-				pf := &recs[i].fields[j]
-				if pf.field.Token != tokenizer.KindFormatPreserving {
-					continue
-				}
-				tok, err := s.freeFormatToken(txn, pf.field.Format, pf.fpe, taken)
-				if err != nil {
-					return reject(invalidf(err, "record %d: field %q", i, pf.field.Name))
-				}
-				pf.token = tok
-			}
-		}
-		eb := &entryBuf{b: make([]byte, 0, entryBytes(c.Name, recs))}
-		var sr storedRecord // encoded into eb: its fields are reused
-		for i := range recs {
-			r := &recs[i]
-			sr = storedRecord{Created: now, Fields: sr.Fields[:0]}
-			for j := range r.fields {
-				pf := &r.fields[j]
-				if pf.field.Sensitive {
-					sr.Fields = append(sr.Fields, storedField{Name: pf.field.Name, Token: pf.token})
-				} else {
-					sr.Fields = append(sr.Fields, storedField{Name: pf.field.Name, Value: pf.value})
-				}
-				if err := setField(txn, eb, c.Name, r.id, pf, t); err != nil {
-					return err
-				}
-			}
-			key := eb.put(func(b []byte) []byte { return appendRecordKey(b, c.Name, r.id) })
-			if err := txn.Set(key, eb.put(func(b []byte) []byte { return appendEncodedRecord(b, &sr) })); err != nil {
+			if err := setField(txn, eb, collection, r.id, pf, t); err != nil {
 				return err
 			}
 		}
-		return addKeyCounts(txn, c.Name, t.perKey)
-	}})
-	if err != nil {
-		return nil, err
+		key := eb.put(func(b []byte) []byte { return appendRecordKey(b, collection, r.id) })
+		if err := txn.Set(key, eb.put(func(b []byte) []byte { return appendEncodedRecord(b, &sr) })); err != nil {
+			return err
+		}
 	}
-	s.applyKnown(t.known)
-	s.metrics.recordsWritten.Add(float64(len(recs)))
-
-	return created(recs, now), nil
+	return addKeyCounts(txn, collection, t.perKey)
 }
 
 // created is what a create answers for its prepared records: the
