@@ -223,17 +223,7 @@ func (w *writer) drain() {
 func (w *writer) commit(batch []*mutation) {
 	txn := &batchTxn{WriteTxn: w.store.NewWriteTxn()}
 	defer txn.Discard()
-	// The chain's head as the store has it: another node on the same
-	// database may have appended since this one's last batch (the store
-	// runs read-write transactions one at a time, so none can append
-	// between this read and the commit).
-	head, err := w.head, error(nil)
-	if !w.exclusive || !w.headKnown {
-		head, err = headIn(txn)
-	}
-	if err == nil && w.sync != nil {
-		err = w.sync(txn)
-	}
+	head, err := w.start(txn)
 	if err != nil {
 		for _, m := range batch {
 			m.done <- fmt.Errorf("%w: read the audit chain's head and shared state: %v", ErrUnavailable, err)
@@ -244,44 +234,11 @@ func (w *writer) commit(batch []*mutation) {
 	var fatal error
 	// The disk's free space is read once per batch; a write the reserve
 	// does not allow is refused before it touches the transaction.
-	fullErr := w.store.CheckSpace(false)
-	var floorErr error
-	if fullErr != nil {
-		floorErr = w.store.CheckSpace(true)
-	}
+	refuse := w.spaceCheck()
 	for i, m := range batch {
-		if fullErr != nil && (!m.auditOnly || floorErr != nil) {
-			results[i] = fullErr
-			if floorErr != nil {
-				results[i] = floorErr
-			}
-			continue
-		}
-		if w.checkActor != nil {
-			if err := w.checkActor(m.entry); err != nil {
-				results[i] = err
-				continue
-			}
-		}
-		if m.prepare != nil {
-			if err := m.prepare(txn); err != nil {
-				var skip errSkip
-				if errors.As(err, &skip) {
-					results[i] = skip.err
-					continue
-				}
-				fatal = err
-				break
-			}
-		}
-		head.Seq++
-		m.entry.Seq = head.Seq
-		m.entry.PrevHash = head.Hash
-		if err := txn.Set(auditKey(head.Seq), auditlog.Stored(m.entry)); err != nil {
-			fatal = err
+		if results[i], fatal = w.add(txn, m, &head, refuse); fatal != nil {
 			break
 		}
-		head.Hash = m.entry.Hash
 	}
 	if fatal == nil {
 		fatal = txn.flush()
@@ -317,6 +274,73 @@ func (w *writer) commit(batch []*mutation) {
 			}
 		}
 	}()
+}
+
+// start reads what a batch builds on: the chain's head as the store has
+// it (another node on the same database may have appended since this
+// one's last batch; the store runs read-write transactions one at a time,
+// so none can append between this read and the commit), and the state
+// nodes share.
+func (w *writer) start(txn storage.Txn) (chainHead, error) {
+	head, err := w.head, error(nil)
+	if !w.exclusive || !w.headKnown {
+		head, err = headIn(txn)
+	}
+	if err == nil && w.sync != nil {
+		err = w.sync(txn)
+	}
+	return head, err
+}
+
+// spaceCheck returns what refuses a mutation for want of disk space: nil
+// while there is room; otherwise the full disk's error for any mutation
+// but an audit-only one, and for those too below the reserve's floor.
+func (w *writer) spaceCheck() func(m *mutation) error {
+	fullErr := w.store.CheckSpace(false)
+	if fullErr == nil {
+		return nil
+	}
+	if floorErr := w.store.CheckSpace(true); floorErr != nil {
+		return func(*mutation) error { return floorErr }
+	}
+	return func(m *mutation) error {
+		if m.auditOnly {
+			return nil
+		}
+		return fullErr
+	}
+}
+
+// add puts one mutation and its audit entry into the batch's transaction.
+// result is the mutation's own refusal (the rest of the batch goes on);
+// fatal fails the whole batch.
+func (w *writer) add(txn *batchTxn, m *mutation, head *chainHead, refuse func(*mutation) error) (result, fatal error) {
+	if refuse != nil {
+		if err := refuse(m); err != nil {
+			return err, nil
+		}
+	}
+	if w.checkActor != nil {
+		if err := w.checkActor(m.entry); err != nil {
+			return err, nil
+		}
+	}
+	if m.prepare != nil {
+		if err := m.prepare(txn); err != nil {
+			var skip errSkip
+			if errors.As(err, &skip) {
+				return skip.err, nil
+			}
+			return nil, err
+		}
+	}
+	m.entry.Seq = head.Seq + 1
+	m.entry.PrevHash = head.Hash
+	if err := txn.Set(auditKey(m.entry.Seq), auditlog.Stored(m.entry)); err != nil {
+		return nil, err
+	}
+	head.Seq, head.Hash = m.entry.Seq, m.entry.Hash
+	return nil, nil
 }
 
 func (w *writer) isOpen() bool {
