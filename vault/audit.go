@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"sync/atomic"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/agentvault/agentvault/storage"
 	"github.com/agentvault/agentvault/vault/auditlog"
 )
@@ -105,6 +107,9 @@ type writer struct {
 	// (shared.go); nil in a writer without a service (restore).
 	sync       func(txn storage.Txn) error
 	checkActor func(e *AuditEntry) error
+	// batchSize observes how many mutations each transaction holds (nil:
+	// not observed).
+	batchSize prometheus.Observer
 	// exclusive says no other process writes this store (Badger holds
 	// its directory's lock): the chain's head after a commit is then the
 	// next batch's, kept in head (headKnown) instead of read back.
@@ -221,6 +226,9 @@ func (w *writer) drain() {
 // commit runs a batch in one transaction, appends its audit entries in
 // order, commits, and answers each mutation once the commit is durable.
 func (w *writer) commit(batch []*mutation) {
+	if w.batchSize != nil {
+		w.batchSize.Observe(float64(len(batch)))
+	}
 	txn := &batchTxn{WriteTxn: w.store.NewWriteTxn()}
 	defer txn.Discard()
 	head, err := w.start(txn)

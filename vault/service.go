@@ -116,6 +116,7 @@ type Service struct {
 type serviceMetrics struct {
 	recordsWritten  prometheus.Counter
 	tokenCollisions prometheus.Counter
+	writerBatch     prometheus.Histogram
 }
 
 // knownPollEvery is how often a node sharing its store loads the known
@@ -177,10 +178,15 @@ func New(cfg Config) (*Service, error) {
 			tokenCollisions: prometheus.NewCounter(prometheus.CounterOpts{
 				Name: "agentvault_format_token_collisions_total", Help: "Format-preserving tokens drawn again because the first was taken.",
 			}),
+			writerBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
+				Name:    "agentvault_writer_batch_requests",
+				Help:    "Requests (mutations with their audit entries) the single writer put in one store transaction.",
+				Buckets: prometheus.ExponentialBuckets(1, 2, 11),
+			}),
 		},
 	}
 	if cfg.Registry != nil {
-		cfg.Registry.MustRegister(s.metrics.recordsWritten, s.metrics.tokenCollisions)
+		cfg.Registry.MustRegister(s.metrics.recordsWritten, s.metrics.tokenCollisions, s.metrics.writerBatch)
 	}
 	// Principals, grants (and the generation they reflect) are loaded
 	// once here; pollShared and the writer load them again only when
@@ -201,7 +207,7 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
-	w.sync, w.checkActor = s.syncShared, s.checkActor
+	w.sync, w.checkActor, w.batchSize = s.syncShared, s.checkActor, s.metrics.writerBatch
 	w.exclusive = !cfg.Shared
 	s.writer = w
 	s.bg, s.stopBG = context.WithCancel(context.Background())

@@ -712,22 +712,26 @@ func TestGroupCommit(t *testing.T) {
 	e := newEnv(t)
 	e.mustCollection(hrSchema)
 	slow := func() { time.Sleep(40 * time.Millisecond) }
-	syncs := func() uint64 {
+	// histogram reads a histogram's count and sum.
+	histogram := func(name string) (uint64, float64) {
 		mfs, err := e.reg.Gather()
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, mf := range mfs {
-			if mf.GetName() == "agentvault_store_sync_seconds" {
-				return mf.GetMetric()[0].GetHistogram().GetSampleCount()
+			if mf.GetName() == name {
+				h := mf.GetMetric()[0].GetHistogram()
+				return h.GetSampleCount(), h.GetSampleSum()
 			}
 		}
-		t.Fatal("no agentvault_store_sync_seconds metric")
-		return 0
+		t.Fatalf("no %s metric", name)
+		return 0, 0
 	}
+	syncs := func() uint64 { n, _ := histogram("agentvault_store_sync_seconds"); return n }
 	e.badger().SetSyncHooks(slow, nil)
 	defer e.badger().SetSyncHooks(nil, nil)
 	before := syncs()
+	batches0, requests0 := histogram("agentvault_writer_batch_requests")
 	const writers = 256
 	var wg sync.WaitGroup
 	start := make(chan struct{})
@@ -746,6 +750,12 @@ func TestGroupCommit(t *testing.T) {
 	n := syncs() - before
 	if n == 0 || n > writers/4 {
 		t.Errorf("%d fsyncs for %d concurrent creates: not grouped", n, writers)
+	}
+	// The writer's own count: every create in some transaction, each
+	// transaction with its fdatasync.
+	batches, requests := histogram("agentvault_writer_batch_requests")
+	if requests-requests0 != writers || batches-batches0 == 0 || batches-batches0 > n {
+		t.Errorf("writer batches: %d requests in %d transactions, want %d in %d", uint64(requests-requests0), batches-batches0, writers, n)
 	}
 	if got := e.count("a/"); got < writers {
 		t.Errorf("%d audit entries, want at least %d", got, writers)
