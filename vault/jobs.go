@@ -312,7 +312,6 @@ type reencryptUpdate struct {
 // and stores the job's progress, all in one transaction with an audit
 // entry.
 func (s *Service) reencrypt(ctx context.Context, j *Job) error {
-	prefix := []byte("r/" + j.Collection + "\x00")
 	for {
 		if err := ctx.Err(); err != nil {
 			return err // shutting down: resumes at the next start
@@ -325,70 +324,11 @@ func (s *Service) reencrypt(ctx context.Context, j *Job) error {
 			return err
 		}
 		dek := c.dek()
-		primary := dek.PrimaryID()
-		var updates []reencryptUpdate
-		var last string
-		records, skipped := 0, 0
-		err = s.store.View(func(txn storage.Txn) error {
-			it := txn.NewIterator(storage.IterOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 100})
-			defer it.Close()
-			start := prefix
-			if j.Cursor != "" {
-				start = append(append([]byte{}, prefix...), j.Cursor+"\x00"...)
-			}
-			for it.Seek(start); it.Valid() && records < s.cfg.ReencryptBatch; it.Next() {
-				id := string(it.Item().Key()[len(prefix):])
-				var sr storedRecord
-				if err := it.Item().Value(func(v []byte) (err error) { sr, err = decodeRecord(v); return err }); err != nil {
-					return err
-				}
-				records++
-				last = id
-				for _, f := range sr.Fields {
-					if !f.sensitive() {
-						continue
-					}
-					key := tokenIndexKey(f.Token, j.Collection, id, f.Name)
-					item, err := txn.Get(key)
-					if errors.Is(err, storage.ErrNotFound) {
-						continue
-					}
-					if err != nil {
-						return err
-					}
-					old, err := item.ValueCopy(nil)
-					if err != nil {
-						return err
-					}
-					ct, _, err := cipherOf(key, old)
-					if err != nil {
-						return err
-					}
-					from, ok := keys.KeyID(ct)
-					if !ok || from == primary {
-						continue
-					}
-					ad := fieldAD(j.Collection, id, f.Name)
-					pt, err := dek.Decrypt(ct, ad)
-					if err != nil {
-						s.log.Error("re-encryption: stored value failed its integrity check; left as is", "collection", j.Collection, "record_id", id, "field", f.Name)
-						skipped++
-						continue
-					}
-					nct, err := dek.Encrypt(pt, ad)
-					clear(pt)
-					if err != nil {
-						return err
-					}
-					updates = append(updates, reencryptUpdate{key: key, old: old, new: tokenIndexValue(f.Token, j.Collection, id, f.Name, nct), from: from, to: primary})
-				}
-			}
-			return nil
-		})
+		b, err := s.readReencryptBatch(j, dek, dek.PrimaryID())
 		if err != nil {
 			return err
 		}
-		if records == 0 {
+		if b.records == 0 {
 			return s.finishJob(j, JobDone, "")
 		}
 		now := s.now()
@@ -396,49 +336,11 @@ func (s *Service) reencrypt(ctx context.Context, j *Job) error {
 		e.Collection, e.Target = j.Collection, "job "+j.ID
 		next := *j
 		size := 1024
-		for _, u := range updates {
+		for _, u := range b.updates {
 			size += len(u.key) + len(u.new) + 64
 		}
 		err = s.writer.apply(&mutation{entry: e, size: size, prepare: func(txn storage.Txn) error {
-			if err := s.checkLease(txn, &next, now); err != nil {
-				return err
-			}
-			if c.isRetired(primary) {
-				return reject(conflict("key_rotated", "key %d was retired during the batch", primary))
-			}
-			deltas := map[uint32]int64{}
-			applied := 0
-			for _, u := range updates {
-				item, err := txn.Get(u.key)
-				if errors.Is(err, storage.ErrNotFound) {
-					skipped++
-					continue
-				}
-				if err != nil {
-					return err
-				}
-				same := false
-				if err := item.Value(func(v []byte) error { same = bytes.Equal(v, u.old); return nil }); err != nil {
-					return err
-				}
-				if !same {
-					skipped++
-					continue
-				}
-				if err := txn.Set(u.key, u.new); err != nil {
-					return err
-				}
-				deltas[u.from]--
-				deltas[u.to]++
-				applied++
-			}
-			if err := addKeyCounts(txn, j.Collection, deltas); err != nil {
-				return err
-			}
-			next.Cursor, next.Done, next.Records, next.Skipped = last, j.Done+int64(applied), j.Records+int64(records), j.Skipped+int64(skipped)
-			next.TargetKeyID, next.UpdatedAt = primary, now
-			e.Reason = fmt.Sprintf("batch: %d values re-encrypted under key %d (%d of %d)", applied, primary, next.Done, next.Total)
-			return putJob(txn, &next)
+			return s.writeReencryptBatch(txn, c, j, &next, &b, e, now)
 		}})
 		if errors.Is(err, ErrConflict) {
 			continue // the key changed under the batch: read it again
@@ -459,6 +361,136 @@ func (s *Service) reencrypt(ctx context.Context, j *Job) error {
 			}
 		}
 	}
+}
+
+// reencryptBatch is one batch of a re-encryption job: the values among
+// the records read after the job's cursor to write under the primary key.
+type reencryptBatch struct {
+	primary uint32
+	updates []reencryptUpdate
+	last    string // the last record read: the next batch's cursor
+	records int
+	skipped int // values left as they are (failed their check, or changed meanwhile)
+}
+
+// readReencryptBatch reads the next ReencryptBatch records after the
+// job's cursor and encrypts again, under primary, each value stored
+// under another key, outside the writer.
+func (s *Service) readReencryptBatch(j *Job, dek *keys.DataKey, primary uint32) (reencryptBatch, error) {
+	b := reencryptBatch{primary: primary}
+	prefix := []byte("r/" + j.Collection + "\x00")
+	err := s.store.View(func(txn storage.Txn) error {
+		it := txn.NewIterator(storage.IterOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 100})
+		defer it.Close()
+		start := prefix
+		if j.Cursor != "" {
+			start = append(append([]byte{}, prefix...), j.Cursor+"\x00"...)
+		}
+		for it.Seek(start); it.Valid() && b.records < s.cfg.ReencryptBatch; it.Next() {
+			id := string(it.Item().Key()[len(prefix):])
+			var sr storedRecord
+			if err := it.Item().Value(func(v []byte) (err error) { sr, err = decodeRecord(v); return err }); err != nil {
+				return err
+			}
+			b.records++
+			b.last = id
+			for _, f := range sr.Fields {
+				if !f.sensitive() {
+					continue
+				}
+				if err := s.reencryptValue(txn, j.Collection, id, f, dek, &b); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	return b, err
+}
+
+// reencryptValue adds a stored field's value to the batch, encrypted
+// again under the batch's primary key, unless it is under that key
+// already, gone, or fails its integrity check (logged, counted, left).
+func (s *Service) reencryptValue(txn storage.Txn, collection, id string, f storedField, dek *keys.DataKey, b *reencryptBatch) error {
+	key := tokenIndexKey(f.Token, collection, id, f.Name)
+	item, err := txn.Get(key)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	old, err := item.ValueCopy(nil)
+	if err != nil {
+		return err
+	}
+	ct, _, err := cipherOf(key, old)
+	if err != nil {
+		return err
+	}
+	from, ok := keys.KeyID(ct)
+	if !ok || from == b.primary {
+		return nil
+	}
+	ad := fieldAD(collection, id, f.Name)
+	pt, err := dek.Decrypt(ct, ad)
+	if err != nil {
+		s.log.Error("re-encryption: stored value failed its integrity check; left as is", "collection", collection, "record_id", id, "field", f.Name)
+		b.skipped++
+		return nil
+	}
+	nct, err := dek.Encrypt(pt, ad)
+	clear(pt)
+	if err != nil {
+		return err
+	}
+	b.updates = append(b.updates, reencryptUpdate{key: key, old: old, new: tokenIndexValue(f.Token, collection, id, f.Name, nct), from: from, to: b.primary})
+	return nil
+}
+
+// writeReencryptBatch runs in the writer: under the job's lease, it swaps
+// each entry still exactly as read for its new one, moves the key
+// counters, and records the job's progress in next.
+func (s *Service) writeReencryptBatch(txn storage.Txn, c *collection, j, next *Job, b *reencryptBatch, e *AuditEntry, now time.Time) error {
+	if err := s.checkLease(txn, next, now); err != nil {
+		return err
+	}
+	if c.isRetired(b.primary) {
+		return reject(conflict("key_rotated", "key %d was retired during the batch", b.primary))
+	}
+	deltas := map[uint32]int64{}
+	applied, skipped := 0, b.skipped
+	for _, u := range b.updates {
+		item, err := txn.Get(u.key)
+		if errors.Is(err, storage.ErrNotFound) {
+			skipped++
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		same := false
+		if err := item.Value(func(v []byte) error { same = bytes.Equal(v, u.old); return nil }); err != nil {
+			return err
+		}
+		if !same {
+			skipped++
+			continue
+		}
+		if err := txn.Set(u.key, u.new); err != nil {
+			return err
+		}
+		deltas[u.from]--
+		deltas[u.to]++
+		applied++
+	}
+	if err := addKeyCounts(txn, j.Collection, deltas); err != nil {
+		return err
+	}
+	next.Cursor, next.Done, next.Records, next.Skipped = b.last, j.Done+int64(applied), j.Records+int64(b.records), j.Skipped+int64(skipped)
+	next.TargetKeyID, next.UpdatedAt = b.primary, now
+	e.Reason = fmt.Sprintf("batch: %d values re-encrypted under key %d (%d of %d)", applied, b.primary, next.Done, next.Total)
+	return putJob(txn, next)
 }
 
 func (s *Service) finishJob(j *Job, status, msg string) error {
