@@ -38,27 +38,9 @@ func (s *Service) updateRecord(ctx context.Context, meta RequestMeta, collection
 	if err != nil {
 		return nil, err
 	}
-	prepared := map[string]*preparedField{}
-	removed := map[string]bool{}
-	toks := tokenizer.NewTokens(len(changes))
-	defer toks.Clear()
-	for name, raw := range changes {
-		f, ok := c.Field(name)
-		if !ok {
-			return nil, invalid("unknown_field", "collection %q has no field %q", c.Name, name)
-		}
-		if len(raw) == 0 || string(raw) == "null" {
-			removed[name] = true
-			continue
-		}
-		v, err := parseValue(f, raw)
-		if err != nil {
-			return nil, badValue(err, fmt.Sprintf("field %q", name))
-		}
-		prepared[name] = new(preparedField)
-		if err := prepareField(prepared[name], c, f, v, fieldAD(c.Name, id, f.Name), toks); err != nil {
-			return nil, err
-		}
+	u, err := prepareUpdate(c, id, changes)
+	if err != nil {
+		return nil, err
 	}
 	e := s.newEntry(meta, "records.update")
 	e.Collection, e.RecordIDs = c.Name, []string{id}
@@ -68,76 +50,114 @@ func (s *Service) updateRecord(ctx context.Context, meta RequestMeta, collection
 	slices.Sort(e.Fields)
 	var out *Record
 	t := newTally()
-	err = s.writer.apply(&mutation{entry: e, size: 4096 + 64*len(changes) + MaxValueBytes*len(prepared), prepare: func(txn storage.Txn) error {
-		sr, err := loadRecord(txn, c.Name, id)
-		if errors.Is(err, ErrNotFound) {
-			return reject(err)
-		}
-		if err != nil {
-			return err
-		}
-		taken := map[string]bool{}
-		for _, pf := range prepared {
-			if kid, ok := keys.KeyID(pf.cipher); ok {
-				if staleKey(c, kid) {
-					return reject(errKeyRotated)
-				}
-				t.perKey[kid]++
-			}
-			if pf.field.Token == tokenizer.KindFormatPreserving {
-				if pf.token, err = s.freeFormatToken(txn, pf.field.Format, pf.fpe, taken); err != nil {
-					return reject(invalidf(err, "field %q", pf.field.Name))
-				}
-			}
-		}
-		// Every refusal comes before the first write: the batch's
-		// transaction is shared, and a rejected mutation must leave it as
-		// it found it.
-		kept := sr.Fields[:0:0]
-		for _, f := range sr.Fields {
-			if prepared[f.Name] == nil && !removed[f.Name] {
-				kept = append(kept, f)
-			}
-		}
-		if len(kept)+len(prepared) == 0 {
-			return reject(invalid("empty_record", "the update would leave the record with no fields"))
-		}
-		// Drop what the changed fields held: token index entries (and
-		// their per-key counts) and plain index keys.
-		for _, f := range sr.Fields {
-			if prepared[f.Name] != nil || removed[f.Name] {
-				if err := dropField(txn, &c.Collection, id, f, t); err != nil {
-					return err
-				}
-			}
-		}
-		sr.Fields = kept
-		for _, f := range c.Fields {
-			pf := prepared[f.Name]
-			if pf == nil {
-				continue
-			}
-			if err := setField(txn, nil, c.Name, id, pf, t); err != nil {
-				return err
-			}
-			if pf.field.Sensitive {
-				sr.Fields = append(sr.Fields, storedField{Name: f.Name, Token: pf.token})
-			} else {
-				sr.Fields = append(sr.Fields, storedField{Name: f.Name, Value: pf.value})
-			}
-		}
-		if err := txn.Set(recordKey(c.Name, id), encodeRecord(&sr)); err != nil {
-			return err
-		}
-		rec := recordFrom(id, sr, nil)
-		out = &rec
-		return addKeyCounts(txn, c.Name, t.perKey)
+	err = s.writer.apply(&mutation{entry: e, size: 4096 + 64*len(changes) + MaxValueBytes*len(u.prepared), prepare: func(txn storage.Txn) error {
+		rec, err := s.writeUpdate(txn, c, id, u, t)
+		out = rec
+		return err
 	}})
 	if err != nil {
 		return nil, err
 	}
 	s.applyKnown(t.known)
 	return out, nil
+}
+
+// preparedUpdate is an update's changed fields, parsed and encrypted
+// outside the writer, and the fields it removes.
+type preparedUpdate struct {
+	prepared map[string]*preparedField
+	removed  map[string]bool
+}
+
+func prepareUpdate(c *collection, id string, changes map[string]json.RawMessage) (preparedUpdate, error) {
+	u := preparedUpdate{prepared: map[string]*preparedField{}, removed: map[string]bool{}}
+	toks := tokenizer.NewTokens(len(changes))
+	defer toks.Clear()
+	for name, raw := range changes {
+		f, ok := c.Field(name)
+		if !ok {
+			return u, invalid("unknown_field", "collection %q has no field %q", c.Name, name)
+		}
+		if len(raw) == 0 || string(raw) == "null" {
+			u.removed[name] = true
+			continue
+		}
+		v, err := parseValue(f, raw)
+		if err != nil {
+			return u, badValue(err, fmt.Sprintf("field %q", name))
+		}
+		u.prepared[name] = new(preparedField)
+		if err := prepareField(u.prepared[name], c, f, v, fieldAD(c.Name, id, f.Name), toks); err != nil {
+			return u, err
+		}
+	}
+	return u, nil
+}
+
+// writeUpdate applies an update in the writer's transaction and returns
+// the record as it now is. Every refusal comes before the first write:
+// the batch's transaction is shared, and a rejected mutation must leave
+// it as it found it.
+func (s *Service) writeUpdate(txn storage.Txn, c *collection, id string, u preparedUpdate, t *tally) (*Record, error) {
+	sr, err := loadRecord(txn, c.Name, id)
+	if errors.Is(err, ErrNotFound) {
+		return nil, reject(err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	taken := map[string]bool{}
+	for _, pf := range u.prepared {
+		if kid, ok := keys.KeyID(pf.cipher); ok {
+			if staleKey(c, kid) {
+				return nil, reject(errKeyRotated)
+			}
+			t.perKey[kid]++
+		}
+		if pf.field.Token == tokenizer.KindFormatPreserving {
+			if pf.token, err = s.freeFormatToken(txn, pf.field.Format, pf.fpe, taken); err != nil {
+				return nil, reject(invalidf(err, "field %q", pf.field.Name))
+			}
+		}
+	}
+	kept := sr.Fields[:0:0]
+	for _, f := range sr.Fields {
+		if u.prepared[f.Name] == nil && !u.removed[f.Name] {
+			kept = append(kept, f)
+		}
+	}
+	if len(kept)+len(u.prepared) == 0 {
+		return nil, reject(invalid("empty_record", "the update would leave the record with no fields"))
+	}
+	// Drop what the changed fields held: token index entries (and their
+	// per-key counts) and plain index keys.
+	for _, f := range sr.Fields {
+		if u.prepared[f.Name] != nil || u.removed[f.Name] {
+			if err := dropField(txn, &c.Collection, id, f, t); err != nil {
+				return nil, err
+			}
+		}
+	}
+	sr.Fields = kept
+	for _, f := range c.Fields {
+		pf := u.prepared[f.Name]
+		if pf == nil {
+			continue
+		}
+		if err := setField(txn, nil, c.Name, id, pf, t); err != nil {
+			return nil, err
+		}
+		if pf.field.Sensitive {
+			sr.Fields = append(sr.Fields, storedField{Name: f.Name, Token: pf.token})
+		} else {
+			sr.Fields = append(sr.Fields, storedField{Name: f.Name, Value: pf.value})
+		}
+	}
+	if err := txn.Set(recordKey(c.Name, id), encodeRecord(&sr)); err != nil {
+		return nil, err
+	}
+	rec := recordFrom(id, sr, nil)
+	return &rec, addKeyCounts(txn, c.Name, t.perKey)
 }
 
 // prepareField encrypts a parsed value for a record (a sensitive field),
