@@ -123,14 +123,13 @@ type serviceMetrics struct {
 // values again when another write changed them.
 const knownPollEvery = 5 * time.Second
 
-// New opens the service over an open store.
-
 // Record, grant and request ids are UUIDs drawn from uuid's pool of
-// random bytes (one crypto/rand read for 256 ids rather than one each):
+// random bytes (one crypto/rand read for 16 ids rather than one each):
 // ids are not secrets, and a batch of a thousand records makes a
 // thousand. It is set once, before any id is made.
 func init() { uuid.EnableRandPool() }
 
+// New opens the service over an open store.
 func New(cfg Config) (*Service, error) {
 	if cfg.Store == nil || cfg.Keys == nil {
 		return nil, errors.New("vault: Store and Keys are required")
