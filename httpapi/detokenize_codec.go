@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/http"
 
+	"github.com/agentvault/agentvault/internal/jsontext"
 	"github.com/agentvault/agentvault/vault"
 )
 
@@ -86,20 +87,20 @@ func appendDetokenizeAnswer(dst []byte, res []vault.DetokenizeResult) []byte {
 
 func appendResult(dst []byte, r *vault.DetokenizeResult) []byte {
 	dst = append(dst, `{"token":`...)
-	dst = appendJSONString(dst, r.Token)
+	dst = jsontext.AppendString(dst, r.Token)
 	dst = append(dst, `,"status":`...)
-	dst = appendJSONString(dst, r.Status)
+	dst = jsontext.AppendString(dst, r.Status)
 	if len(r.Value) > 0 {
 		dst = append(dst, `,"value":`...)
 		dst = appendRaw(dst, r.Value)
 	}
 	if r.Reason != "" {
 		dst = append(dst, `,"reason":`...)
-		dst = appendJSONString(dst, r.Reason)
+		dst = jsontext.AppendString(dst, r.Reason)
 	}
 	if r.ApprovalID != "" {
 		dst = append(dst, `,"approval_id":`...)
-		dst = appendJSONString(dst, r.ApprovalID)
+		dst = jsontext.AppendString(dst, r.ApprovalID)
 	}
 	return append(dst, '}')
 }

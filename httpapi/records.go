@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/gorilla/mux"
 
@@ -33,7 +31,7 @@ func (s *Server) createRecords(w http.ResponseWriter, r *http.Request) {
 		}
 		in = make([]vault.NewRecord, len(req.Records))
 		for i, rec := range req.Records {
-			in[i] = newRecord(rec.Fields)
+			in[i] = vault.NewRecordOf(rec.Fields)
 		}
 	}
 	recs, err := s.svc.CreateRecordsInOrder(r.Context(), meta(r), mux.Vars(r)["collection"], in)
@@ -42,19 +40,6 @@ func (s *Server) createRecords(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeAnswer(w, http.StatusCreated, func(b []byte) []byte { return appendCreatedAnswer(b, recs) })
-}
-
-// newRecord is a record's fields as encoding/json read them, by name.
-func newRecord(fields map[string]json.RawMessage) vault.NewRecord {
-	if fields == nil {
-		return nil
-	}
-	rec := make(vault.NewRecord, 0, len(fields))
-	for name, v := range fields {
-		rec = append(rec, vault.FieldValue{Name: name, Value: v})
-	}
-	slices.SortFunc(rec, func(a, b vault.FieldValue) int { return strings.Compare(a.Name, b.Name) })
-	return rec
 }
 
 func (s *Server) getRecord(w http.ResponseWriter, r *http.Request) {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentvault/agentvault/internal/jsontext"
 	"github.com/agentvault/agentvault/vault"
 )
 
@@ -331,14 +332,14 @@ func appendCreatedAnswer(dst []byte, recs []vault.CreatedRecord) []byte {
 	var order []int
 	return appendAnswer(dst, `{"records":`, recs, func(dst []byte, r *vault.CreatedRecord) []byte {
 		dst = append(dst, `{"id":`...)
-		dst = appendJSONString(dst, r.ID)
+		dst = jsontext.AppendString(dst, r.ID)
 		dst = append(dst, `,"fields":{`...)
 		order = byName(order[:0], r.Fields)
 		for i, j := range order {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = appendJSONString(dst, r.Fields[j].Name)
+			dst = jsontext.AppendString(dst, r.Fields[j].Name)
 			dst = append(dst, ':')
 			dst = appendRaw(dst, r.Fields[j].Value)
 		}
@@ -428,19 +429,4 @@ func needsRewrite(v []byte) bool {
 		}
 	}
 	return false
-}
-
-// appendJSONString appends s as encoding/json writes a string with HTML
-// escaping: as is between quotes when it is printable ASCII with nothing
-// to escape.
-func appendJSONString(dst []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			b, _ := json.Marshal(s)
-			return append(dst, b...)
-		}
-	}
-	dst = append(dst, '"')
-	dst = append(dst, s...)
-	return append(dst, '"')
 }

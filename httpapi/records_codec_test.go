@@ -27,7 +27,7 @@ func byEncodingJSON(b []byte) ([]map[string]json.RawMessage, error) {
 	}
 	out := make([]map[string]json.RawMessage, len(req.Records))
 	for i, r := range req.Records {
-		out[i] = asMap(newRecord(r.Fields))
+		out[i] = asMap(vault.NewRecordOf(r.Fields))
 	}
 	return out, nil
 }

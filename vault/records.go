@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/agentvault/agentvault/internal/jsontext"
 	"github.com/agentvault/agentvault/keys"
 	"github.com/agentvault/agentvault/storage"
 	"github.com/agentvault/agentvault/tokenizer"
@@ -80,10 +82,7 @@ func isShared(token string) bool { return strings.HasPrefix(token, tokenizer.Det
 // (collection, record, field) and the ciphertext; for prefix keys, whose
 // key names the place, the ciphertext alone.
 func tokenIndexValue(token, collection, id, field string, cipher []byte) []byte {
-	if isShared(token) {
-		return cipher
-	}
-	return appendTokenIndexValue(make([]byte, 0, len(collection)+len(id)+len(field)+len(cipher)+8), token, collection, id, field, cipher)
+	return appendTokenIndexValue(nil, token, collection, id, field, cipher)
 }
 
 func appendTokenIndexValue(dst []byte, token, collection, id, field string, cipher []byte) []byte {
@@ -166,7 +165,7 @@ func parseValue(f *Field, raw json.RawMessage) (json.RawMessage, error) {
 		if raw[0] != '"' {
 			return nil, errors.New("must be a string")
 		}
-		plain := isPlainJSONString(raw)
+		plain := jsontext.IsPlain(raw)
 		var s string
 		if plain {
 			if f.Format != "" {
@@ -222,23 +221,6 @@ func jsonNumber(raw []byte) (json.Number, bool) {
 	var n json.Number
 	err := json.Unmarshal(raw, &n)
 	return n, err == nil
-}
-
-// isPlainJSONString reports whether raw is a JSON string literal that
-// json.Marshal would write back byte for byte: printable ASCII with no
-// escapes and none of the characters Marshal escapes for HTML. Most values
-// are, and they skip a decode and re-encode (FuzzParseValue holds the two
-// paths equal).
-func isPlainJSONString(raw []byte) bool {
-	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
-		return false
-	}
-	for _, c := range raw[1 : len(raw)-1] {
-		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			return false
-		}
-	}
-	return true
 }
 
 // badValue answers a value parseValue refused, where names it:
@@ -304,6 +286,19 @@ type FieldValue struct {
 // NewRecord is a record to create: its fields, each name once, in any
 // order.
 type NewRecord []FieldValue
+
+// NewRecordOf is a record given as a map, its fields by name; nil for a
+// nil map.
+func NewRecordOf(fields map[string]json.RawMessage) NewRecord {
+	if fields == nil {
+		return nil
+	}
+	rec := make(NewRecord, 0, len(fields))
+	for _, name := range slices.Sorted(maps.Keys(fields)) {
+		rec = append(rec, FieldValue{name, fields[name]})
+	}
+	return rec
+}
 
 // CreatedRecord is a record as its create answers it: its fields in the
 // order they were given, sensitive ones as their tokens (JSON strings).
@@ -392,10 +387,7 @@ func staleKey(c *collection, id uint32) bool { return c.isRetired(id) || id != c
 func (s *Service) CreateRecords(ctx context.Context, meta RequestMeta, collection string, inputs []map[string]json.RawMessage) ([]Record, error) {
 	in := make([]NewRecord, len(inputs))
 	for i, m := range inputs {
-		in[i] = make(NewRecord, 0, len(m))
-		for name, v := range m {
-			in[i] = append(in[i], FieldValue{name, v})
-		}
+		in[i] = NewRecordOf(m)
 	}
 	created, err := s.CreateRecordsInOrder(ctx, meta, collection, in)
 	if err != nil {
@@ -561,7 +553,7 @@ func created(recs []preparedRecord, now time.Time) []CreatedRecord {
 			v := pf.value
 			if pf.field.Sensitive {
 				start := len(quoted)
-				quoted = appendQuotedToken(quoted, pf.token)
+				quoted = jsontext.AppendString(quoted, pf.token)
 				v = quoted[start:len(quoted):len(quoted)]
 			}
 			fields = append(fields, FieldValue{pf.field.Name, v})
@@ -569,19 +561,6 @@ func created(recs []preparedRecord, now time.Time) []CreatedRecord {
 		out[i] = CreatedRecord{ID: r.id, Fields: fields[first:len(fields):len(fields)], CreatedAt: now}
 	}
 	return out
-}
-
-// appendQuotedToken appends json.Marshal of a token: as is between quotes
-// when that is already what Marshal writes (random and deterministic
-// tokens always).
-func appendQuotedToken(dst []byte, tok string) []byte {
-	start := len(dst)
-	dst = append(append(append(dst, '"'), tok...), '"')
-	if !isPlainJSONString(dst[start:]) {
-		b, _ := json.Marshal(tok)
-		dst = append(dst[:start], b...)
-	}
-	return dst
 }
 
 // invalidf wraps a token-space error as a conflict naming record and field.
