@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"github.com/agentvault/agentvault/storage/badgerstore"
 	"io"
 	"os"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 	"github.com/agentvault/agentvault/detect"
 	"github.com/agentvault/agentvault/internal/pgtest"
 	"github.com/agentvault/agentvault/storage"
+	"github.com/agentvault/agentvault/storage/badgerstore"
 	"github.com/agentvault/agentvault/tokenizer"
 	"github.com/agentvault/agentvault/vault/auditlog"
 )

@@ -6,10 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/agentvault/agentvault/internal/pgtest"
-	"github.com/agentvault/agentvault/internal/vaulttest"
-	"github.com/agentvault/agentvault/storage/badgerstore"
-	"github.com/agentvault/agentvault/storage/pgstore"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -21,8 +17,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/agentvault/agentvault/internal/pgtest"
+	"github.com/agentvault/agentvault/internal/vaulttest"
 	"github.com/agentvault/agentvault/keys"
 	"github.com/agentvault/agentvault/storage"
+	"github.com/agentvault/agentvault/storage/badgerstore"
+	"github.com/agentvault/agentvault/storage/pgstore"
 	"github.com/agentvault/agentvault/tokenizer"
 )
 
